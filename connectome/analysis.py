@@ -1,0 +1,199 @@
+"""``connectome.analyze``: trace, lower, walk, and the result every other part reads.
+
+Examples
+--------
+>>> import torch
+>>> m = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+>>> with torch.no_grad(): m[2].weight[:, 0] = 0      # unit 0 of the hidden layer reaches no output
+>>> res = analyze(m, torch.zeros(1, 4))
+>>> res.params_nonzero, res.params_effective       # its 4 incoming weights do nothing
+(16, 12)
+>>> res.layers[0]["dead_out"]
+1
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch import fx, nn
+
+from .lower import UnitGraph, lower
+from .masks import MaskSource, prunable_weights
+from .status import Status
+from .trace import Traced, trace
+from .walk import Walk, walk
+
+__all__ = ["Analysis", "analyze", "Analyzer"]
+
+
+@dataclass
+class Analysis:
+    """The result of one analysis. ``to_dict()`` is the JSON schema of DESIGN.md."""
+
+    effective_masks: dict[str, torch.Tensor]
+    masks: dict[str, torch.Tensor]
+    kinds: dict[str, str]
+    layers: list[dict]
+    collapsed: bool
+    unsupported_ops: list[dict]
+    walk: Walk | None = field(default=None, repr=False)
+    tracer: str = "fx"
+    input_shapes: list[list[int]] = field(default_factory=list)
+
+    @property
+    def params_total(self) -> int:
+        return sum(m.numel() for m in self.masks.values())
+
+    @property
+    def params_nonzero(self) -> int:
+        return sum(int(m.sum()) for m in self.masks.values())
+
+    @property
+    def params_effective(self) -> int:
+        return sum(int(m.sum()) for m in self.effective_masks.values())
+
+    @property
+    def direct_sparsity(self) -> float:
+        return 1 - self.params_nonzero / self.params_total if self.params_total else 0.0
+
+    @property
+    def effective_sparsity(self) -> float:
+        return 1 - self.params_effective / self.params_total if self.params_total else 0.0
+
+    @property
+    def direct_compression(self) -> float | None:
+        return self.params_total / self.params_nonzero if self.params_nonzero else None
+
+    @property
+    def effective_compression(self) -> float | None:
+        return self.params_total / self.params_effective if self.params_effective else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable summary (the schema in DESIGN.md, plus ``tracer`` and ``input_shapes``)."""
+        return {
+            "params_total": self.params_total,
+            "params_nonzero": self.params_nonzero,
+            "params_effective": self.params_effective,
+            "direct_sparsity": self.direct_sparsity,
+            "effective_sparsity": self.effective_sparsity,
+            "direct_compression": self.direct_compression,
+            "effective_compression": self.effective_compression,
+            "collapsed": self.collapsed,
+            "layers": [dict(r) for r in self.layers],
+            "unsupported_ops": list(self.unsupported_ops),
+            "tracer": self.tracer,
+            "input_shapes": self.input_shapes,
+        }
+
+
+class Analyzer:
+    """Trace once, then analyse any number of mask sets (for pruning loops and sparse training).
+
+    >>> import torch
+    >>> m = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Linear(3, 1))
+    >>> a = Analyzer(m, input_shape=(1, 3))
+    >>> a.run({"1.weight": torch.zeros(1, 3, dtype=torch.bool)}).collapsed
+    True
+    """
+
+    def __init__(self, model: nn.Module, example_inputs: Any = None, input_shape: Sequence[int] | None = None,
+                 tracer: str = "auto"):
+        self.model = model
+        self.traced: Traced = trace(model, example_inputs, input_shape, tracer)
+        self.kinds = prunable_weights(model)
+
+    def run(self, masks: Mapping[str, torch.Tensor] | None = None) -> Analysis:
+        """Analyse with ``masks`` (name -> 0/1 tensor) overriding the model's own masks."""
+        source = MaskSource(self.model, masks)
+        graph = lower(self.traced, source)
+        w = walk(graph)
+        return _result(self.traced, graph, w, source, self.kinds)
+
+
+def analyze(model: nn.Module, example_inputs: Any = None, input_shape: Sequence[int] | None = None,
+            masks: Mapping[str, torch.Tensor] | None = None, tracer: str = "auto") -> Analysis:
+    """Effective masks, dead units and collapse of ``model`` for the given input (tensor, tuple or shape).
+
+    Masks are ``masks[name]`` when given, else ``torch.nn.utils.prune``'s ``weight_mask`` buffers,
+    else ``weight != 0``.
+    """
+    return Analyzer(model, example_inputs, input_shape, tracer).run(masks)
+
+
+def _result(traced: Traced, graph: UnitGraph, w: Walk, source: MaskSource, kinds: dict[str, str]) -> Analysis:
+    owners: dict[str, tuple[fx.Node, str]] = {}
+    for node, op in graph.ops.items():
+        for wt in op.weights:
+            owners.setdefault(wt.name, (node, wt.kind))
+            kinds.setdefault(wt.name, wt.kind)
+    referenced = _referenced(traced)
+    masks, eff, layers = {}, {}, []
+    unsupported = list(graph.unsupported)
+    for name, kind in kinds.items():
+        mask = source.get(name)
+        if mask is None:
+            continue
+        masks[name] = mask
+        if name in w.effective:
+            eff[name] = w.effective[name]
+        elif name in owners or not any(name == r or name.startswith(r + ".") for r in referenced):
+            eff[name] = torch.zeros_like(mask)   # owned but never reached, or not used by the traced graph
+        else:  # used by an op we cannot see into: never call it ineffective
+            eff[name] = mask.clone()
+            unsupported.append({"node": "", "op": name, "reason": "weight used by an op without a rule"})
+        layers.append(_layer_row(name, kinds[name], mask, eff[name], owners.get(name), graph, w))
+    collapsed = not any(_alive(w.fwd.get(n)) for n in traced.outputs)
+    shapes = [list(traced.vals[n].shape) for n in traced.inputs if isinstance(traced.vals.get(n), torch.Tensor)]
+    return Analysis(eff, masks, dict(kinds), layers, collapsed, unsupported, w, traced.tracer, shapes)
+
+
+def _alive(v: Any) -> bool:
+    if isinstance(v, Status):
+        return v.any()
+    if isinstance(v, (tuple, list)):
+        return any(_alive(x) for x in v)
+    return False
+
+
+def _referenced(traced: Traced) -> set[str]:
+    refs = set()
+    for n in traced.graph.nodes:
+        if n.op in ("call_module", "get_attr") and n.users:
+            refs.add(str(n.target))
+        elif n in traced.param_nodes and n.users:
+            refs.add(traced.param_nodes[n])
+    return refs
+
+
+def _layer_row(name: str, kind: str, mask: torch.Tensor, eff: torch.Tensor, owner, graph: UnitGraph,
+               w: Walk) -> dict:
+    layer = name[: -len(".weight")] if name.endswith(".weight") else name
+    units_in = units_out = dead_in = dead_out = 0
+    if owner is not None:
+        node = owner[0]
+        out_f, out_b = w.fwd.get(node), w.bwd.get(node)
+        out_f = out_f[0] if isinstance(out_f, tuple) else out_f
+        out_b = out_b[0] if isinstance(out_b, tuple) else out_b
+        args = graph.args.get(node) or []
+        op = graph.ops[node]
+        cdim = getattr(op, "cdim", None)
+        if isinstance(out_f, Status):
+            s = out_f.with_cdim(cdim) if isinstance(cdim, int) else out_f
+            units_out = s.channels
+            dead_in = int((~s.alive_units()).sum())
+            if isinstance(out_b, Status):
+                b = out_b.with_cdim(s.cdim)
+                dead_out = int((~b.alive_units()).sum())
+            else:
+                dead_out = units_out
+        x = w.fwd.get(args[0]) if args else None
+        if isinstance(x, Status):
+            units_in = x.with_cdim(cdim).channels if isinstance(cdim, int) else x.channels
+    elif mask.dim() >= 2:
+        units_in, units_out = int(mask.shape[1]), int(mask.shape[0])
+        dead_in = dead_out = units_out
+    return {"name": layer, "kind": kind, "numel": mask.numel(), "nonzero": int(mask.sum()),
+            "effective": int(eff.sum()), "units_in": units_in, "units_out": units_out,
+            "dead_in": dead_in, "dead_out": dead_out}

@@ -1,0 +1,96 @@
+"""Lowering: turn every node of a traced graph into an :class:`~connectome.lower.base.Op`.
+
+Importing this package imports every rule module, each of which registers its rules.
+
+Examples
+--------
+>>> import torch
+>>> from connectome.trace import trace
+>>> from connectome.masks import MaskSource
+>>> m = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU())
+>>> g = lower(trace(m, input_shape=(1, 4)), MaskSource(m))
+>>> [type(op).__name__ for op in g.ops.values()]
+['Mixing', 'Elementwise']
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import fx
+
+from ..masks import MaskSource
+from ..trace import Traced
+from . import attention, bilinear, conv, elementwise, embedding, linear, misc, norm, positional, structural  # noqa: F401
+from .base import RULES, Ctx, LowerError, Op, find_rule, key_name, tensor_args
+from .misc import Fallback
+
+__all__ = ["UnitGraph", "lower", "RULES", "Op"]
+
+
+@dataclass
+class UnitGraph:
+    """The lowered graph: one op per computing node, in topological order."""
+
+    traced: Traced
+    ops: dict[fx.Node, Op]
+    args: dict[fx.Node, list[fx.Node]]          # the tensor arguments each op reads, in order
+    unsupported: list[dict] = field(default_factory=list)
+
+
+def _is_value(v: Any) -> bool:
+    if isinstance(v, torch.Tensor):
+        return True
+    return isinstance(v, (tuple, list)) and any(_is_value(x) for x in v)
+
+
+def lower(traced: Traced, masks: MaskSource) -> UnitGraph:
+    """Lower every node that computes a tensor; ops without a rule become conservative fallbacks."""
+    ops: dict[fx.Node, Op] = {}
+    args: dict[fx.Node, list[fx.Node]] = {}
+    unsupported: list[dict] = []
+    hints: dict[fx.Node, int] = {}
+    for node in traced.graph.nodes:
+        out = traced.vals.get(node)
+        if isinstance(out, torch.Tensor):
+            hints[node] = _default_cdim(out)
+        if node.op not in ("call_module", "call_function", "call_method") or not _is_value(out):
+            continue
+        targs = tensor_args(traced, node)
+        ctx = Ctx(node, traced, masks, targs, [hints.get(a, 1) for a in targs])
+        key, fn = find_rule(traced, node)
+        try:
+            op = fn(ctx) if fn is not None else None
+        except LowerError:
+            raise
+        except Exception as e:
+            raise LowerError(f"cannot lower node {node.name} ({_target_name(traced, node)}): "
+                             f"{type(e).__name__}: {e}") from e
+        if op is None:
+            op = Fallback(out, [traced.vals.get(a) for a in targs], "no rule")
+        if not op.supported:
+            unsupported.append({"node": node.name, "op": _target_name(traced, node),
+                                "reason": getattr(op, "reason", "") or "no rule"})
+        data = op.data if op.data is not None else (targs if op.multi else targs[:1])
+        ops[node], args[node] = op, list(data)
+        oc = getattr(op, "out_cdim", None)
+        if oc is None:
+            oc = getattr(op, "cdim", None)
+        if isinstance(out, torch.Tensor):
+            hints[node] = oc % max(out.dim(), 1) if isinstance(oc, int) else \
+                (hints.get(targs[0], _default_cdim(out)) if targs and traced.vals[targs[0]].dim() == out.dim()
+                 and isinstance(traced.vals[targs[0]], torch.Tensor) else _default_cdim(out))
+    return UnitGraph(traced, ops, args, unsupported)
+
+
+def _default_cdim(t: torch.Tensor) -> int:
+    return 1 if t.dim() > 1 else 0
+
+
+def _target_name(traced: Traced, node: fx.Node) -> str:
+    if node.op == "call_module":
+        return key_name(traced.module(node))
+    if node.op == "call_method":
+        return "Tensor." + str(node.target)
+    return key_name(node.target)

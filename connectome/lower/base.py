@@ -1,0 +1,203 @@
+"""The lowering registry: one small rule per op family turns an fx node into an :class:`Op`.
+
+A rule is registered for the things an fx node can call: a module class (``nn.Conv2d``), a function
+(``torch.add``, ``operator.add``), a tensor method name (``".view"``) or an ATen op
+(``torch.ops.aten.conv2d``). Registering one key twice is an error, as in torch's flop counter.
+
+An :class:`Op` says how liveness flows through the node: ``forward`` from its tensor inputs' alive-from-input
+status to its output's, ``backward`` from its output's alive-to-output status to its inputs'. Ops that own
+prunable weights list them in ``weights`` and compute their effective masks in ``effective``.
+
+Examples
+--------
+>>> import torch
+>>> find_rule_key(torch.nn.Linear(2, 2)) is torch.nn.Linear
+True
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import fx, nn
+
+from ..status import Status
+from ..trace import Traced
+
+__all__ = ["Op", "Weight", "Ctx", "rule", "RULES", "find_rule", "find_rule_key", "key_name", "LowerError"]
+
+Value = Status | tuple | None
+RuleFn = Callable[["Ctx"], "Op"]
+RULES: dict[Any, RuleFn] = {}
+
+
+class LowerError(ValueError):
+    """A node could not be lowered; the message names the node."""
+
+
+def rule(*keys: Any) -> Callable[[RuleFn], RuleFn]:
+    """Register a lowering rule for module classes, functions, ``".method"`` names or ATen ops."""
+    def deco(fn: RuleFn) -> RuleFn:
+        for k in dict.fromkeys(_packet(k) for k in keys):  # aliases (F.relu_ is torch.relu_) count once
+            if k in RULES:
+                raise RuntimeError(f"duplicate lowering rule for {key_name(k)}: {fn.__module__}.{fn.__name__}")
+            RULES[k] = fn
+        return fn
+    return deco
+
+
+def _packet(k: Any) -> Any:
+    return getattr(k, "overloadpacket", k) if isinstance(k, torch._ops.OpOverload) else k
+
+
+def find_rule_key(target: Any) -> Any:
+    """The registry key that matches a module instance, function, method name or ATen op, or None."""
+    if isinstance(target, nn.Module):
+        for cls in type(target).__mro__:
+            if cls in RULES:
+                return cls
+        return None
+    k = _packet(target)
+    try:
+        return k if k in RULES else None
+    except TypeError:  # unhashable target
+        return None
+
+
+def find_rule(traced: Traced, node: fx.Node) -> tuple[Any, RuleFn | None]:
+    if node.op == "call_module":
+        target: Any = traced.module(node)
+    elif node.op == "call_method":
+        target = "." + str(node.target)
+    else:
+        target = node.target
+    key = find_rule_key(target)
+    return key, (RULES[key] if key is not None else None)
+
+
+def key_name(k: Any) -> str:
+    """A readable name for a registry key or node target."""
+    if isinstance(k, str):
+        return k.lstrip(".") if k.startswith(".") else k
+    if isinstance(k, type):
+        return k.__name__
+    if isinstance(k, nn.Module):
+        return type(k).__name__
+    if isinstance(k, (torch._ops.OpOverloadPacket, torch._ops.OpOverload)):
+        return str(k)
+    mod = getattr(k, "__module__", "") or ""
+    name = getattr(k, "__name__", str(k))
+    short = {"torch.nn.functional": "F", "_operator": "operator", "builtins": ""}.get(mod, mod)
+    return f"{short}.{name}" if short else name
+
+
+@dataclass
+class Weight:
+    """A prunable weight an op owns: its parameter name, kind and 0/1 mask (bool, the param's shape)."""
+
+    name: str
+    kind: str
+    mask: torch.Tensor
+
+
+class Op:
+    """How liveness flows through one node. Subclasses override ``forward`` and ``backward``."""
+
+    weights: Sequence[Weight] = ()
+    supported: bool = True
+    multi: bool = False            # reads every tensor argument (else only the first, or ``data``)
+    data: list | None = None       # the argument nodes it reads, when not the default
+
+    def forward(self, ins: list[Status]) -> Value:
+        raise NotImplementedError
+
+    def backward(self, ins: list[Status], out: Value, grad: Value) -> list[Status | None]:
+        """Alive-to-output status of each tensor input, given the output's (``grad``)."""
+        raise NotImplementedError
+
+    def effective(self, ins: list[Status], grad: Value) -> dict[str, torch.Tensor]:
+        """Effective mask of each owned weight, given input (forward) and output (backward) status."""
+        return {}
+
+
+@dataclass
+class Ctx:
+    """What a rule sees: the node, the traced model, shapes, and the masks of prunable weights."""
+
+    node: fx.Node
+    traced: Traced
+    masks: dict[str, torch.Tensor]
+    tensor_args: list[fx.Node] = field(default_factory=list)
+    hints: list[int] = field(default_factory=list)   # preferred channel dim of each tensor input
+
+    @property
+    def module(self) -> nn.Module:
+        return self.traced.module(self.node)
+
+    def val(self, arg: Any) -> Any:
+        """The meta value of a node argument (constants pass through)."""
+        return self.traced.vals.get(arg) if isinstance(arg, fx.Node) else arg
+
+    def shape(self, arg: Any) -> tuple[int, ...]:
+        v = self.val(arg)
+        return tuple(v.shape)
+
+    @property
+    def out(self) -> Any:
+        return self.traced.vals.get(self.node)
+
+    def arg(self, i: int, name: str, default: Any = None) -> Any:
+        """Positional-or-keyword argument ``i``/``name`` of the node."""
+        if len(self.node.args) > i:
+            return self.node.args[i]
+        return self.node.kwargs.get(name, default)
+
+    def concrete(self, a: Any) -> Any:
+        """An argument with nodes replaced by their (non-tensor) values, recursively."""
+        return fx.node.map_aggregate(a, lambda x: self.val(x) if isinstance(x, fx.Node) else x)
+
+    def input_index(self, arg: Any) -> int:
+        """Position of a node argument among the op's tensor inputs."""
+        return self.tensor_args.index(arg)
+
+    def weight(self, arg: Any, kind: str, transform: Callable[[torch.Tensor], torch.Tensor] | None = None
+               ) -> Weight | None:
+        """Resolve the node feeding a weight operand to a named prunable parameter and its mask.
+
+        Follows ``torch.nn.utils.prune``'s ``weight_orig * weight_mask`` when export traced it.
+        Returns None when the weight is computed from activations (then it is not a parameter).
+        """
+        name = self.traced.attr_name(arg)
+        if name is None and isinstance(arg, fx.Node) and arg.op == "call_function" and \
+                getattr(arg.target, "__name__", "") in ("mul", "mul.Tensor") and len(arg.args) == 2:
+            names = [self.traced.attr_name(a) for a in arg.args]
+            if all(names) and any(n.endswith("_orig") for n in names):
+                name = next(n for n in names if n.endswith("_orig"))[: -len("_orig")]
+        if name is None:
+            return None
+        name = name[: -len("_orig")] if name.endswith("_orig") else name
+        return self.named_weight(name, kind, transform)
+
+    def named_weight(self, name: str, kind: str, transform=None) -> Weight:
+        mask = self.masks.get(name)
+        if mask is None:
+            raise LowerError(f"no mask for weight {name!r} at node {self.node.name}")
+        return Weight(name, kind, mask)
+
+
+def tensor_args(traced: Traced, node: fx.Node) -> list[fx.Node]:
+    """The node's arguments that carry tensors, in argument order, without repeats."""
+    found: list[fx.Node] = []
+
+    def visit(a: fx.Node) -> fx.Node:
+        v = traced.vals.get(a)
+        if a not in found and (isinstance(v, torch.Tensor) or _has_tensor(v)):
+            found.append(a)
+        return a
+    fx.node.map_arg((node.args, node.kwargs), visit)
+    return found
+
+
+def _has_tensor(v: Any) -> bool:
+    return isinstance(v, (list, tuple)) and any(isinstance(x, torch.Tensor) or _has_tensor(x) for x in v)

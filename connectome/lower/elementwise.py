@@ -1,0 +1,172 @@
+"""Elementwise ops: activations, dropout, casts, add/sub, mul/div (gates), where, clamp, comparisons.
+
+An activation maps each element to itself: a unit is alive after it iff alive before it. The only
+difference between activations is whether a dead (zero) input stays zero (``relu``) or becomes a
+nonzero constant (``sigmoid``): the latter cannot silence a product, so in ``x * sigmoid(s)`` the
+factor ``x`` passes whether or not ``s`` is alive, while ``s`` matters only where ``x`` is alive.
+"""
+from __future__ import annotations
+
+import operator
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..status import Status, combine
+from .base import Ctx, Op, rule
+
+aten = torch.ops.aten
+
+__all__ = ["Elementwise", "aligned"]
+
+
+def aligned(ins: list[Status], shape: tuple) -> list[Status]:
+    """Inputs broadcast to ``shape`` and laid out with one channel dim."""
+    b = [s.broadcast_to(shape) for s in ins]
+    cdim = max(b, key=lambda s: s.channels).cdim if b else 0
+    return [s.with_cdim(cdim) for s in b]
+
+
+class Elementwise(Op):
+    """``kind``: "union" (output depends on every input), "mul" or "div" (first input / second)."""
+
+    multi = True
+
+    def __init__(self, shape: tuple, kind: str = "union", zero: bool | None = None,
+                 in_shapes: list[tuple] | None = None):
+        self.shape, self.kind, self.zero, self.in_shapes = tuple(shape), kind, zero, in_shapes or []
+
+    def _kills(self, ins: list[Status]) -> list[bool]:
+        # a factor that is exactly zero wherever it is dead silences the product there
+        if self.kind == "mul":
+            return [s.zero for s in ins]
+        if self.kind == "div":
+            return [ins[0].zero] + [False] * (len(ins) - 1)
+        return [False] * len(ins)
+
+    def forward(self, ins: list[Status]) -> Status:
+        if not ins:
+            return Status.uniform(self.shape, 1, False).with_zero(bool(self.zero))
+        al = aligned(ins, self.shape)
+        kills = self._kills(ins)
+
+        def fn(*xs: np.ndarray) -> np.ndarray:
+            out = np.logical_or.reduce(xs)
+            for x, k in zip(xs, kills):
+                if k:
+                    out &= x
+            return out
+        out = combine(al, fn)
+        if self.zero is not None:
+            zero = self.zero
+        elif self.kind == "mul":
+            zero = any(s.zero for s in ins)
+        elif self.kind == "div":
+            zero = ins[0].zero
+        else:
+            zero = all(s.zero for s in ins)
+        return out.with_zero(zero)
+
+    def backward(self, ins: list[Status], out: Status, grad: Status) -> list[Status | None]:
+        kills = self._kills(ins)
+        al = aligned(ins, self.shape)
+        g = grad.broadcast_to(self.shape).with_cdim(al[0].cdim) if al else grad
+        res = []
+        for j, s in enumerate(ins):
+            others = [al[k] for k in range(len(ins)) if k != j and kills[k]]
+            gj = combine([g] + others, lambda gg, *xs: gg & np.logical_and.reduce(xs)) if others else g
+            res.append(gj.reduce_to(s.shape))
+        return res
+
+
+def _zero_of(kind: str, zero: bool | None) -> Callable[[Ctx], Op]:
+    def make(ctx: Ctx) -> Op:
+        shapes = [ctx.shape(a) for a in ctx.tensor_args]
+        return Elementwise(tuple(ctx.out.shape), kind, zero, shapes)
+    return make
+
+
+# activations that keep zero at zero, and shape-preserving ops that copy values
+_ZERO_KEEPING_MODULES = (
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.CELU, nn.SELU, nn.GELU, nn.SiLU,
+    nn.Mish, nn.Hardswish, nn.Hardtanh, nn.Tanh, nn.Tanhshrink, nn.Softsign, nn.Hardshrink, nn.Softshrink,
+    nn.Threshold, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
+    nn.FeatureAlphaDropout, nn.Identity,
+)
+_ZERO_KEEPING_FUNCS = (
+    F.relu, F.relu_, F.relu6, F.leaky_relu, F.leaky_relu_, F.prelu, F.rrelu, F.elu, F.elu_, F.celu, F.selu,
+    F.gelu, F.silu, F.mish, F.hardswish, F.hardtanh, F.hardtanh_, F.tanh, F.tanhshrink, F.softsign,
+    F.hardshrink, F.softshrink, F.threshold, F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout,
+    F.feature_alpha_dropout, torch.relu, torch.relu_, torch.tanh, torch.neg, torch.abs, torch.sin, torch.sqrt,
+    torch.square, torch.sign, torch.erf, torch.dropout, torch.nn.functional.relu6,
+    torch.clone, operator.neg, operator.pos, torch.detach, torch.nan_to_num,
+    aten.relu, aten.relu_, aten.relu6, aten.leaky_relu, aten.leaky_relu_, aten.gelu, aten.gelu_, aten.silu,
+    aten.silu_, aten.hardswish, aten.hardswish_, aten.hardtanh, aten.hardtanh_, aten.tanh, aten.elu, aten.mish,
+    aten.dropout, aten.dropout_, aten.native_dropout, aten.feature_dropout, aten.alpha_dropout, aten.neg, aten.abs,
+    aten.clone, aten.detach, aten.alias, aten._to_copy, aten.to, aten.type_as, aten.contiguous, aten.lift_fresh_copy,
+    aten.sin, aten.sqrt, aten.square, aten.erf, aten.sign, aten.prelu, aten._prelu_kernel, aten.selu, aten.celu,
+    aten.threshold, aten.nan_to_num, aten.lift_fresh, aten.clamp, aten.clamp_, aten.clamp_min, aten.clamp_max,
+    aten.clip, aten.hardshrink, aten.softshrink,
+    aten._assert_tensor_metadata, aten.tanh_,
+)
+_ZERO_KEEPING_METHODS = (
+    ".relu", ".relu_", ".tanh", ".neg", ".abs", ".sqrt", ".square", ".sign", ".sin", ".clone", ".detach",
+    ".contiguous", ".float", ".double", ".half", ".bfloat16", ".to", ".type", ".type_as", ".cpu", ".cuda",
+    ".requires_grad_", ".clamp", ".clamp_", ".clamp_min", ".clamp_max", ".clip", ".nan_to_num",
+)
+# ops whose output is a nonzero constant where the input is dead (they cannot silence a product)
+_NONZERO_MODULES = (nn.Sigmoid, nn.Hardsigmoid, nn.Softplus, nn.LogSigmoid)
+_NONZERO_FUNCS = (
+    torch.sigmoid, F.sigmoid, F.hardsigmoid, F.softplus, F.logsigmoid, torch.exp, torch.cos, torch.log,
+    torch.reciprocal, torch.rsqrt, torch.log1p, torch.expm1, torch.pow, operator.pow, torch.special.expit,
+    aten.sigmoid, aten.sigmoid_, aten.hardsigmoid, aten.hardsigmoid_, aten.softplus, aten.exp, aten.cos,
+    aten.log, aten.reciprocal, aten.rsqrt, aten.pow, aten.log_sigmoid_forward, aten.expm1, aten.log1p,
+    operator.invert, torch.logical_not, aten.logical_not, torch.bitwise_not, aten.bitwise_not,
+)
+_NONZERO_METHODS = (".sigmoid", ".sigmoid_", ".exp", ".cos", ".log", ".reciprocal", ".rsqrt", ".pow", ".log1p",
+                    ".expm1", ".logical_not", ".bitwise_not")
+
+rule(*_ZERO_KEEPING_MODULES, *_ZERO_KEEPING_FUNCS, *_ZERO_KEEPING_METHODS)(_zero_of("union", None))
+rule(*_NONZERO_MODULES, *_NONZERO_FUNCS, *_NONZERO_METHODS)(_zero_of("union", False))
+
+
+@rule(operator.add, operator.sub, operator.iadd, operator.isub, torch.add, torch.sub, torch.subtract,
+      torch.rsub, torch.where, torch.maximum, torch.minimum, torch.fmax, torch.fmin,
+      ".add", ".add_", ".sub", ".sub_", ".rsub", ".where", ".maximum", ".minimum", ".masked_fill", ".masked_fill_",
+      torch.masked_fill, torch.lerp, ".lerp",
+      aten.add, aten.add_, aten.sub, aten.sub_, aten.rsub, aten.where, aten.maximum, aten.minimum,
+      aten.masked_fill, aten.masked_fill_, aten.lerp,
+      operator.gt, operator.lt, operator.ge, operator.le, operator.eq, operator.ne, torch.gt, torch.lt, torch.ge,
+      torch.le, torch.eq, torch.ne, ".gt", ".lt", ".ge", ".le", ".eq", ".ne", aten.gt, aten.lt, aten.ge, aten.le,
+      aten.eq, aten.ne, operator.and_, operator.or_, operator.xor, torch.logical_and, torch.logical_or,
+      aten.logical_and, aten.logical_or, aten.bitwise_and, aten.bitwise_or)
+def additive(ctx: Ctx) -> Op:
+    n_const = _scalar_operands(ctx)
+    return Elementwise(tuple(ctx.out.shape), "union", False if n_const else None)
+
+
+@rule(operator.mul, operator.imul, torch.mul, torch.multiply, ".mul", ".mul_", aten.mul, aten.mul_)
+def multiply(ctx: Ctx) -> Op:
+    return Elementwise(tuple(ctx.out.shape), "mul" if len(ctx.tensor_args) > 1 else "union")
+
+
+@rule(operator.truediv, operator.itruediv, operator.floordiv, torch.div, torch.true_divide, torch.floor_divide,
+      ".div", ".div_", ".true_divide", ".floor_divide", aten.div, aten.div_, aten.floor_divide)
+def divide(ctx: Ctx) -> Op:
+    node = ctx.node
+    first_is_tensor = bool(node.args) and node.args[0] in ctx.tensor_args
+    if not first_is_tensor:  # scalar / tensor is a nonzero constant where the tensor is dead
+        return Elementwise(tuple(ctx.out.shape), "union", False)
+    return Elementwise(tuple(ctx.out.shape), "div" if len(ctx.tensor_args) > 1 else "union")
+
+
+def _scalar_operands(ctx: Ctx) -> int:
+    """How many operands are nonzero Python scalars or constant tensors (they shift dead values)."""
+    n = 0
+    for a in ctx.node.args[:2]:
+        if isinstance(a, (int, float)) and a != 0 and not isinstance(a, bool):
+            n += 1
+    return n

@@ -1,0 +1,61 @@
+"""Embeddings: a lookup is a linear layer from a one-hot vocabulary, so row ``v`` of the table can reach
+feature ``d`` wherever the ids are alive; which rows the data will pick is not known, so every row may."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..status import Status
+from .base import Ctx, Op, Weight, rule
+
+aten = torch.ops.aten
+
+
+class Lookup(Op):
+    def __init__(self, weight: Weight | None, mask: torch.Tensor, ids_shape: tuple, out_shape: tuple):
+        self.weights = [weight] if weight is not None else []
+        self.mask, self.ids_shape, self.out_shape = mask, ids_shape, out_shape
+        self.col = mask.any(0).numpy()  # features some row reaches
+        self.out_cdim = len(out_shape) - 1
+
+    def forward(self, ins: list[Status]) -> Status:
+        ids = ins[0].full().reshape(1, -1)
+        if not ids.any():
+            return Status.uniform(self.out_shape, -1, False)
+        idx = np.where(self.col, 0, -1)
+        return Status.from_table(ids, idx, self.out_shape, len(self.out_shape) - 1)
+
+    def backward(self, ins: list[Status], out: Status, grad: Status) -> list[Status | None]:
+        g = grad.with_cdim(-1).rows()[self.col]
+        hit = g.any(0).reshape(self.ids_shape) if len(g) else np.zeros(self.ids_shape, bool)
+        return [Status.from_full(hit, -1)]
+
+    def effective(self, ins: list[Status], grad: Status | None) -> dict[str, torch.Tensor]:
+        if not self.weights:
+            return {}
+        w = self.weights[0]
+        if grad is None:
+            return {w.name: torch.zeros_like(w.mask)}
+        ids = ins[0].full().reshape(-1)
+        reach = (grad.with_cdim(-1).rows() & ids[None, :]).any(1)  # per feature d
+        return {w.name: self.mask & torch.from_numpy(reach)[None, :]}
+
+
+@rule(nn.Embedding)
+def embedding_module(ctx: Ctx) -> Op:
+    w = ctx.named_weight(ctx.node.target + ".weight", "embedding")
+    return Lookup(w, w.mask, ctx.shape(ctx.node.args[0]), tuple(ctx.out.shape))
+
+
+@rule(F.embedding, aten.embedding)
+def embedding_function(ctx: Ctx) -> Op:
+    aten_form = ctx.node.target is not F.embedding
+    w_arg, ids = (ctx.arg(0, "weight"), ctx.arg(1, "indices")) if aten_form else \
+        (ctx.arg(1, "weight"), ctx.arg(0, "input"))
+    w = ctx.weight(w_arg, "embedding")
+    mask = w.mask if w is not None else torch.ones(ctx.shape(w_arg), dtype=torch.bool)
+    op = Lookup(w, mask, ctx.shape(ids), tuple(ctx.out.shape))
+    op.data = [ids]
+    return op

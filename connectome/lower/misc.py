@@ -1,0 +1,91 @@
+"""Plumbing nodes: ``getitem`` on tuples and tensors, tensor attributes, and the conservative fallback.
+
+An op with no rule becomes a :class:`Fallback`: every output element depends on every input element.
+That can only call too many weights effective, never too few, and the op is listed in the report's
+``unsupported_ops`` so that the user knows where the analysis is loose.
+"""
+from __future__ import annotations
+
+import builtins
+import operator
+from typing import Any
+
+import torch
+
+from ..status import Status
+from .base import Ctx, Op, rule
+from .structural import index_map_op
+
+__all__ = ["Fallback", "Select"]
+
+
+class Select(Op):
+    """``out = value[i]`` for a tuple-valued input."""
+
+    def __init__(self, i: int, n: int):
+        self.i, self.n = i, n
+
+    def forward(self, ins: list[Any]) -> Any:
+        v = ins[0]
+        return v[self.i] if v is not None else None
+
+    def backward(self, ins: list[Any], out: Any, grad: Any) -> list[Any]:
+        g: list[Any] = [None] * self.n
+        g[self.i] = grad
+        return [tuple(g)]
+
+
+class Fallback(Op):
+    """All-to-all: alive everywhere if any input is alive anywhere (and back)."""
+
+    multi = True
+
+    supported = False
+
+    def __init__(self, out: Any, in_shapes: list, reason: str = ""):
+        self.out, self.in_shapes, self.reason = out, in_shapes, reason
+
+    def forward(self, ins: list[Any]) -> Any:
+        alive = any(_any(s) for s in ins)
+        return _uniform_like(self.out, alive, zero=False)
+
+    def backward(self, ins: list[Any], out: Any, grad: Any) -> list[Any]:
+        if not _any(grad):
+            return [None] * len(ins)
+        return [_uniform_like(v, True) if v is not None else None for v in self.in_shapes]
+
+
+def _any(v: Any) -> bool:
+    if isinstance(v, Status):
+        return v.any()
+    if isinstance(v, (tuple, list)):
+        return any(_any(x) for x in v)
+    return False
+
+
+def _uniform_like(v: Any, alive: bool, zero: bool = True) -> Any:
+    if isinstance(v, torch.Tensor):
+        shape = tuple(v.shape)
+        return Status.uniform(shape, 1 if len(shape) > 1 else 0, alive).with_zero(zero)
+    if isinstance(v, (tuple, list)):
+        return tuple(_uniform_like(x, alive, zero) for x in v)
+    return None
+
+
+@rule(operator.getitem)
+def getitem(ctx: Ctx) -> Op:
+    src = ctx.node.args[0]
+    v = ctx.val(src)
+    if isinstance(v, (tuple, list)):
+        return Select(int(ctx.node.args[1]), len(v))
+    try:
+        return index_map_op(ctx, ctx.hints)
+    except Exception as e:  # indexing with a computed tensor cannot be read off ahead of time
+        return Fallback(ctx.out, [ctx.val(a) for a in ctx.tensor_args], f"tensor indexing ({type(e).__name__})")
+
+
+@rule(builtins.getattr)
+def tensor_attribute(ctx: Ctx) -> Op:
+    if isinstance(ctx.out, torch.Tensor):  # x.T, x.mT, x.data
+        return index_map_op(ctx, ctx.hints)
+    return Fallback(ctx.out, [], "")

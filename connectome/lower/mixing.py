@@ -1,0 +1,122 @@
+"""Weighted channel mixing: linear layers and (transposed, grouped, depthwise) convolutions.
+
+All of them are one :class:`Mixing` op: a connectivity ``conn[o, j, t]`` (output channel ``o``, input
+channel ``j`` of its group, kernel tap ``t``) plus, per tap, the position maps of
+:mod:`connectome.spatial`. A linear layer is the case of one tap that maps every position to itself.
+
+The walk never touches the 4-D mask more than a few times per layer: forward it reduces ``conn`` to
+``(O, T, P)`` ("does output channel o see input pattern p through tap t"), backward to ``(I, T, Q)``,
+and the effective mask is ``conn`` ANDed with a gather from a tiny ``(P, Q, T)`` table.
+
+Examples
+--------
+>>> import torch
+>>> from connectome.status import Status
+>>> op = Mixing.linear(None, torch.tensor([[1, 0], [0, 0]], dtype=torch.bool), (1, 2), (1, 2))
+>>> op.forward([Status.uniform((1, 2), 1, True)]).alive_units().tolist()
+[True, False]
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from ..spatial import DimMap, apply_taps
+from ..status import Status, dedupe_rows
+from .base import Op, Weight
+
+__all__ = ["Mixing"]
+
+Tap = Sequence[DimMap | None]
+
+
+class Mixing(Op):
+    def __init__(self, weight: Weight | None, conn: torch.Tensor, groups: int, in_shape: tuple, out_shape: tuple,
+                 cdim: int, taps: Sequence[Tap] | None, to_param: Callable[[torch.Tensor], torch.Tensor] | None = None):
+        self.weights = [weight] if weight is not None else []
+        self.conn = conn.detach().to("cpu")     # (O, Ig, T) bool
+        self.groups = groups
+        self.in_shape, self.out_shape, self.cdim = tuple(in_shape), tuple(out_shape), cdim
+        n_pos = len(in_shape) - 1
+        self.taps: list[Tap] = list(taps) if taps is not None else [(None,) * n_pos]
+        self.to_param = to_param or (lambda m: m.reshape(self.weights[0].mask.shape))
+
+    @staticmethod
+    def linear(weight: Weight | None, mask: torch.Tensor, in_shape: tuple, out_shape: tuple) -> "Mixing":
+        """``y[..., o] = sum_i w[o, i] x[..., i]`` with ``mask`` of shape ``(O, I)``."""
+        return Mixing(weight, mask.unsqueeze(-1), 1, in_shape, out_shape, len(in_shape) - 1, None)
+
+    # ---- helpers --------------------------------------------------------------------------------
+    @property
+    def out_channels(self) -> int:
+        return self.conn.shape[0]
+
+    def _pin(self, idx: np.ndarray) -> np.ndarray:
+        """Pattern index of the input channel behind each (output channel, group slot): (O or 1, Ig)."""
+        ig = self.conn.shape[1]
+        if self.groups == 1:
+            return idx[None, :]
+        og = self.out_channels // self.groups
+        return np.repeat(idx.reshape(self.groups, ig), og, axis=0)
+
+    def _shifted(self, s: Status, transpose: bool = False) -> np.ndarray:
+        """(T, P, S') table after each tap's position maps."""
+        shape = s.pos_shape
+        return np.stack([apply_taps(s.table, shape, [tap], transpose) for tap in self.taps])
+
+    # ---- the walk ---------------------------------------------------------------------------------
+    def forward(self, ins: list[Status]) -> Status:
+        s = ins[0].with_cdim(self.cdim)
+        P = len(s.table)
+        if P == 0:
+            return Status.uniform(self.out_shape, self.cdim, False)
+        pin = torch.from_numpy(self._pin(s.idx))
+        reach = torch.stack([(self.conn & (pin == p).unsqueeze(-1)).any(1) for p in range(P)], -1)  # (O,T,P)
+        return _combine_rows(reach.numpy(), self._shifted(s), self.out_shape, self.cdim)
+
+    def backward(self, ins: list[Status], out: Status, grad: Status) -> list[Status | None]:
+        g = grad.with_cdim(self.cdim)
+        Q = len(g.table)
+        if Q == 0:
+            return [None]
+        O, ig, T = self.conn.shape
+        parts = []
+        for q in range(Q):
+            sel = torch.from_numpy(g.idx == q).view(O, 1, 1)
+            hit = (self.conn & sel).view(self.groups, O // self.groups, ig, T).any(1)
+            parts.append(hit.reshape(self.groups * ig, T))
+        reach = torch.stack(parts, -1)  # (I, T, Q)
+        return [_combine_rows(reach.numpy(), self._shifted(g, transpose=True), self.in_shape, self.cdim)]
+
+    def effective(self, ins: list[Status], grad: Status | None) -> dict[str, torch.Tensor]:
+        if not self.weights:
+            return {}
+        w = self.weights[0]
+        s = ins[0].with_cdim(self.cdim)
+        if grad is None or len(s.table) == 0 or len(grad.table) == 0:
+            return {w.name: torch.zeros_like(w.mask)}
+        g = grad.with_cdim(self.cdim)
+        sh = self._shifted(s).astype(np.float32)                       # (T, P, S_out)
+        gt = g.table.astype(np.float32)                                # (Q, S_out)
+        E = np.einsum("tps,qs->pqt", sh, gt) > 0                       # (P, Q, T)
+        P, Q, T = E.shape
+        ext = np.zeros((P + 1, Q + 1, T), bool)
+        ext[:P, :Q] = E
+        ext_t = torch.from_numpy(ext)
+        pin = torch.from_numpy(np.where(self._pin(s.idx) >= 0, self._pin(s.idx), P))
+        qout = torch.from_numpy(np.where(g.idx >= 0, g.idx, Q)).unsqueeze(1)
+        eff = self.conn & ext_t[pin, qout]
+        return {w.name: self.to_param(eff)}
+
+
+def _combine_rows(reach: np.ndarray, shifted: np.ndarray, shape: tuple, cdim: int) -> Status:
+    """Channel k's pattern = OR over (tap t, pattern p) with ``reach[k, t, p]`` of ``shifted[t, p]``."""
+    K, T, P = reach.shape
+    flat = reach.reshape(K, T * P)
+    uniq, inverse = dedupe_rows(flat)
+    if len(uniq) == 0:
+        return Status.uniform(shape, cdim, False)
+    rows = (uniq.astype(np.float32) @ shifted.reshape(T * P, -1).astype(np.float32)) > 0
+    return Status.from_table(rows, inverse, shape, cdim)

@@ -1,0 +1,122 @@
+"""Where masks come from: explicit masks, ``torch.nn.utils.prune`` buffers, or nonzero weights.
+
+Weight names are those of ``model.named_parameters()`` with prune's ``_orig`` suffix dropped, so a
+pruned ``fc.weight`` (stored as ``fc.weight_orig`` + ``fc.weight_mask``) is called ``fc.weight``.
+
+Examples
+--------
+>>> import torch
+>>> lin = torch.nn.Linear(3, 2)
+>>> _ = torch.nn.utils.prune.l1_unstructured(lin, "weight", amount=2)
+>>> sorted(prunable_weights(torch.nn.Sequential(lin)))
+['0.weight']
+>>> int(MaskSource(torch.nn.Sequential(lin)).get("0.weight").sum())
+4
+"""
+from __future__ import annotations
+
+from typing import Iterator, Mapping
+
+import torch
+from torch import nn
+
+__all__ = ["MaskSource", "prunable_weights", "PRUNABLE_KINDS"]
+
+# module type -> (parameter attribute names, kind label)
+PRUNABLE_KINDS: dict[type, tuple[tuple[str, ...], str]] = {
+    nn.Linear: (("weight",), "linear"),
+    nn.Bilinear: (("weight",), "linear"),
+    nn.Conv1d: (("weight",), "conv1d"),
+    nn.Conv2d: (("weight",), "conv2d"),
+    nn.Conv3d: (("weight",), "conv3d"),
+    nn.ConvTranspose1d: (("weight",), "convT1d"),
+    nn.ConvTranspose2d: (("weight",), "convT2d"),
+    nn.ConvTranspose3d: (("weight",), "convT3d"),
+    nn.Embedding: (("weight",), "embedding"),
+    nn.EmbeddingBag: (("weight",), "embedding"),
+    nn.MultiheadAttention: (("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight"), "attention"),
+}
+
+
+def _kind_of(module: nn.Module) -> tuple[tuple[str, ...], str] | None:
+    for cls in type(module).__mro__:
+        if cls in PRUNABLE_KINDS:
+            return PRUNABLE_KINDS[cls]
+    return None
+
+
+def prunable_weights(model: nn.Module) -> dict[str, str]:
+    """Every prunable weight of the model by layer type: name -> kind, in module order."""
+    found: dict[str, str] = {}
+    for mod_name, module in model.named_modules():
+        spec = _kind_of(module)
+        if spec is None:
+            continue
+        attrs, kind = spec
+        for attr in attrs:
+            if _tensor(module, attr) is not None:
+                found[f"{mod_name}.{attr}" if mod_name else attr] = kind
+    return found
+
+
+def _tensor(module: nn.Module, attr: str) -> torch.Tensor | None:
+    for name in (attr + "_orig", attr):
+        v = getattr(module, name, None)
+        if isinstance(v, torch.Tensor):
+            return v
+    return None
+
+
+class MaskSource(Mapping[str, torch.Tensor]):
+    """Bool masks by weight name, read lazily: ``masks`` given > ``<name>_mask`` buffer > ``weight != 0``."""
+
+    def __init__(self, model: nn.Module, masks: Mapping[str, torch.Tensor] | None = None):
+        self.model = model
+        self.explicit = {k: torch.as_tensor(v).bool() for k, v in (masks or {}).items()}
+        self._cache: dict[str, torch.Tensor] = {}
+
+    def get(self, name: str, default=None) -> torch.Tensor | None:  # type: ignore[override]
+        if name in self._cache:
+            return self._cache[name]
+        mask = self._read(name)
+        if mask is None:
+            return default
+        self._cache[name] = mask
+        return mask
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        m = self.get(name)
+        if m is None:
+            raise KeyError(name)
+        return m
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._cache)
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+    def weight(self, name: str) -> torch.Tensor | None:
+        """The weight tensor itself (``_orig`` for pruned parameters)."""
+        mod_name, _, attr = name.rpartition(".")
+        try:
+            module = self.model.get_submodule(mod_name)
+        except AttributeError:
+            return None
+        return _tensor(module, attr)
+
+    def _read(self, name: str) -> torch.Tensor | None:
+        w = self.weight(name)
+        if name in self.explicit:
+            m = self.explicit[name]
+            if w is not None and tuple(m.shape) != tuple(w.shape):
+                raise ValueError(f"mask for {name} has shape {tuple(m.shape)}, weight has {tuple(w.shape)}")
+            return m
+        if w is None:
+            return None
+        mod_name, _, attr = name.rpartition(".")
+        buf = getattr(self.model.get_submodule(mod_name), attr + "_mask", None)
+        with torch.no_grad():
+            if isinstance(buf, torch.Tensor):
+                return (buf != 0) & (w.detach() != 0)
+            return w.detach() != 0

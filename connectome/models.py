@@ -1,0 +1,102 @@
+"""The architectures of "Connectivity Matters" (Vysogorets & Kempe), built from code.
+
+LeNet-300-100 and LeNet-5 take MNIST-size inputs (1x28x28); VGG-19 and ResNet-18 are the CIFAR forms
+(3x32x32 input, 3x3 stem, no stem pooling). Input shapes are in :data:`INPUT_SHAPES`.
+
+Examples
+--------
+>>> import torch
+>>> tuple(lenet_300_100()(torch.zeros(2, 1, 28, 28)).shape)
+(2, 10)
+>>> sum(p.numel() for p in resnet18_cifar().parameters() if p.dim() > 1)
+11164352
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+__all__ = ["lenet_300_100", "lenet_5", "vgg19_cifar", "resnet18_cifar", "MODELS", "INPUT_SHAPES"]
+
+
+def lenet_300_100(num_classes: int = 10) -> nn.Module:
+    """784-300-100-10 fully connected network with ReLU."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, 300), nn.ReLU(), nn.Linear(300, 100), nn.ReLU(),
+                         nn.Linear(100, num_classes))
+
+
+def lenet_5(num_classes: int = 10) -> nn.Module:
+    """Two 5x5 conv layers (6, 16 channels) with max pooling, then 120-84-10 fully connected."""
+    return nn.Sequential(
+        nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+        nn.Linear(16 * 5 * 5, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, num_classes))
+
+
+_VGG19 = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"]
+
+
+def vgg19_cifar(num_classes: int = 10, batch_norm: bool = True) -> nn.Module:
+    """VGG-19 for 32x32 inputs: 16 conv layers (3x3) with BatchNorm, five max pools, one linear head."""
+    layers: list[nn.Module] = []
+    c = 3
+    for v in _VGG19:
+        if v == "M":
+            layers.append(nn.MaxPool2d(2))
+            continue
+        layers += [nn.Conv2d(c, v, 3, padding=1, bias=not batch_norm)]
+        layers += [nn.BatchNorm2d(v)] if batch_norm else []
+        layers += [nn.ReLU(inplace=True)]
+        c = v
+    return nn.Sequential(*layers, nn.Flatten(), nn.Linear(512, num_classes))
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return torch.relu(out + self.shortcut(x))
+
+
+class ResNetCifar(nn.Module):
+    def __init__(self, blocks: tuple[int, ...] = (2, 2, 2, 2), num_classes: int = 10):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        stages, c = [], 64
+        for i, n in enumerate(blocks):
+            width = 64 * 2 ** i
+            stage = [BasicBlock(c if j == 0 else width, width, (1 if i == 0 else 2) if j == 0 else 1) for j in range(n)]
+            stages.append(nn.Sequential(*stage))
+            c = width
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(c, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.bn1(self.conv1(x)))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+def resnet18_cifar(num_classes: int = 10) -> nn.Module:
+    """ResNet-18 for 32x32 inputs: 3x3 stem without pooling, four stages of two basic blocks."""
+    return ResNetCifar((2, 2, 2, 2), num_classes)
+
+
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "lenet_300_100": lenet_300_100, "lenet_5": lenet_5, "vgg19": vgg19_cifar, "resnet18": resnet18_cifar}
+INPUT_SHAPES: dict[str, tuple[int, ...]] = {
+    "lenet_300_100": (1, 1, 28, 28), "lenet_5": (1, 1, 28, 28), "vgg19": (1, 3, 32, 32), "resnet18": (1, 3, 32, 32)}

@@ -1,0 +1,188 @@
+"""Maps between positions along one dimension: kernel taps, pooling windows, resampling.
+
+A :class:`DimMap` says, for each output index along a dimension, which input indices it reads. Kernel
+taps read one index each (or padding), so they are stored as an index array and applied as a gather;
+resampling (adaptive pooling, interpolation) reads several and is stored as a bool matrix. An op that
+works on several dims takes one map per dim; a kernel is a list of *taps*, each a tuple of maps.
+
+Examples
+--------
+>>> taps = conv_taps(n_in=3, n_out=3, kernel=3, stride=1, padding=1)
+>>> [t.src.tolist() for t in taps]
+[[-1, 0, 1], [0, 1, 2], [1, 2, -1]]
+>>> import numpy as np
+>>> apply_taps(np.array([[True, False, False]]), (3,), [(taps[0],)]).tolist()
+[[False, True, False]]
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from math import floor
+from typing import Sequence
+
+import numpy as np
+import torch
+
+__all__ = ["DimMap", "conv_taps", "transposed_taps", "adaptive_map", "interp_map", "apply_taps",
+           "window_taps"]
+
+
+@dataclass(frozen=True, eq=False)
+class DimMap:
+    """Output index ``y`` reads input ``src[y]`` (``-1``: padding), or every ``x`` with ``mat[y, x]``."""
+
+    n_in: int
+    n_out: int
+    src: np.ndarray | None = None
+    mat: np.ndarray | None = None
+
+    def matrix(self) -> np.ndarray:
+        if self.mat is not None:
+            return self.mat
+        m = np.zeros((self.n_out, self.n_in), bool)
+        ok = self.src >= 0
+        m[np.nonzero(ok)[0], self.src[ok]] = True
+        return m
+
+    def reads_input(self) -> bool:
+        """Whether any output index reads a real (non-padding) input index."""
+        return bool((self.src >= 0).any()) if self.src is not None else bool(self.mat.any())
+
+    def injective(self) -> bool:
+        if self.src is None:
+            return False
+        s = self.src[self.src >= 0]
+        return len(np.unique(s)) == len(s)
+
+    def apply(self, t: np.ndarray, axis: int) -> np.ndarray:
+        """Forward: output positions alive where they read an alive input position."""
+        if self.src is not None:
+            padded = np.concatenate([t, np.zeros_like(np.take(t, [0], axis=axis))], axis=axis)
+            return np.take(padded, np.where(self.src >= 0, self.src, self.n_in), axis=axis)
+        return _matmul_axis(self.mat, t, axis)
+
+    def apply_t(self, t: np.ndarray, axis: int) -> np.ndarray:
+        """Backward: input positions alive where some alive output position reads them."""
+        if self.src is not None and self.injective():
+            shape = list(t.shape)
+            shape[axis] = self.n_in
+            out = np.zeros(shape, bool)
+            ok = np.nonzero(self.src >= 0)[0]
+            idx_out = [slice(None)] * t.ndim
+            idx_in = [slice(None)] * t.ndim
+            idx_out[axis], idx_in[axis] = self.src[ok], ok
+            out[tuple(idx_out)] = t[tuple(idx_in)]
+            return out
+        return _matmul_axis(self.matrix().T, t, axis)
+
+
+def _matmul_axis(m: np.ndarray, t: np.ndarray, axis: int) -> np.ndarray:
+    r = np.tensordot(m.astype(np.float32), t.astype(np.float32), axes=([1], [axis]))
+    return np.moveaxis(r, 0, axis) > 0
+
+
+def apply_taps(table: np.ndarray, pos_shape: Sequence[int], taps: Sequence[Sequence[DimMap | None]],
+               transpose: bool = False) -> np.ndarray:
+    """OR over taps of the per-dim maps applied to a ``(P, S)`` table; returns ``(P, S_out)``.
+
+    Each tap has one entry per position dim: a :class:`DimMap`, or None for the identity.
+    """
+    t0 = table.reshape((len(table),) + tuple(pos_shape))
+    out = None
+    for tap in taps:
+        t = t0
+        for d, m in enumerate(tap):
+            if m is not None:
+                t = m.apply_t(t, d + 1) if transpose else m.apply(t, d + 1)
+        out = t if out is None else out | t
+    if out is None:
+        raise ValueError("no taps")
+    return out.reshape(len(table), int(np.prod(out.shape[1:], dtype=np.int64)))
+
+
+def _padded_index(y: np.ndarray, n: int, mode: str) -> np.ndarray:
+    if mode == "zeros":
+        return np.where((y >= 0) & (y < n), y, -1)
+    if mode == "circular":
+        return y % n
+    if mode == "replicate":
+        return np.clip(y, 0, n - 1)
+    if mode == "reflect":
+        period = 2 * (n - 1) if n > 1 else 1
+        r = np.abs(y) % period if n > 1 else np.zeros_like(y)
+        return np.where(r >= n, period - r, r)
+    raise ValueError(f"unknown padding mode {mode!r}")
+
+
+@lru_cache(maxsize=4096)
+def conv_taps(n_in: int, n_out: int, kernel: int, stride: int = 1, padding: int = 0,
+              dilation: int = 1, mode: str = "zeros") -> tuple[DimMap, ...]:
+    """One map per kernel tap along a dim: output ``y`` reads ``y*stride - padding + a*dilation``."""
+    y = np.arange(n_out) * stride - padding
+    return tuple(DimMap(n_in, n_out, src=_padded_index(y + a * dilation, n_in, mode)) for a in range(kernel))
+
+
+@lru_cache(maxsize=4096)
+def transposed_taps(n_in: int, n_out: int, kernel: int, stride: int = 1, padding: int = 0,
+                    dilation: int = 1) -> tuple[DimMap, ...]:
+    """Taps of a transposed convolution: input ``x`` writes output ``x*stride - padding + a*dilation``."""
+    taps = []
+    y = np.arange(n_out)
+    for a in range(kernel):
+        num = y + padding - a * dilation
+        x = num // stride
+        ok = (num % stride == 0) & (x >= 0) & (x < n_in)
+        taps.append(DimMap(n_in, n_out, src=np.where(ok, x, -1)))
+    return tuple(taps)
+
+
+def window_taps(n_in: int, n_out: int, kernel: int, stride: int, padding: int, dilation: int = 1
+                ) -> tuple[DimMap, ...]:
+    """Pooling windows: the same geometry as convolution taps with zero padding."""
+    return conv_taps(n_in, n_out, kernel, stride, padding, dilation, "zeros")
+
+
+@lru_cache(maxsize=1024)
+def adaptive_map(n_in: int, n_out: int) -> DimMap:
+    """Adaptive pooling: output ``i`` reads ``[floor(i*n_in/n_out), ceil((i+1)*n_in/n_out))``."""
+    m = np.zeros((n_out, n_in), bool)
+    for i in range(n_out):
+        lo = (i * n_in) // n_out
+        hi = -((-(i + 1) * n_in) // n_out)
+        m[i, lo:hi] = True
+    return DimMap(n_in, n_out, mat=m)
+
+
+@lru_cache(maxsize=1024)
+def interp_map(n_in: int, n_out: int, mode: str, align_corners: bool | None,
+               scale: float | None) -> DimMap:
+    """The support of torch's 1-D interpolation along one dim, read off torch itself on a basis."""
+    one_d = {"nearest": "nearest", "nearest-exact": "nearest-exact", "linear": "linear",
+             "bilinear": "linear", "trilinear": "linear", "bicubic": "linear", "area": "area"}[mode]
+    if mode == "bicubic":  # cubic kernels reach two neighbours each side; widen linear's support
+        return _widen(interp_map(n_in, n_out, "bilinear", align_corners, scale), 1)
+    eye = torch.eye(n_in, dtype=torch.float64).unsqueeze(1)
+    kw = {} if one_d in ("nearest", "nearest-exact", "area") else {"align_corners": align_corners}
+    if scale is not None and one_d != "area":
+        r = torch.nn.functional.interpolate(eye, scale_factor=scale, mode=one_d, **kw)
+        if r.shape[-1] != n_out:
+            r = torch.nn.functional.interpolate(eye, size=n_out, mode=one_d, **kw)
+    else:
+        r = torch.nn.functional.interpolate(eye, size=n_out, mode=one_d, **kw)
+    m = (r[:, 0, :].T != 0).numpy()
+    return DimMap(n_in, n_out, mat=m)
+
+
+def _widen(m: DimMap, k: int) -> DimMap:
+    mat = m.matrix()
+    for _ in range(k):
+        wide = mat.copy()
+        wide[:, 1:] |= mat[:, :-1]
+        wide[:, :-1] |= mat[:, 1:]
+        mat = wide
+    return DimMap(m.n_in, m.n_out, mat=mat)
+
+
+def out_len(n_in: int, kernel: int, stride: int, padding: int, dilation: int = 1) -> int:
+    return floor((n_in + 2 * padding - dilation * (kernel - 1) - 1) / stride) + 1

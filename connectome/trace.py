@@ -1,0 +1,213 @@
+"""Trace a model into an fx graph and record every node's shape without running real arithmetic.
+
+``torch.fx.symbolic_trace`` comes first: it keeps ``torch.nn`` layers as single nodes, so a rule sees a
+whole ``nn.Conv2d`` with its module. When it fails (data-dependent control flow, unsupported Python),
+``torch.export`` takes over; its graph is also fx, at ATen level, with parameters as placeholders.
+Shapes come from running the graph on the ``meta`` device: each op computes only its output shape.
+
+Examples
+--------
+>>> import torch
+>>> t = trace(torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU()), input_shape=(2, 4))
+>>> t.tracer, [tuple(t.vals[n].shape) for n in t.outputs]
+('fx', [(2, 3)])
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+from torch import fx, nn
+
+__all__ = ["Traced", "TraceError", "trace", "as_inputs"]
+
+
+class TraceError(ValueError):
+    """The model could not be traced; the message names what broke it."""
+
+
+@dataclass
+class Traced:
+    """A traced model: its fx graph, each node's meta-device value, and where parameters live."""
+
+    model: nn.Module
+    graph: fx.Graph
+    tracer: str                                   # "fx" or "export"
+    inputs: list[fx.Node]                         # placeholders that are model inputs
+    outputs: list[fx.Node]                        # tensor nodes the model returns
+    vals: dict[fx.Node, Any]                      # meta tensors (or tuples, ints) per node
+    root: nn.Module                               # owner of get_attr / call_module targets
+    param_nodes: dict[fx.Node, str] = field(default_factory=dict)  # export placeholder -> FQN
+
+    def module(self, node: fx.Node) -> nn.Module:
+        """The module a ``call_module`` node calls."""
+        return self.root.get_submodule(node.target)
+
+    def attr_name(self, node: Any) -> str | None:
+        """Fully qualified name of a parameter/buffer node, or None if the node is computed."""
+        if not isinstance(node, fx.Node):
+            return None
+        if node.op == "get_attr":
+            return str(node.target)
+        return self.param_nodes.get(node)
+
+    def attr(self, name: str) -> torch.Tensor | None:
+        """The real tensor (parameter, buffer or attribute) at a qualified name of the model."""
+        mod_name, _, leaf = name.rpartition(".")
+        for root in (self.model, self.root):
+            try:
+                value = getattr(root.get_submodule(mod_name), leaf)
+            except AttributeError:
+                continue
+            if isinstance(value, torch.Tensor):
+                return value
+        return None
+
+
+def as_inputs(example_inputs: Any = None, input_shape: Sequence[int] | None = None) -> tuple:
+    """Normalise example inputs: a tensor, a tuple of tensors, or a shape for one float input.
+
+    >>> [tuple(x.shape) for x in as_inputs(input_shape=(1, 3, 8, 8))]
+    [(1, 3, 8, 8)]
+    """
+    if example_inputs is None and input_shape is None:
+        raise TraceError("no example input: pass example_inputs or input_shape (e.g. 1,3,32,32)")
+    if example_inputs is None:
+        shapes = input_shape if input_shape and isinstance(input_shape[0], (list, tuple)) else [input_shape]
+        return tuple(torch.zeros(tuple(int(d) for d in s)) for s in shapes)
+    if isinstance(example_inputs, torch.Tensor):
+        return (example_inputs,)
+    return tuple(example_inputs)
+
+
+def trace(model: nn.Module, example_inputs: Any = None, input_shape: Sequence[int] | None = None,
+          tracer: str = "auto") -> Traced:
+    """Trace ``model`` with shapes; ``tracer`` is ``"auto"``, ``"fx"`` or ``"export"``."""
+    if not isinstance(model, nn.Module):
+        raise TraceError(f"expected a torch.nn.Module, got {type(model).__name__}")
+    inputs = as_inputs(example_inputs, input_shape)
+    was_training = model.training
+    model.eval()
+    try:
+        if tracer in ("auto", "fx"):
+            try:
+                return _trace_fx(model, inputs)
+            except TraceError:
+                if tracer == "fx":
+                    raise
+            except Exception as e:  # symbolic tracing fails in many ways; export gets a chance
+                if tracer == "fx":
+                    raise TraceError(f"torch.fx could not trace {type(model).__name__}: {_short(e)}") from e
+                fx_error = e
+            else:
+                fx_error = None
+        if tracer not in ("auto", "fx", "export"):
+            raise TraceError(f"unknown tracer {tracer!r}: use auto, fx or export")
+        try:
+            return _trace_export(model, inputs)
+        except Exception as e:
+            why = f"torch.export failed: {_short(e)}"
+            if tracer == "auto" and fx_error is not None:
+                why = f"torch.fx failed ({_short(fx_error)}) and {why}"
+            raise TraceError(f"cannot trace {type(model).__name__}: {why}") from e
+    finally:
+        model.train(was_training)
+
+
+def _trace_fx(model: nn.Module, inputs: tuple) -> Traced:
+    gm = fx.symbolic_trace(model)
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    if len(placeholders) < len(inputs):
+        raise TraceError(f"{type(model).__name__}.forward takes {len(placeholders)} inputs, got {len(inputs)}")
+    vals = _MetaRun(gm).run(inputs, placeholders)
+    outputs = _output_nodes(gm.graph, vals)
+    return Traced(model, gm.graph, "fx", placeholders[: len(inputs)], outputs, vals, gm)
+
+
+def _trace_export(model: nn.Module, inputs: tuple) -> Traced:
+    from torch.export import export
+    from torch.export.graph_signature import InputKind, OutputKind
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ep = export(model, inputs, strict=False)
+    nodes = {n.name: n for n in ep.graph.nodes}
+    user, param_nodes = [], {}
+    for spec in ep.graph_signature.input_specs:
+        node = nodes[spec.arg.name]
+        if spec.kind == InputKind.USER_INPUT:
+            user.append(node)
+        elif spec.target is not None:
+            param_nodes[node] = spec.target
+    vals = {n: _to_meta(n.meta.get("val")) for n in ep.graph.nodes}
+    out_node = next(n for n in ep.graph.nodes if n.op == "output")
+    outs = [a for a, spec in zip(out_node.args[0], ep.graph_signature.output_specs)
+            if spec.kind == OutputKind.USER_OUTPUT and isinstance(a, fx.Node)]
+    root = ep.graph_module
+    return Traced(model, ep.graph, "export", user, outs, vals, root, param_nodes)
+
+
+class _MetaRun(fx.Interpreter):
+    """Runs the graph on meta tensors: shapes and dtypes only, no arithmetic."""
+
+    def __init__(self, gm: fx.GraphModule):
+        super().__init__(gm, garbage_collect_values=False)
+        self.vals: dict[fx.Node, Any] = {}
+
+    def run(self, inputs: tuple, placeholders: list[fx.Node]) -> dict[fx.Node, Any]:
+        args = [_to_meta(x) for x in inputs]
+        for p in placeholders[len(inputs):]:
+            default = p.args[0] if p.args else None
+            args.append(_to_meta(default))
+        super().run(*args)
+        return self.vals
+
+    def run_node(self, n: fx.Node) -> Any:
+        try:
+            out = super().run_node(n)
+        except TraceError:
+            raise
+        except Exception as e:
+            raise TraceError(f"shape propagation failed at {_where(n)}: {_short(e)}") from e
+        self.vals[n] = out
+        return out
+
+    def get_attr(self, target, args, kwargs):
+        return _to_meta(super().get_attr(target, args, kwargs))
+
+    def call_module(self, target, args, kwargs):
+        mod = self.fetch_attr(target)
+        state = {k: _to_meta(v) for k, v in mod.state_dict(keep_vars=True).items()}
+        return torch.func.functional_call(mod, state, tuple(args), dict(kwargs))
+
+
+def _to_meta(x: Any) -> Any:
+    if isinstance(x, torch.Tensor):
+        return torch.empty(x.shape, dtype=x.dtype, device="meta")
+    if isinstance(x, (list, tuple)):
+        return type(x)(_to_meta(v) for v in x)
+    return x
+
+
+def _output_nodes(graph: fx.Graph, vals: dict) -> list[fx.Node]:
+    out = next(n for n in graph.nodes if n.op == "output")
+    found: list[fx.Node] = []
+    fx.node.map_arg(out.args, lambda n: found.append(n) if isinstance(vals.get(n), torch.Tensor) else None)
+    return found
+
+
+def _where(n: fx.Node) -> str:
+    stack = n.meta.get("stack_trace") or ""
+    target = n.target if isinstance(n.target, str) else getattr(n.target, "__name__", str(n.target))
+    where = f"node {n.name} ({n.op} {target})"
+    if stack:
+        last = [line.strip() for line in stack.strip().splitlines() if line.strip()][-1:]
+        where += f" at {last[0]}" if last else ""
+    return where
+
+
+def _short(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}"[:300]

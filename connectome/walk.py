@@ -1,0 +1,99 @@
+"""The walk: alive-from-input forward, alive-to-output backward, then effective masks per weight.
+
+Forward, model inputs are alive everywhere and every other leaf (parameters, buffers, constants) is
+dead; each op maps its inputs' status to its output's. Backward, model outputs are alive everywhere;
+each op maps its output's status back to its inputs', and a node used several times ORs what its users
+send back. A weight is effective where its op sees an alive input and an alive-to-output output.
+
+Examples
+--------
+>>> import torch
+>>> from connectome.trace import trace
+>>> from connectome.masks import MaskSource
+>>> from connectome.lower import lower
+>>> m = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 1))
+>>> with torch.no_grad(): m[1].weight[0, 1] = 0
+>>> w = walk(lower(trace(m, input_shape=(1, 2)), MaskSource(m)))
+>>> w.effective["0.weight"].tolist()
+[[True, True], [False, False]]
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import fx
+
+from .lower import UnitGraph
+from .status import Status, union
+
+__all__ = ["Walk", "walk"]
+
+
+@dataclass
+class Walk:
+    graph: UnitGraph
+    fwd: dict[fx.Node, Any]       # alive-from-input status per node (Status, tuple, or None)
+    bwd: dict[fx.Node, Any]       # alive-to-output status per node
+    effective: dict[str, torch.Tensor]
+
+
+def _leaf(v: Any, alive: bool) -> Any:
+    if isinstance(v, torch.Tensor):
+        s = Status.uniform(tuple(v.shape), 1 if v.dim() > 1 else 0, alive)
+        return s if alive else s.with_zero(False)  # parameters and constants are nonzero constants
+    if isinstance(v, (tuple, list)):
+        return tuple(_leaf(x, alive) for x in v)
+    return None
+
+
+def _merge(a: Any, b: Any) -> Any:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    if isinstance(a, Status):
+        return union([a, b])
+    return tuple(_merge(x, y) for x, y in zip(a, b))
+
+
+def _any(v: Any) -> bool:
+    if isinstance(v, Status):
+        return v.any()
+    if isinstance(v, (tuple, list)):
+        return any(_any(x) for x in v)
+    return False
+
+
+def walk(g: UnitGraph) -> Walk:
+    """Run both walks and compute effective masks for every weight the graph's ops own."""
+    t = g.traced
+    inputs = set(t.inputs)
+    fwd: dict[fx.Node, Any] = {}
+    for node in t.graph.nodes:
+        op = g.ops.get(node)
+        if op is None:
+            if node.op in ("placeholder", "get_attr", "call_module", "call_function", "call_method"):
+                fwd[node] = _leaf(t.vals.get(node), node in inputs)
+            continue
+        fwd[node] = op.forward([fwd.get(a) for a in g.args[node]])
+    bwd: dict[fx.Node, Any] = {}
+    for node in t.outputs:
+        bwd[node] = _merge(bwd.get(node), _leaf(t.vals[node], True))
+    for node in reversed(list(t.graph.nodes)):
+        op = g.ops.get(node)
+        grad = bwd.get(node)
+        if op is None or not _any(grad):
+            continue
+        for a, contrib in zip(g.args[node], op.backward([fwd.get(a) for a in g.args[node]], fwd[node], grad)):
+            if contrib is not None:
+                bwd[a] = _merge(bwd.get(a), contrib)
+    effective: dict[str, torch.Tensor] = {}
+    for node, op in g.ops.items():
+        if not op.weights:
+            continue
+        grad = bwd.get(node)
+        for name, m in op.effective([fwd.get(a) for a in g.args[node]], grad if _any(grad) else None).items():
+            effective[name] = effective[name] | m if name in effective else m
+    return Walk(g, fwd, bwd, effective)
