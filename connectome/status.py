@@ -193,7 +193,7 @@ class Status:
         src_pos = (1,) * pad + self.pos_shape
         out_pos = shape[:cdim] + shape[cdim + 1:]
         t = self.table.reshape((len(self.table),) + src_pos)
-        t = np.broadcast_to(t, (len(self.table),) + out_pos).reshape(len(self.table), -1)
+        t = np.broadcast_to(t, (len(self.table),) + out_pos).reshape(len(self.table), prod(out_pos))
         idx = self.idx
         if len(idx) != shape[cdim]:
             idx = np.broadcast_to(idx, (shape[cdim],))

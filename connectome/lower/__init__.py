@@ -74,14 +74,20 @@ def lower(traced: Traced, masks: MaskSource) -> UnitGraph:
                                 "reason": getattr(op, "reason", "") or "no rule"})
         data = op.data if op.data is not None else (targs if op.multi else targs[:1])
         ops[node], args[node] = op, list(data)
-        oc = getattr(op, "out_cdim", None)
-        if oc is None:
-            oc = getattr(op, "cdim", None)
         if isinstance(out, torch.Tensor):
-            hints[node] = oc % max(out.dim(), 1) if isinstance(oc, int) else \
-                (hints.get(targs[0], _default_cdim(out)) if targs and traced.vals[targs[0]].dim() == out.dim()
-                 and isinstance(traced.vals[targs[0]], torch.Tensor) else _default_cdim(out))
+            hints[node] = _hint(op, out, [traced.vals.get(a) for a in data], [hints.get(a) for a in data])
     return UnitGraph(traced, ops, args, unsupported)
+
+
+def _hint(op: Op, out: torch.Tensor, ins: list, in_hints: list) -> int:
+    """The channel dim the op's output will most likely have (saves re-layouts in the walk)."""
+    oc = getattr(op, "out_cdim", getattr(op, "cdim", None))
+    if isinstance(oc, int):
+        return oc % max(out.dim(), 1)
+    for v, h in zip(ins, in_hints):
+        if isinstance(v, torch.Tensor) and v.dim() == out.dim() and h is not None:
+            return h
+    return _default_cdim(out)
 
 
 def _default_cdim(t: torch.Tensor) -> int:

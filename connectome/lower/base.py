@@ -37,7 +37,11 @@ class LowerError(ValueError):
 
 
 def rule(*keys: Any) -> Callable[[RuleFn], RuleFn]:
-    """Register a lowering rule for module classes, functions, ``".method"`` names or ATen ops."""
+    """Register a lowering rule for module classes, functions, ``".method"`` names or ATen ops.
+
+    A function of an optional package (torchvision, timm) is named by its qualified name, e.g.
+    ``"torchvision.ops.stochastic_depth.stochastic_depth"``, so that the package need not be imported.
+    """
     def deco(fn: RuleFn) -> RuleFn:
         for k in dict.fromkeys(_packet(k) for k in keys):  # aliases (F.relu_ is torch.relu_) count once
             if k in RULES:
@@ -60,9 +64,13 @@ def find_rule_key(target: Any) -> Any:
         return None
     k = _packet(target)
     try:
-        return k if k in RULES else None
+        if k in RULES:
+            return k
     except TypeError:  # unhashable target
         return None
+    # functions of optional packages are registered by qualified name, so they need not be imported
+    name = f"{getattr(k, '__module__', '')}.{getattr(k, '__qualname__', '')}"
+    return name if name in RULES else None
 
 
 def find_rule(traced: Traced, node: fx.Node) -> tuple[Any, RuleFn | None]:

@@ -111,6 +111,7 @@ _ZERO_KEEPING_FUNCS = (
     aten.threshold, aten.nan_to_num, aten.lift_fresh, aten.clamp, aten.clamp_, aten.clamp_min, aten.clamp_max,
     aten.clip, aten.hardshrink, aten.softshrink,
     aten._assert_tensor_metadata, aten.tanh_,
+    "torchvision.ops.stochastic_depth.stochastic_depth",  # identity in eval, a random row mask in training
 )
 _ZERO_KEEPING_METHODS = (
     ".relu", ".relu_", ".tanh", ".neg", ".abs", ".sqrt", ".square", ".sign", ".sin", ".clone", ".detach",

@@ -54,7 +54,7 @@ class Mix(Op):
             pshape = s.pos_shape
             axes = tuple(1 + (d if d < self.cdim else d - 1) for d in pos_dims)
             t = s.table.reshape((len(s.table),) + pshape).any(axis=axes, keepdims=True)
-            t = np.broadcast_to(t, (len(s.table),) + pshape).reshape(len(s.table), -1)
+            t = np.broadcast_to(t, (len(s.table),) + pshape).reshape(len(s.table), int(np.prod(pshape)))
             return Status.from_table(t, s.idx, s.shape, s.cdim)
         return s
 
