@@ -116,112 +116,146 @@ class _TupleFirst(Op):
         return self.op.backward(ins, out[0], grad[0]) if grad[0] is not None else [None] * len(ins)
 
 
-class MultiheadAttention(Op):
-    """``nn.MultiheadAttention``: q/k/v projections, per-head attention, output projection."""
+class ProjectedAttention(Op):
+    """q/k/v projections of token tensors, per-head attention, and an output projection.
+
+    ``layouts[i]`` turns a full bool array of input ``i`` into (B, L, E) and back (``nn.MultiheadAttention``
+    swaps batch and tokens unless ``batch_first``; Swin flattens its (B, H, W, C) windows).
+    """
 
     multi = True
 
-    def __init__(self, m: nn.MultiheadAttention, ctx: Ctx, order: list[int]):
-        self.order, self.batch_first, self.heads = order, m.batch_first, m.num_heads
-        name = ctx.node.target
-        E = m.embed_dim
-        shapes = [ctx.shape(ctx.node.args[i] if len(ctx.node.args) > i else ctx.node.kwargs[n])
-                  for i, n in enumerate(("query", "key", "value"))]
-        self.shapes = shapes
-        outs = ctx.out
-        self.attn_out = tuple(outs[0].shape)
-        self.weights_shape = tuple(outs[1].shape) if isinstance(outs, (tuple, list)) and outs[1] is not None else None
-        if m.in_proj_weight is not None or getattr(m, "in_proj_weight_orig", None) is not None:
-            w = ctx.named_weight(f"{name}.in_proj_weight", "attention")
-            masks = w.mask.split(E, 0)
-            self.packed = w
-        else:
-            self.packed = None
-            ws = [ctx.named_weight(f"{name}.{p}_proj_weight", "attention") for p in "qkv"]
-            masks = [x.mask for x in ws]
-            self.sep = ws
+    def __init__(self, order: list[int], shapes: list[tuple], masks: list[torch.Tensor], out_weight: Weight,
+                 attn_shape: tuple, heads: int, owned: list[Weight], packed: bool, to_blE, from_blE,
+                 weights_shape: tuple | None = None):
+        self.order, self.shapes, self.heads, self.packed = order, shapes, heads, packed
+        self.attn_shape, self.weights_shape = attn_shape, weights_shape
+        self.to_blE, self.from_blE = to_blE, from_blE
         self.proj = [Mixing.linear(None, mk, shapes[i][:-1] + (mk.shape[1],), shapes[i][:-1] + (mk.shape[0],))
                      for i, mk in enumerate(masks)]
-        ow = ctx.named_weight(f"{name}.out_proj.weight", "linear")
-        self.out_w = ow
-        self.out = Mixing.linear(ow, ow.mask, self.attn_out[:-1] + (E,), self.attn_out)
-        self.weights = ([self.packed] if self.packed is not None else list(self.sep)) + [ow]
-
-    def _bt(self, a: np.ndarray) -> np.ndarray:
-        """To (B, L, E) order."""
-        return a if self.batch_first or a.ndim == 2 else np.swapaxes(a, 0, 1)
+        self.out_w = out_weight
+        self.out = Mixing.linear(out_weight, out_weight.mask, attn_shape[:-1] + (out_weight.mask.shape[1],),
+                                 attn_shape[:-1] + (out_weight.mask.shape[0],))
+        self.owned = owned
+        self.weights = owned + [out_weight]
 
     def _inner(self, ins: list[Status]):
-        q, k, v = (self.proj[i].forward([ins[self.order[i]]]) for i in range(3))
-        fq, fk, fv = (self._bt(s.full()) for s in (q, k, v))
-        if fq.ndim == 2:
-            fq, fk, fv = fq[None], fk[None], fv[None]
-        return q, k, v, fq, fk, fv
+        qkv = [self.proj[i].forward([ins[self.order[i]]]) for i in range(3)]
+        fq, fk, fv = (self.to_blE(s.full()) for s in qkv)
+        return fq, fk, fv
+
+    def _attended(self, fq, fk, fv) -> Status:
+        a = attend_forward(fq, fk, fv, False, self.heads)
+        return Status.from_full(np.ascontiguousarray(self.from_blE(a, self.attn_shape)), -1)
+
+    def _attn_grad(self, g_out: Status | None):
+        if g_out is None or not g_out.any():
+            return None
+        g_attn = self.out.backward([], None, g_out)[0]
+        return self.to_blE(g_attn.full()) if g_attn is not None else None
+
+    def _qkv_grads(self, g, fq, fv) -> list[Status]:
+        bs = attend_backward(g, fv, False, self.heads, fq.shape[-1], fv.shape[1])
+        return [Status.from_full(np.ascontiguousarray(self.from_blE(b, self.shapes[i][:-1] + (b.shape[-1],))), -1)
+                for i, b in enumerate(bs)]
 
     def forward(self, ins: list[Status]) -> Any:
-        q, k, v, fq, fk, fv = self._inner(ins)
-        a = attend_forward(fq, fk, fv, False, self.heads)
-        a = self._bt(a) if len(self.attn_out) == 3 else a[0]
-        attn = Status.from_full(np.ascontiguousarray(a), -1)
-        out = self.out.forward([attn])
-        w = None
-        if self.weights_shape is not None:
-            w = Status.uniform(self.weights_shape, -1, bool(fq.any() or fk.any())).with_zero(False)
+        fq, fk, fv = self._inner(ins)
+        out = self.out.forward([self._attended(fq, fk, fv)])
+        if self.weights_shape is None:
+            return out
+        w = Status.uniform(self.weights_shape, -1, bool(fq.any() or fk.any())).with_zero(False)
         return (out, w)
 
     def backward(self, ins: list[Status], out: Any, grad: Any) -> list[Status | None]:
-        g_out = grad[0]
+        g_out = grad if self.weights_shape is None else grad[0]
         res: list[Status | None] = [None] * len(ins)
-        q, k, v, fq, fk, fv = self._inner(ins)
-        if g_out is None or not g_out.any():
+        fq, fk, fv = self._inner(ins)
+        g = self._attn_grad(g_out)
+        if g is None:
             return res
-        g_attn = self.out.backward([], None, g_out)[0]
-        if g_attn is None:
-            return res
-        g = self._bt(g_attn.full())
-        g = g[None] if g.ndim == 2 else g
-        bq, bk, bv = attend_backward(g, fv, False, self.heads, fq.shape[-1], fv.shape[1])
-        for i, (b, s) in enumerate(zip((bq, bk, bv), (q, k, v))):
-            b = self._bt(b) if len(s.shape) == 3 else b[0]
-            part = self.proj[i].backward([], None, Status.from_full(np.ascontiguousarray(b), -1))[0]
-            if part is None:
-                continue
+        for i, b in enumerate(self._qkv_grads(g, fq, fv)):
+            part = self.proj[i].backward([], None, b)[0]
             j = self.order[i]
-            res[j] = part if res[j] is None else union([res[j], part])
+            if part is not None:
+                res[j] = part if res[j] is None else union([res[j], part])
         return res
 
     def effective(self, ins: list[Status], grad: Any) -> dict[str, torch.Tensor]:
-        q, k, v, fq, fk, fv = self._inner(ins)
-        g_out = grad[0] if grad is not None else None
-        a = attend_forward(fq, fk, fv, False, self.heads)
-        a = self._bt(a) if len(self.attn_out) == 3 else a[0]
-        attn = Status.from_full(np.ascontiguousarray(a), -1)
-        res = self.out.effective([attn], g_out) if g_out is not None else {self.out_w.name: torch.zeros_like(self.out_w.mask)}
-        g_attn = self.out.backward([], None, g_out)[0] if g_out is not None and g_out.any() else None
+        g_out = grad if self.weights_shape is None or grad is None else grad[0]
+        fq, fk, fv = self._inner(ins)
+        res = self.out.effective([self._attended(fq, fk, fv)], g_out)
+        g = self._attn_grad(g_out)
         effs = []
-        if g_attn is not None:
-            g = self._bt(g_attn.full())
-            g = g[None] if g.ndim == 2 else g
-            bs = attend_backward(g, fv, False, self.heads, fq.shape[-1], fv.shape[1])
-        for i in range(3):
-            p = self.proj[i]
-            if g_attn is None:
+        for i, p in enumerate(self.proj):
+            if g is None:
                 effs.append(torch.zeros_like(p.conn.squeeze(-1)))
                 continue
-            b = self._bt(bs[i]) if len(self.shapes[i]) == 3 else bs[i][0]
+            b = self._qkv_grads(g, fq, fv)[i]
             p.weights = [Weight("_", "attention", p.conn.squeeze(-1))]
-            effs.append(p.effective([ins[self.order[i]]], Status.from_full(np.ascontiguousarray(b), -1))["_"])
+            effs.append(p.effective([ins[self.order[i]]], b)["_"])
             p.weights = []
-        if self.packed is not None:
-            res[self.packed.name] = torch.cat(effs, 0)
+        if self.packed:
+            res[self.owned[0].name] = torch.cat(effs, 0)
         else:
-            for w, e in zip(self.sep, effs):
+            for w, e in zip(self.owned, effs):
                 res[w.name] = e
         return res
 
 
 @rule(nn.MultiheadAttention)
 def multihead_attention(ctx: Ctx) -> Op:
+    m = ctx.module
     args = [ctx.node.args[i] if len(ctx.node.args) > i else ctx.node.kwargs[n]
             for i, n in enumerate(("query", "key", "value"))]
-    return MultiheadAttention(ctx.module, ctx, [ctx.input_index(a) for a in args])
+    name, E = ctx.node.target, m.embed_dim
+    if m.in_proj_weight is not None or getattr(m, "in_proj_weight_orig", None) is not None:
+        owned = [ctx.named_weight(f"{name}.in_proj_weight", "attention")]
+        masks = list(owned[0].mask.split(E, 0))
+    else:
+        owned = [ctx.named_weight(f"{name}.{p}_proj_weight", "attention") for p in "qkv"]
+        masks = [w.mask for w in owned]
+    shapes = [ctx.shape(a) for a in args]
+    outs = ctx.out
+    swap = not m.batch_first
+
+    def to_blE(a: np.ndarray) -> np.ndarray:
+        if a.ndim == 2:
+            return a[None]
+        return np.swapaxes(a, 0, 1) if swap else a
+
+    def from_blE(a: np.ndarray, shape: tuple) -> np.ndarray:
+        if len(shape) == 2:
+            return a[0]
+        return np.swapaxes(a, 0, 1) if swap else a
+    wshape = tuple(outs[1].shape) if isinstance(outs, (tuple, list)) and outs[1] is not None else None
+    op = ProjectedAttention([ctx.input_index(a) for a in args], shapes, masks,
+                            ctx.named_weight(f"{name}.out_proj.weight", "linear"), tuple(outs[0].shape),
+                            m.num_heads, owned, len(owned) == 1, to_blE, from_blE, wshape)
+    if wshape is None and isinstance(outs, (tuple, list)):
+        return _TupleFirst(op, len(outs))
+    return op
+
+
+@rule("torchvision.models.swin_transformer.shifted_window_attention")
+def swin_window_attention(ctx: Ctx) -> Op:
+    """Swin's fused window attention; tokens of all windows are treated as one (a sound superset)."""
+    x, qkv_w, proj_w = ctx.arg(0, "input"), ctx.arg(1, "qkv_weight"), ctx.arg(2, "proj_weight")
+    heads = int(ctx.concrete(ctx.arg(5, "num_heads")))
+    shape = ctx.shape(x)
+    qkv = ctx.weight(qkv_w, "attention")
+    proj = ctx.weight(proj_w, "linear")
+    if qkv is None or proj is None:
+        from .misc import Fallback
+        return Fallback(ctx.out, [ctx.val(a) for a in ctx.tensor_args], "window attention with computed weights")
+    C = shape[-1]
+
+    def to_blE(a: np.ndarray) -> np.ndarray:
+        return a.reshape(a.shape[0], -1, a.shape[-1])
+
+    def from_blE(a: np.ndarray, shp: tuple) -> np.ndarray:
+        return a.reshape(shp)
+    i = ctx.input_index(x)
+    op = ProjectedAttention([i, i, i], [shape] * 3, list(qkv.mask.split(C, 0)), proj, tuple(ctx.out.shape),
+                            heads, [qkv], True, to_blE, from_blE)
+    return op

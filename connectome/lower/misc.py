@@ -78,10 +78,11 @@ def getitem(ctx: Ctx) -> Op:
     v = ctx.val(src)
     if isinstance(v, (tuple, list)):
         return Select(int(ctx.node.args[1]), len(v))
+    data = [src] if src in ctx.tensor_args else None
     try:
-        return index_map_op(ctx, ctx.hints)
+        return index_map_op(ctx, ctx.hints, data)
     except Exception as e:  # indexing with a computed tensor cannot be read off ahead of time
-        return Fallback(ctx.out, [ctx.val(a) for a in ctx.tensor_args], f"tensor indexing ({type(e).__name__})")
+        return Fallback(ctx.out, [ctx.val(a) for a in ctx.tensor_args], f"indexing by a computed tensor ({e})")
 
 
 @rule(builtins.getattr)

@@ -190,14 +190,26 @@ def _classify(rows: np.ndarray, in_shapes: list[tuple], in_cdims: list[int], off
     return "general", rows.ravel()
 
 
-def index_map_op(ctx: Ctx, hints: list[int]) -> IndexMap:
-    """Build the :class:`IndexMap` of the node by running it on numbered inputs."""
-    ins = ctx.tensor_args
+def index_map_op(ctx: Ctx, hints: list[int], data: list | None = None) -> IndexMap:
+    """Build the :class:`IndexMap` of the node by running it on numbered inputs.
+
+    Only ``data`` arguments (default: every tensor argument) are numbered; the others are indices
+    and must be constants (buffers), whose real values are used.
+    """
+    ins = ctx.tensor_args if data is None else data
+    hints = hints if data is None else [hints[ctx.input_index(a)] for a in data]
     in_shapes = [ctx.shape(a) for a in ins]
     in_cdims = [h % len(s) if s else 0 for h, s in zip(hints, in_shapes)]
     sizes = [prod(s) if s else 1 for s in in_shapes]
     offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
     repl = {a: _numbered(s, c, int(o)) for a, s, c, o in zip(ins, in_shapes, in_cdims, offsets)}
+    for a in ctx.tensor_args:
+        if a not in repl:
+            name = ctx.traced.attr_name(a)
+            value = ctx.traced.attr(name) if name else None
+            if value is None:
+                raise ValueError(f"index {a.name} is computed, not a constant")
+            repl[a] = value
     with torch.no_grad():
         result = run_on(ctx, repl)
     tuple_out = isinstance(result, (tuple, list))
@@ -215,7 +227,9 @@ def index_map_op(ctx: Ctx, hints: list[int]) -> IndexMap:
             if kind != "general":
                 break
         outs.append(best)
-    return IndexMap(in_shapes, in_cdims, outs, tuple_out)
+    op = IndexMap(in_shapes, in_cdims, outs, tuple_out)
+    op.data = list(ins)
+    return op
 
 
 def _cdim_candidates(out: tuple, inp: tuple, in_cdim: int) -> list[int]:
@@ -263,6 +277,20 @@ _ATEN = (aten.view, aten._unsafe_view, aten.reshape, aten.flatten, aten.unflatte
          aten.unbind_copy, aten.t_copy, aten.concat, aten.concatenate, aten.tile, aten.as_strided)
 
 
-@rule(*_MODULES, *_FUNCS, *_METHODS, *_ATEN)
+@rule(*_MODULES, *_FUNCS, *_METHODS, *_ATEN,
+      "torchvision.models.swin_transformer._patch_merging_pad")
 def structural(ctx: Ctx) -> Op:
     return index_map_op(ctx, ctx.hints)
+
+
+@rule(torch.index_select, torch.gather, torch.take, torch.take_along_dim, ".index_select", ".gather", ".take",
+      aten.index_select, aten.gather, aten.take, aten.index, aten.embedding_dense_backward,
+      "torchvision.models.swin_transformer._get_relative_position_bias")
+def indexing(ctx: Ctx) -> Op:
+    """Indexing by a constant index tensor (a buffer): an exact map; by a computed one: a fallback."""
+    data = [a for a in ctx.tensor_args if ctx.val(a).is_floating_point()][:1] or ctx.tensor_args[:1]
+    try:
+        return index_map_op(ctx, ctx.hints, data)
+    except Exception as e:
+        from .misc import Fallback
+        return Fallback(ctx.out, [ctx.val(a) for a in ctx.tensor_args], f"indexing by a computed tensor ({e})")
