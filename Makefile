@@ -20,7 +20,7 @@ $(VENV)/.installed-test: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
 	touch $(VENV)/.installed $@
 
 demo: $(VENV)/.installed
-	$(BIN)/connectome analyze examples/pruned_lenet.py:build --input-shape 1,784
+	$(BIN)/connectome analyze examples/pruned_lenet.py:build
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest

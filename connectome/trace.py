@@ -84,29 +84,31 @@ def as_inputs(example_inputs: Any = None, input_shape: Sequence[int] | None = No
 
 def trace(model: nn.Module, example_inputs: Any = None, input_shape: Sequence[int] | None = None,
           tracer: str = "auto") -> Traced:
-    """Trace ``model`` with shapes; ``tracer`` is ``"auto"``, ``"fx"`` or ``"export"``."""
+    """Trace ``model`` with shapes; ``tracer`` is ``"auto"``, ``"fx"``, ``"export"`` or ``"export-core"``.
+
+    ``"export-core"`` decomposes the exported graph to core ATen (``convolution``, ``addmm``...), the
+    form other compilers hand around.
+    """
     if not isinstance(model, nn.Module):
         raise TraceError(f"expected a torch.nn.Module, got {type(model).__name__}")
     inputs = as_inputs(example_inputs, input_shape)
     was_training = model.training
     model.eval()
+    fx_error: Exception | None = None
     try:
         if tracer in ("auto", "fx"):
             try:
                 return _trace_fx(model, inputs)
-            except TraceError:
-                if tracer == "fx":
-                    raise
             except Exception as e:  # symbolic tracing fails in many ways; export gets a chance
                 if tracer == "fx":
+                    if isinstance(e, TraceError):
+                        raise
                     raise TraceError(f"torch.fx could not trace {type(model).__name__}: {_short(e)}") from e
                 fx_error = e
-            else:
-                fx_error = None
-        if tracer not in ("auto", "fx", "export"):
-            raise TraceError(f"unknown tracer {tracer!r}: use auto, fx or export")
+        if tracer not in ("auto", "fx", "export", "export-core"):
+            raise TraceError(f"unknown tracer {tracer!r}: use auto, fx, export or export-core")
         try:
-            return _trace_export(model, inputs)
+            return _trace_export(model, inputs, core=tracer == "export-core")
         except Exception as e:
             why = f"torch.export failed: {_short(e)}"
             if tracer == "auto" and fx_error is not None:
@@ -126,13 +128,15 @@ def _trace_fx(model: nn.Module, inputs: tuple) -> Traced:
     return Traced(model, gm.graph, "fx", placeholders[: len(inputs)], outputs, vals, gm)
 
 
-def _trace_export(model: nn.Module, inputs: tuple) -> Traced:
+def _trace_export(model: nn.Module, inputs: tuple, core: bool = False) -> Traced:
     from torch.export import export
     from torch.export.graph_signature import InputKind, OutputKind
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ep = export(model, inputs, strict=False)
+        if core:
+            ep = ep.run_decompositions()
     nodes = {n.name: n for n in ep.graph.nodes}
     user, param_nodes = [], {}
     for spec in ep.graph_signature.input_specs:
@@ -146,7 +150,7 @@ def _trace_export(model: nn.Module, inputs: tuple) -> Traced:
     outs = [a for a, spec in zip(out_node.args[0], ep.graph_signature.output_specs)
             if spec.kind == OutputKind.USER_OUTPUT and isinstance(a, fx.Node)]
     root = ep.graph_module
-    return Traced(model, ep.graph, "export", user, outs, vals, root, param_nodes)
+    return Traced(model, ep.graph, "export-core" if core else "export", user, outs, vals, root, param_nodes)
 
 
 class _MetaRun(fx.Interpreter):

@@ -80,9 +80,16 @@ def matmul(ctx: Ctx) -> Op:
     out_shape = tuple(ctx.out.shape)
     wb = ctx.weight(b, "linear") if isinstance(b, torch.fx.Node) else None
     if wb is not None and len(ctx.shape(b)) == 2 and a in ctx.tensor_args:  # x @ W: a linear layer
-        mask = wb.mask
-        return Mixing(wb, mask.t().unsqueeze(-1), 1, ctx.shape(a), out_shape, len(ctx.shape(a)) - 1, None,
-                      to_param=lambda eff: eff.squeeze(-1).t())
+        op = Mixing(wb, wb.mask.t().unsqueeze(-1), 1, ctx.shape(a), out_shape, len(ctx.shape(a)) - 1, None,
+                    to_param=lambda eff: eff.squeeze(-1).t())
+        op.data = [a]
+        return op
+    from .linear import _transposed_weight
+    wt = _transposed_weight(ctx, b)
+    if wt is not None and a in ctx.tensor_args:  # x @ W.t() (core ATen mm)
+        op = Mixing.linear(wt, wt.mask, ctx.shape(a), out_shape)
+        op.data = [a]
+        return op
     return Bilinear(lambda x, y: torch.matmul(x, y), [ctx.shape(a), ctx.shape(b)], out_shape, _order(ctx, [a, b]))
 
 

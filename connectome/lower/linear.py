@@ -27,3 +27,29 @@ def linear_function(ctx: Ctx) -> Mixing:
     op = Mixing.linear(weight, weight.mask, ctx.shape(x), tuple(ctx.out.shape))
     op.data = [x]
     return op
+
+
+_TRANSPOSES = {"t", "permute", "transpose", "numpy_T"}
+
+
+def _transposed_weight(ctx: Ctx, arg):
+    """``W.t()`` (or ``permute(W, [1, 0])``) of a parameter: its Weight, else None."""
+    if isinstance(arg, torch.fx.Node) and arg.op == "call_function":
+        name = getattr(getattr(arg.target, "overloadpacket", arg.target), "__name__", "")
+        if name in _TRANSPOSES and arg.args:
+            return ctx.weight(arg.args[0], "linear")
+    return None
+
+
+@rule(aten.addmm)
+def addmm(ctx: Ctx):
+    """``addmm(bias, x, W.t())``: core ATen's linear layer; with a computed matrix it is a product."""
+    x, mat2 = ctx.arg(1, "mat1"), ctx.arg(2, "mat2")
+    weight = _transposed_weight(ctx, mat2)
+    if weight is None:
+        from .bilinear import Bilinear
+        return Bilinear(lambda a, b: torch.mm(a, b), [ctx.shape(x), ctx.shape(mat2)], tuple(ctx.out.shape),
+                        [ctx.input_index(x), ctx.input_index(mat2)])
+    op = Mixing.linear(weight, weight.mask, ctx.shape(x), tuple(ctx.out.shape))
+    op.data = [x]
+    return op

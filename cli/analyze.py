@@ -1,0 +1,68 @@
+"""``connectome analyze``: per-layer direct vs effective sparsity, dead units, collapse."""
+from __future__ import annotations
+
+import json
+
+import click
+
+import connectome
+from connectome import report
+from connectome.spec import SpecError, load_model, load_state_dict, parse_shape
+
+from .main import main
+
+
+def model_options(fn):
+    """MODEL, --input-shape, --weights, --trust, --tracer: shared by every command that loads a model."""
+    fn = click.option("--tracer", type=click.Choice(["auto", "fx", "export"]), default="auto", show_default=True,
+                      help="torch.fx symbolic tracing, torch.export, or fx with export as fallback.")(fn)
+    fn = click.option("--trust", is_flag=True,
+                      help="Allow loading MODEL as a whole-model pickle (pickles can run code).")(fn)
+    fn = click.option("--weights", type=click.Path(dir_okay=False), default=None,
+                      help="state_dict file to load into MODEL (torch.save(model.state_dict())).")(fn)
+    fn = click.option("--input-shape", "input_shape", default=None, metavar="SHAPE",
+                      help="Input shape, e.g. 1,3,32,32 (several inputs: 1,3,32,32;1,10). "
+                           "Defaults to the model's natural size when known.")(fn)
+    return click.argument("model")(fn)
+
+
+def build(model: str, input_shape: str | None, weights: str | None, trust: bool):
+    """The module and input shapes the options describe."""
+    module, default = load_model(model, trust=trust)
+    if weights:
+        for note in load_state_dict(module, weights):
+            click.echo(f"note: {note}", err=True)
+    shapes = parse_shape(input_shape) if input_shape else ([default] if default else None)
+    if shapes is None:
+        raise SpecError(f"no input shape known for {model}: pass --input-shape, e.g. --input-shape 1,3,32,32")
+    return module, shapes
+
+
+@main.command()
+@model_options
+@click.option("--json", "as_json", is_flag=True, help="Print the analysis as JSON (the schema of res.to_dict()).")
+def analyze(model: str, input_shape: str | None, weights: str | None, trust: bool, tracer: str,
+            as_json: bool) -> None:
+    """Analyse MODEL: direct vs effective sparsity per layer, dead units, collapse.
+
+    MODEL is torchvision:NAME, connectome:NAME (lenet_300_100, lenet_5, vgg19, resnet18),
+    package.module:factory or file.py:factory (a callable returning an nn.Module), or a file saved
+    with torch.save(model) (needs --trust). Masks come from torch.nn.utils.prune buffers when
+    present, else from the nonzero weights.
+
+    \b
+    Examples:
+      connectome analyze connectome:lenet_300_100
+      connectome analyze torchvision:resnet18 --input-shape 1,3,64,64 --weights pruned.pt --json
+    """
+    module, shapes = build(model, input_shape, weights, trust)
+    res = connectome.analyze(module, input_shape=shapes if len(shapes) > 1 else shapes[0], tracer=tracer)
+    if as_json:
+        click.echo(json.dumps(res.to_dict(), indent=2))
+        return
+    click.echo(report.table(res))
+    if res.unsupported_ops:
+        ops = sorted({u["op"] for u in res.unsupported_ops})
+        click.echo(f"\nnote: {len(res.unsupported_ops)} op(s) without a rule were treated as all-to-all "
+                   f"(sound, possibly loose): {', '.join(ops)}")
+    click.echo("\n" + report.verdict(res))

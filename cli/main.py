@@ -1,0 +1,56 @@
+"""Entry point: the command group, shared options, and one place that turns errors into exit code 2."""
+from __future__ import annotations
+
+import sys
+import traceback
+
+import click
+
+from connectome.lower.base import LowerError
+from connectome.spec import SpecError
+from connectome.trace import TraceError
+
+USER_ERRORS = (SpecError, TraceError, LowerError, FileNotFoundError, IsADirectoryError, PermissionError)
+
+
+class Group(click.Group):
+    """Runs a command; bad input becomes one line on stderr and exit code 2 (``--debug`` adds the traceback)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except USER_ERRORS as e:
+            self._fail(ctx, e)
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort, SystemExit):
+            raise
+        except Exception as e:  # an unexpected failure is still one line unless --debug
+            self._fail(ctx, e, internal=True)
+
+    @staticmethod
+    def _fail(ctx: click.Context, e: BaseException, internal: bool = False) -> None:
+        if ctx.obj and ctx.obj.get("debug"):
+            traceback.print_exc()
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if internal:
+            msg = f"internal error ({type(e).__name__}): {msg} (rerun with --debug and report it)"
+        click.echo(f"error: {msg}", err=True)
+        sys.exit(2)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+@click.version_option(package_name="connectome")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
+    """connectome: effective sparsity of pruned PyTorch models.
+
+    A nonzero weight whose unit has no path from the inputs, or no path to the outputs, does
+    nothing. connectome traces a model, walks its unit graph from all inputs and all outputs, and
+    reports which weights are effective, which units are dead and whether the network collapsed.
+
+    Exit codes: 0 ok, 1 findings (a policy failed), 2 bad input or usage.
+    """
+    ctx.ensure_object(dict)["debug"] = debug
+
+
+from . import analyze, rules  # noqa: E402,F401  (commands register themselves on `main`)

@@ -1,0 +1,61 @@
+"""Human-readable reports of an :class:`~connectome.analysis.Analysis`: a per-layer table and a verdict.
+
+Examples
+--------
+>>> import torch, connectome
+>>> m = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+>>> print(verdict(connectome.analyze(m, input_shape=(1, 4))))
+OK: every nonzero weight is effective (direct sparsity 0.00%, 18 weights).
+"""
+from __future__ import annotations
+
+from .analysis import Analysis
+
+__all__ = ["table", "verdict", "pct", "compression"]
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.2f}%"
+
+
+def compression(x: float | None) -> str:
+    if x is None:
+        return "inf"
+    return f"{x:,.1f}x" if x < 1e4 else f"{x:,.3g}x"
+
+
+def table(res: Analysis) -> str:
+    """A torchinfo-style table: one row per prunable layer, then totals."""
+    head = ["Layer", "Kind", "Params", "Nonzero", "Effective", "Direct sp.", "Effective sp.", "Dead in", "Dead out"]
+    rows = []
+    for r in res.layers:
+        n = r["numel"]
+        rows.append([r["name"], r["kind"], f"{n:,}", f"{r['nonzero']:,}", f"{r['effective']:,}",
+                     pct(1 - r["nonzero"] / n if n else 0), pct(1 - r["effective"] / n if n else 0),
+                     f"{r['dead_in']}/{r['units_out']}", f"{r['dead_out']}/{r['units_out']}"])
+    total = ["Total", "", f"{res.params_total:,}", f"{res.params_nonzero:,}", f"{res.params_effective:,}",
+             pct(res.direct_sparsity), pct(res.effective_sparsity), "", ""]
+    widths = [max(len(str(x[i])) for x in [head, total] + rows) for i in range(len(head))]
+    right = {2, 3, 4, 5, 6, 7, 8}
+
+    def line(cells: list) -> str:
+        return "  ".join(str(c).rjust(w) if i in right else str(c).ljust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+    rule = "-" * len(line(head))
+    return "\n".join([line(head), rule] + [line(r) for r in rows] + [rule, line(total)])
+
+
+def verdict(res: Analysis) -> str:
+    """One line: collapsed, wasted weights, or all clear."""
+    if res.collapsed:
+        return (f"COLLAPSED: no path from the inputs to the outputs remains; all {res.params_nonzero:,} nonzero "
+                f"weights are ineffective (direct sparsity {pct(res.direct_sparsity)}).")
+    wasted = res.params_nonzero - res.params_effective
+    if wasted == 0:
+        return (f"OK: every nonzero weight is effective (direct sparsity {pct(res.direct_sparsity)}, "
+                f"{res.params_total:,} weights).")
+    share = wasted / res.params_nonzero if res.params_nonzero else 0
+    return (f"DEAD WEIGHTS: {wasted:,} of {res.params_nonzero:,} nonzero weights ({pct(share)}) reach no output "
+            f"or see no input; effective sparsity {pct(res.effective_sparsity)} vs direct "
+            f"{pct(res.direct_sparsity)} (compression {compression(res.effective_compression)} vs "
+            f"{compression(res.direct_compression)}).")
