@@ -158,12 +158,14 @@ def _alive(v: Any) -> bool:
 
 
 def _referenced(traced: Traced) -> set[str]:
+    """Modules and parameters that input-dependent computation uses (a constant branch does not count)."""
+    dep = traced.depends_on_input()
     refs = set()
     for n in traced.graph.nodes:
-        if n.op in ("call_module", "get_attr") and n.users:
+        if n.op == "call_module" and dep[n]:
             refs.add(str(n.target))
-        elif n in traced.param_nodes and n.users:
-            refs.add(traced.param_nodes[n])
+        elif (n.op == "get_attr" or n in traced.param_nodes) and any(dep[u] for u in n.users):
+            refs.add(traced.attr_name(n))
     return refs
 
 

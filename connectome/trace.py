@@ -40,6 +40,41 @@ class Traced:
     vals: dict[fx.Node, Any]                      # meta tensors (or tuples, ints) per node
     root: nn.Module                               # owner of get_attr / call_module targets
     param_nodes: dict[fx.Node, str] = field(default_factory=dict)  # export placeholder -> FQN
+    constants: dict[str, torch.Tensor] = field(default_factory=dict)  # export's lifted tensor constants
+    _folded: dict[fx.Node, Any] = field(default_factory=dict, repr=False)
+
+    def depends_on_input(self) -> dict[fx.Node, bool]:
+        """Per node: whether its value can depend on a model input (else it is a constant)."""
+        dep: dict[fx.Node, bool] = {}
+        inputs = set(self.inputs)
+        for n in self.graph.nodes:
+            found = [False]
+            fx.node.map_arg((n.args, n.kwargs), lambda a: found.__setitem__(0, found[0] or dep.get(a, False)))
+            dep[n] = n in inputs or found[0]
+        return dep
+
+    def constant(self, arg: Any) -> Any:
+        """Evaluate, with real tensors, a node that does not depend on the model inputs."""
+        if not isinstance(arg, fx.Node):
+            return arg
+        if arg in self._folded:
+            return self._folded[arg]
+        if arg in self.inputs:
+            raise ValueError(f"{arg.name} is a model input, not a constant")
+        if arg.op == "get_attr" or arg in self.param_nodes:
+            value = self.attr(self.attr_name(arg))
+            if value is None:
+                raise ValueError(f"no value for {arg.name}")
+        elif arg.op in ("call_function", "call_method"):
+            args = fx.node.map_arg(arg.args, self.constant)
+            kwargs = fx.node.map_arg(arg.kwargs, self.constant)
+            with torch.no_grad():
+                value = arg.target(*args, **kwargs) if arg.op == "call_function" else \
+                    getattr(args[0], arg.target)(*args[1:], **kwargs)
+        else:
+            raise ValueError(f"{arg.name} ({arg.op}) cannot be evaluated ahead of time")
+        self._folded[arg] = value
+        return value
 
     def module(self, node: fx.Node) -> nn.Module:
         """The module a ``call_module`` node calls."""
@@ -55,6 +90,8 @@ class Traced:
 
     def attr(self, name: str) -> torch.Tensor | None:
         """The real tensor (parameter, buffer or attribute) at a qualified name of the model."""
+        if name in self.constants:
+            return self.constants[name]
         mod_name, _, leaf = name.rpartition(".")
         for root in (self.model, self.root):
             try:
@@ -150,7 +187,8 @@ def _trace_export(model: nn.Module, inputs: tuple, core: bool = False) -> Traced
     outs = [a for a, spec in zip(out_node.args[0], ep.graph_signature.output_specs)
             if spec.kind == OutputKind.USER_OUTPUT and isinstance(a, fx.Node)]
     root = ep.graph_module
-    return Traced(model, ep.graph, "export-core" if core else "export", user, outs, vals, root, param_nodes)
+    return Traced(model, ep.graph, "export-core" if core else "export", user, outs, vals, root, param_nodes,
+                  dict(ep.constants))
 
 
 class _MetaRun(fx.Interpreter):

@@ -24,7 +24,7 @@ from ..masks import MaskSource
 from ..trace import Traced
 from . import attention, bilinear, conv, elementwise, embedding, linear, misc, norm, positional, structural  # noqa: F401
 from .base import RULES, Ctx, LowerError, Op, find_rule, key_name, tensor_args
-from .misc import Fallback
+from .misc import Constant, Fallback
 
 __all__ = ["UnitGraph", "lower", "RULES", "Op"]
 
@@ -37,6 +37,7 @@ class UnitGraph:
     ops: dict[fx.Node, Op]
     args: dict[fx.Node, list[fx.Node]]          # the tensor arguments each op reads, in order
     unsupported: list[dict] = field(default_factory=list)
+    rule_of: dict[fx.Node, Any] = field(default_factory=dict)   # the rule function that lowered each node
 
 
 def _is_value(v: Any) -> bool:
@@ -51,6 +52,8 @@ def lower(traced: Traced, masks: MaskSource) -> UnitGraph:
     args: dict[fx.Node, list[fx.Node]] = {}
     unsupported: list[dict] = []
     hints: dict[fx.Node, int] = {}
+    rule_of: dict[fx.Node, Any] = {}
+    depends = traced.depends_on_input()
     for node in traced.graph.nodes:
         out = traced.vals.get(node)
         if isinstance(out, torch.Tensor):
@@ -58,6 +61,9 @@ def lower(traced: Traced, masks: MaskSource) -> UnitGraph:
         if node.op not in ("call_module", "call_function", "call_method") or not _is_value(out):
             continue
         targs = tensor_args(traced, node)
+        if not depends[node]:  # computed from parameters and constants only: dead, whatever the op
+            ops[node], args[node] = Constant(out), []
+            continue
         ctx = Ctx(node, traced, masks, targs, [hints.get(a, 1) for a in targs])
         key, fn = find_rule(traced, node)
         try:
@@ -67,6 +73,7 @@ def lower(traced: Traced, masks: MaskSource) -> UnitGraph:
         except Exception as e:
             raise LowerError(f"cannot lower node {node.name} ({_target_name(traced, node)}): "
                              f"{type(e).__name__}: {e}") from e
+        rule_of[node] = fn
         if op is None:
             op = Fallback(out, [traced.vals.get(a) for a in targs], "no rule")
         if not op.supported:
@@ -76,7 +83,7 @@ def lower(traced: Traced, masks: MaskSource) -> UnitGraph:
         ops[node], args[node] = op, list(data)
         if isinstance(out, torch.Tensor):
             hints[node] = _hint(op, out, [traced.vals.get(a) for a in data], [hints.get(a) for a in data])
-    return UnitGraph(traced, ops, args, unsupported)
+    return UnitGraph(traced, ops, args, unsupported, rule_of)
 
 
 def _hint(op: Op, out: torch.Tensor, ins: list, in_hints: list) -> int:

@@ -107,6 +107,10 @@ class _TupleFirst(Op):
 
     def __init__(self, op: Op, n: int):
         self.op, self.n = op, n
+        self.weights = op.weights
+
+    def effective(self, ins, grad):
+        return self.op.effective(ins, grad[0] if grad is not None else None)
 
     def forward(self, ins):
         out = self.op.forward(ins)

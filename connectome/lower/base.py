@@ -156,10 +156,19 @@ class Ctx:
         return self.traced.vals.get(self.node)
 
     def arg(self, i: int, name: str, default: Any = None) -> Any:
-        """Positional-or-keyword argument ``i``/``name`` of the node."""
+        """Positional-or-keyword argument ``i``/``name`` of the node (ATen ops: by schema name)."""
+        target = self.node.target
+        if isinstance(target, torch._ops.OpOverload):
+            names = [a.name for a in target._schema.arguments]
+            if name in names:
+                i = names.index(name)
         if len(self.node.args) > i:
             return self.node.args[i]
         return self.node.kwargs.get(name, default)
+
+    def constant(self, arg: Any) -> Any:
+        """The real value of an argument that does not depend on the model inputs (evaluated once)."""
+        return self.traced.constant(arg)
 
     def concrete(self, a: Any) -> Any:
         """An argument with nodes replaced by their (non-tensor) values, recursively."""

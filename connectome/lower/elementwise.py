@@ -110,7 +110,8 @@ _ZERO_KEEPING_FUNCS = (
     aten.sin, aten.sqrt, aten.square, aten.erf, aten.sign, aten.prelu, aten._prelu_kernel, aten.selu, aten.celu,
     aten.threshold, aten.nan_to_num, aten.lift_fresh, aten.clamp, aten.clamp_, aten.clamp_min, aten.clamp_max,
     aten.clip, aten.hardshrink, aten.softshrink,
-    aten._assert_tensor_metadata, aten.tanh_,
+    aten._assert_tensor_metadata, aten.tanh_, aten.detach_, aten.copy, aten.copy_, aten.floor, aten.ceil,
+    aten.round, aten.trunc, torch.floor, torch.ceil, torch.round, ".floor", ".ceil", ".round",
     "torchvision.ops.stochastic_depth.stochastic_depth",  # identity in eval, a random row mask in training
 )
 _ZERO_KEEPING_METHODS = (

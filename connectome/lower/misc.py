@@ -16,7 +16,7 @@ from ..status import Status
 from .base import Ctx, Op, rule
 from .structural import index_map_op
 
-__all__ = ["Fallback", "Select"]
+__all__ = ["Fallback", "Select", "Constant"]
 
 
 class Select(Op):
@@ -55,6 +55,23 @@ class Fallback(Op):
         return [_uniform_like(v, True) if v is not None else None for v in self.in_shapes]
 
 
+class Constant(Op):
+    """A value computed from parameters and constants only: dead from input, whatever the op.
+
+    Its prunable weights (if any: a layer applied to a constant) are owned by no op and so reported
+    as ineffective, like any weight that sees no input.
+    """
+
+    def __init__(self, out: Any):
+        self.out = out
+
+    def forward(self, ins: list[Any]) -> Any:
+        return _uniform_like(self.out, False, zero=False)
+
+    def backward(self, ins: list[Any], out: Any, grad: Any) -> list[Any]:
+        return []
+
+
 def _any(v: Any) -> bool:
     if isinstance(v, Status):
         return v.any()
@@ -87,6 +104,8 @@ def getitem(ctx: Ctx) -> Op:
 
 @rule(builtins.getattr)
 def tensor_attribute(ctx: Ctx) -> Op:
-    if isinstance(ctx.out, torch.Tensor):  # x.T, x.mT, x.data
-        return index_map_op(ctx, ctx.hints)
-    return Fallback(ctx.out, [], "")
+    src = ctx.val(ctx.node.args[0])
+    if isinstance(src, tuple):  # a named field of a tuple result: torch.cummax(x, 1).values
+        field = getattr(src, str(ctx.node.args[1]))
+        return Select(next(i for i, v in enumerate(src) if v is field), len(src))
+    return index_map_op(ctx, ctx.hints)  # x.T, x.mT, x.data

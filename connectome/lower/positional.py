@@ -231,13 +231,12 @@ def reduction(ctx: Ctx) -> Op:
     if len(ctx.tensor_args) > 1:  # torch.max(a, b) is elementwise
         from .elementwise import Elementwise
         return Elementwise(tuple(outs[0].shape), "union")
-    dim = ctx.arg(1, "dim", None)
-    if ctx.node.op == "call_function" and ctx.node.target in (torch.norm, aten.norm, aten.linalg_vector_norm):
-        dim = ctx.arg(2, "dim", None)
+    norm = ctx.node.target is torch.norm or ctx.node.target == ".norm"
+    dim = ctx.arg(2 if norm else 1, "dim", None)
     if isinstance(dim, (bool, float, str)) or (dim is not None and not isinstance(dim, (int, list, tuple))):
         dim = None
-    keepdim = bool(ctx.node.kwargs.get("keepdim", ctx.node.args[2] if len(ctx.node.args) > 2 and
-                                       isinstance(ctx.node.args[2], bool) else False))
+    keepdim = ctx.arg(3 if norm else 2, "keepdim", False)
+    keepdim = keepdim if isinstance(keepdim, bool) else False
     dims = _dims(dim, len(in_shape))
     out_shape = tuple(outs[0].shape)
     return Reduce(in_shape, out_shape, dims, keepdim, len(outs) if isinstance(out, (tuple, list)) else 1)

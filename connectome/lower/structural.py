@@ -55,14 +55,29 @@ class IndexMap(Op):
 
     multi = True
 
-    def __init__(self, in_shapes: list[tuple], in_cdims: list[int], outs: list[tuple], tuple_out: bool):
+    def __init__(self, in_shapes: list[tuple], in_cdims: list[int], outs: list[tuple], tuple_out: bool,
+                 arity: list[int | None] | None = None):
         self.in_shapes, self.in_cdims, self.outs, self.tuple_out = in_shapes, in_cdims, outs, tuple_out
+        self.arity = arity or [None] * len(in_shapes)   # per argument: None (a tensor) or tuple length
         self.sizes = [prod(s) if s else 1 for s in in_shapes]
         self.offsets = np.concatenate([[0], np.cumsum(self.sizes)]).astype(np.int64)
         self.out_cdim = outs[0][1] if outs else 0
 
-    def forward(self, ins: list[Status]) -> Any:
-        ins = [s.with_cdim(c) for s, c in zip(ins, self.in_cdims)]
+    def _flat(self, ins: list[Any]) -> list[Status]:
+        flat: list[Status] = []
+        for v, n in zip(ins, self.arity):
+            flat.extend(v if n is not None else [v])
+        return flat
+
+    def _nest(self, flat: list[Any]) -> list[Any]:
+        out, i = [], 0
+        for n in self.arity:
+            out.append(flat[i] if n is None else tuple(flat[i:i + n]))
+            i += 1 if n is None else n
+        return out
+
+    def forward(self, ins: list[Any]) -> Any:
+        ins = [s.with_cdim(c) for s, c in zip(self._flat(ins), self.in_cdims)]
         zero = all(s.zero for s in ins)
         res = [self._fwd_one(ins, o).with_zero(zero) for o in self.outs]
         return tuple(res) if self.tuple_out else res[0]
@@ -95,16 +110,16 @@ class IndexMap(Op):
         c = shape[cdim] if shape else 1
         return Status.from_rows(flat[src].reshape(c, -1), shape, cdim)
 
-    def backward(self, ins: list[Status], out: Any, grad: Any) -> list[Status | None]:
+    def backward(self, ins: list[Any], out: Any, grad: Any) -> list[Any]:
         grads = list(grad) if self.tuple_out else [grad]
-        acc: list[Status | None] = [None] * len(ins)
+        acc: list[Status | None] = [None] * len(self.in_shapes)
         for o, g in zip(self.outs, grads):
             if g is None or not g.any():
                 continue
             for j, s in enumerate(self._bwd_one(o, g.with_cdim(o[1]))):
                 if s is not None:
                     acc[j] = s if acc[j] is None else _or(acc[j], s)
-        return acc
+        return self._nest(acc)
 
     def _bwd_one(self, o: tuple, g: Status) -> list[Status | None]:
         shape, cdim, kind, data = o
@@ -156,7 +171,7 @@ def _numbered(shape: tuple, cdim: int, offset: int) -> torch.Tensor:
     c = shape[cdim]
     pos = shape[:cdim] + shape[cdim + 1:]
     t = torch.arange(offset + 1, offset + 1 + prod(shape), dtype=torch.float64).reshape((c,) + pos)
-    return t.movedim(0, cdim)
+    return t.movedim(0, cdim).contiguous()  # views in the graph assume a contiguous input
 
 
 def _status_layout(t: torch.Tensor, cdim: int) -> np.ndarray:
@@ -198,18 +213,22 @@ def index_map_op(ctx: Ctx, hints: list[int], data: list | None = None) -> IndexM
     """
     ins = ctx.tensor_args if data is None else data
     hints = hints if data is None else [hints[ctx.input_index(a)] for a in data]
-    in_shapes = [ctx.shape(a) for a in ins]
-    in_cdims = [h % len(s) if s else 0 for h, s in zip(hints, in_shapes)]
+    arity = [len(ctx.val(a)) if isinstance(ctx.val(a), (tuple, list)) else None for a in ins]
+    in_shapes, in_hints = [], []
+    for a, h, n in zip(ins, hints, arity):
+        vals = list(ctx.val(a)) if n is not None else [ctx.val(a)]
+        in_shapes += [tuple(v.shape) for v in vals]
+        in_hints += [h] * len(vals)
+    in_cdims = [h % len(s) if s else 0 for h, s in zip(in_hints, in_shapes)]
     sizes = [prod(s) if s else 1 for s in in_shapes]
     offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-    repl = {a: _numbered(s, c, int(o)) for a, s, c, o in zip(ins, in_shapes, in_cdims, offsets)}
+    numbered = [_numbered(s, c, int(o)) for s, c, o in zip(in_shapes, in_cdims, offsets)]
+    repl: dict = {}
+    for a, n in zip(ins, arity):
+        repl[a] = numbered.pop(0) if n is None else tuple(numbered.pop(0) for _ in range(n))
     for a in ctx.tensor_args:
         if a not in repl:
-            name = ctx.traced.attr_name(a)
-            value = ctx.traced.attr(name) if name else None
-            if value is None:
-                raise ValueError(f"index {a.name} is computed, not a constant")
-            repl[a] = value
+            repl[a] = ctx.constant(a)  # an index must be known ahead of time
     with torch.no_grad():
         result = run_on(ctx, repl)
     tuple_out = isinstance(result, (tuple, list))
@@ -227,7 +246,7 @@ def index_map_op(ctx: Ctx, hints: list[int], data: list | None = None) -> IndexM
             if kind != "general":
                 break
         outs.append(best)
-    op = IndexMap(in_shapes, in_cdims, outs, tuple_out)
+    op = IndexMap(in_shapes, in_cdims, outs, tuple_out, arity)
     op.data = list(ins)
     return op
 

@@ -1,0 +1,155 @@
+"""Small modules that, together, call every op family connectome has a rule for."""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Convs(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv1d(2, 4, 3, padding=1, padding_mode="reflect")
+        self.c2 = nn.Conv2d(2, 4, 3, stride=2, padding="same" if False else 1, groups=2)
+        self.c3 = nn.Conv3d(2, 2, 1)
+        self.t1 = nn.ConvTranspose1d(4, 2, 2, stride=2)
+        self.t2 = nn.ConvTranspose2d(4, 2, 3, stride=2, padding=1, output_padding=1)
+        self.t3 = nn.ConvTranspose3d(2, 2, 1)
+        self.w = nn.Parameter(torch.randn(2, 2, 3, 3))
+        self.wt = nn.Parameter(torch.randn(2, 2, 2, 2))
+
+    def forward(self, x):                                   # x: (1, 2, 6, 6)
+        a = self.t1(self.c1(x.mean(3))).sum(2)               # conv1d, conv_transpose1d, mean, sum
+        b = self.t2(self.c2(x))                              # grouped conv2d, conv_transpose2d
+        c = self.t3(self.c3(x.unsqueeze(2))).squeeze(2)      # conv3d, conv_transpose3d
+        d = F.conv2d(x, self.w, padding=1, dilation=1) + F.conv_transpose2d(x, self.wt, stride=1)[..., :6, :6]
+        e = F.conv1d(x.flatten(2), self.w[:, :, 0]) .amax(2) + F.conv3d(x.unsqueeze(2), self.w.unsqueeze(2)).mean((2, 3, 4))
+        f = F.conv_transpose1d(x.mean(2), self.wt[:, :, 0]).sum(2) + F.conv_transpose3d(x.unsqueeze(2), self.wt.unsqueeze(2)).sum((2, 3, 4))
+        return a + b.mean((2, 3)) + c.mean((2, 3)) + d.mean((2, 3)) + e + f
+
+
+class Pools(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.pools = nn.ModuleList([nn.MaxPool2d(2, ceil_mode=True), nn.AvgPool2d(3, 1, 1), nn.AdaptiveAvgPool2d(2),
+                                    nn.AdaptiveMaxPool2d((2, 3)), nn.LPPool2d(2, 2)])
+        self.up = nn.ModuleList([nn.Upsample(scale_factor=2), nn.Upsample(size=(5, 7), mode="bilinear"),
+                                 nn.UpsamplingBilinear2d(scale_factor=2), nn.UpsamplingNearest2d(size=8)])
+        self.conv = nn.Conv2d(2, 2, 1)
+
+    def forward(self, x):                                    # (1, 2, 5, 5)
+        x = self.conv(x)
+        out = sum(p(x).sum((2, 3)) for p in self.pools) + sum(u(x).mean((2, 3)) for u in self.up)
+        out = out + F.max_pool2d(x, 2).sum((2, 3)) + F.avg_pool2d(x, 2).sum((2, 3))
+        out = out + F.adaptive_avg_pool2d(x, 1).flatten(1) + F.adaptive_max_pool2d(x, 1).flatten(1)
+        out = out + F.max_pool1d(x.flatten(2), 2).sum(2) + F.avg_pool1d(x.flatten(2), 3).sum(2)
+        out = out + F.max_pool3d(x.unsqueeze(2), 1).sum((2, 3, 4)) + F.avg_pool3d(x.unsqueeze(2), 1).sum((2, 3, 4))
+        out = out + F.adaptive_avg_pool1d(x.flatten(2), 2).sum(2) + F.adaptive_max_pool1d(x.flatten(2), 2).sum(2)
+        out = out + F.adaptive_avg_pool3d(x.unsqueeze(2), 1).flatten(1) + F.adaptive_max_pool3d(x.unsqueeze(2), 1).flatten(1)
+        out = out + F.interpolate(x, scale_factor=2, mode="nearest").mean((2, 3))
+        out = out + F.interpolate(x, size=(3, 3), mode="bicubic", align_corners=False).mean((2, 3))
+        out = out + F.interpolate(x.flatten(2), size=9, mode="linear").mean(2)
+        out = out + F.interpolate(x.unsqueeze(2), scale_factor=(1, 2, 2), mode="trilinear").mean((2, 3, 4))
+        out = out + F.interpolate(x, scale_factor=1.5, mode="nearest-exact").mean((2, 3))
+        return out
+
+
+class Norms(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 1)
+        self.bn, self.gn = nn.BatchNorm2d(4), nn.GroupNorm(2, 4)
+        self.inn, self.lrn = nn.InstanceNorm2d(4, affine=True), nn.LocalResponseNorm(2)
+        self.ln, self.softmax = nn.LayerNorm(4), nn.Softmax(dim=1)
+        self.rms = nn.RMSNorm(4) if hasattr(nn, "RMSNorm") else nn.LayerNorm(4)
+        self.bn1 = nn.BatchNorm1d(4)
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x):                                    # (1, 4, 3, 3)
+        y = self.lrn(self.inn(self.gn(self.bn(self.conv(x)))))
+        t = y.flatten(2).transpose(1, 2)                      # (1, 9, 4) tokens
+        t = self.rms(self.ln(t))
+        t = F.layer_norm(t, (4,)) + F.group_norm(y, 2).flatten(2).transpose(1, 2)
+        t = t + F.instance_norm(y).flatten(2).transpose(1, 2)
+        t = t + F.batch_norm(y, torch.zeros(4), torch.ones(4)).flatten(2).transpose(1, 2)
+        s = torch.softmax(t, -1) + F.log_softmax(t, dim=-1) + self.softmax(t) + t.softmax(-1)
+        s = s + F.normalize(t, dim=-1) + F.local_response_norm(y, 2).flatten(2).transpose(1, 2)
+        return self.lin(s).mean(1) + self.bn1(self.lin(t.mean(1)))
+
+
+class Elementwise(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(3, 3), nn.Linear(3, 3)
+        self.acts = nn.ModuleList([nn.ReLU(), nn.GELU(), nn.SiLU(), nn.Hardswish(), nn.Sigmoid(), nn.Hardsigmoid(),
+                                   nn.Tanh(), nn.LeakyReLU(), nn.ELU(), nn.Dropout(0.1), nn.Identity(), nn.ReLU6(),
+                                   nn.Softplus(), nn.Mish(), nn.PReLU()])
+
+    def forward(self, x):                                    # (1, 3)
+        a, b = self.a(x), self.b(x)
+        out = sum(act(a) for act in self.acts)
+        out = out + a * torch.sigmoid(b) - b / (1 + a.abs()) + torch.where(a > 0, a, b) + torch.maximum(a, b)
+        out = out + F.relu(a) + torch.relu(b) + a.relu() + b.sigmoid() + torch.exp(-a.abs()) + a.clamp(min=0)
+        out = out + torch.tanh(a) * 2 + a.pow(2) + torch.add(a, b) + torch.mul(a, b) + torch.div(a, 2)
+        out = out + a.masked_fill(b > 0, 0.0) + F.dropout(a, 0.1, training=False) + a.float() + a.to(torch.float32)
+        out = out + (a - 1) + torch.sub(a, b) + a.neg() + F.gelu(a) + F.silu(b) + F.hardswish(a) + F.hardsigmoid(b)
+        return out + torch.max(a, dim=1, keepdim=True).values + a.max(1)[0].unsqueeze(1) + a.min(1, keepdim=True)[0]
+
+
+class Movement(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 1)
+        self.lin = nn.Linear(16, 2)
+        self.pad, self.shuffle = nn.ZeroPad2d(1), nn.ChannelShuffle(2)
+        self.flat, self.unflat = nn.Flatten(), nn.Unflatten(1, (4, 4))
+
+    def forward(self, x):                                    # (1, 4, 2, 2)
+        x = self.conv(x)
+        a, b = torch.split(x, 2, dim=1)
+        c, d = x.chunk(2, 1)
+        y = torch.cat([b, a], 1) + torch.stack([c, d], 1).flatten(1, 2) + torch.cat(torch.unbind(x, 1), 0).unsqueeze(0).reshape(1, 4, 2, 2)
+        y = y + x.permute(0, 1, 3, 2).transpose(2, 3) + x.flip(1).roll(1, 1) + x.view(1, 4, 4).view_as(x)
+        y = y + F.pad(x, (1, 1, 1, 1))[:, :, 1:3, 1:3] + F.pad(x, (1, 1, 1, 1), mode="reflect")[..., 1:-1, 1:-1]
+        y = y + self.pad(x)[:, :, 1:-1, 1:-1] + x.narrow(1, 0, 4) + x.select(0, 0).unsqueeze(0)
+        y = y + self.shuffle(x) + F.pixel_unshuffle(F.pixel_shuffle(x, 2), 2) + x.expand(1, 4, 2, 2)
+        y = y + x[:, [1, 0, 3, 2]] + x.repeat(1, 1, 1, 1) + torch.flatten(x, 2).reshape(1, 4, 2, 2).contiguous()
+        y = y + x.index_select(1, torch.tensor([0, 1, 2, 3])) + x.movedim(1, 3).movedim(3, 1) + x.squeeze(0).unsqueeze(0)
+        return self.lin(self.flat(y)) + self.lin(self.unflat(y.flatten(1)).flatten(1))
+
+
+class Products(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.q, self.k, self.v = nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 4)
+        self.w = nn.Parameter(torch.randn(4, 4))
+        self.emb = nn.Embedding(10, 4)
+        self.mha = nn.MultiheadAttention(4, 2)
+        self.mha_sep = nn.MultiheadAttention(4, 2, kdim=3, vdim=3, batch_first=True)
+        self.kv = nn.Linear(4, 3)
+
+    def forward(self, x):                                    # (1, 5, 4)
+        q, k, v = self.q(x), self.k(x), self.v(x)
+        a = torch.softmax(q @ k.transpose(1, 2), -1) @ v + torch.bmm(q, k.transpose(1, 2)).bmm(v)
+        a = a + torch.einsum("bld,bmd->blm", q, k).matmul(v) + x @ self.w + F.linear(x, self.w) + torch.matmul(x, self.w.t())
+        a = a + F.scaled_dot_product_attention(q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1)).squeeze(1)
+        ids = torch.arange(5).unsqueeze(0)
+        a = a + self.emb(ids) + F.embedding(ids, self.emb.weight)
+        a = a + self.mha(x.transpose(0, 1), x.transpose(0, 1), x.transpose(0, 1))[0].transpose(0, 1)
+        kv = self.kv(x)
+        return a + self.mha_sep(x, kv, kv, need_weights=False)[0] + F.linear(x, q[0, :4])
+
+
+def tiny_swin():
+    from torchvision.models.swin_transformer import SwinTransformer
+    return SwinTransformer(patch_size=[2, 2], embed_dim=8, depths=[1, 1], num_heads=[1, 2], window_size=[2, 2],
+                           num_classes=3)
+
+
+CORPUS = {
+    "convs": (Convs, (1, 2, 6, 6)),
+    "pools": (Pools, (1, 2, 5, 5)),
+    "norms": (Norms, (1, 4, 3, 3)),
+    "elementwise": (Elementwise, (1, 3)),
+    "movement": (Movement, (1, 4, 2, 2)),
+    "products": (Products, (1, 5, 4)),
+    "swin": (tiny_swin, (1, 3, 8, 8)),
+}
