@@ -138,8 +138,9 @@ def _result(traced: Traced, graph: UnitGraph, w: Walk, source: MaskSource, kinds
         masks[name] = mask
         if name in w.effective:
             eff[name] = w.effective[name]
-        elif name in owners or not any(name == r or name.startswith(r + ".") for r in referenced):
-            eff[name] = torch.zeros_like(mask)   # owned but never reached, or not used by the traced graph
+        elif name in owners or not any(name == r or name.startswith(r + ".") or r == name + "_orig"
+                                       for r in referenced):
+            eff[name] = torch.zeros_like(mask)   # owned but never reached, or only in constant computations
         else:  # used by an op we cannot see into: never call it ineffective
             eff[name] = mask.clone()
             unsupported.append({"node": "", "op": name, "reason": "weight used by an op without a rule"})
@@ -160,7 +161,8 @@ def _alive(v: Any) -> bool:
 def _referenced(traced: Traced) -> set[str]:
     """Modules and parameters that input-dependent computation uses (a constant branch does not count)."""
     dep = traced.depends_on_input()
-    refs = set()
+
+    refs = set(traced.opaque_weights)   # computed weights we could not see through
     for n in traced.graph.nodes:
         if n.op == "call_module" and dep[n]:
             refs.add(str(n.target))

@@ -5,7 +5,7 @@ pruned ``fc.weight`` (stored as ``fc.weight_orig`` + ``fc.weight_mask``) is call
 
 Examples
 --------
->>> import torch
+>>> import torch, torch.nn.utils.prune
 >>> lin = torch.nn.Linear(3, 2)
 >>> _ = torch.nn.utils.prune.l1_unstructured(lin, "weight", amount=2)
 >>> sorted(prunable_weights(torch.nn.Sequential(lin)))

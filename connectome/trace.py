@@ -42,6 +42,7 @@ class Traced:
     param_nodes: dict[fx.Node, str] = field(default_factory=dict)  # export placeholder -> FQN
     constants: dict[str, torch.Tensor] = field(default_factory=dict)  # export's lifted tensor constants
     _folded: dict[fx.Node, Any] = field(default_factory=dict, repr=False)
+    opaque_weights: set[str] = field(default_factory=set)  # parameters used through computed weights
 
     def depends_on_input(self) -> dict[fx.Node, bool]:
         """Per node: whether its value can depend on a model input (else it is a constant)."""
@@ -53,11 +54,17 @@ class Traced:
             dep[n] = n in inputs or found[0]
         return dep
 
-    def constant(self, arg: Any) -> Any:
-        """Evaluate, with real tensors, a node that does not depend on the model inputs."""
+    def constant(self, arg: Any, overrides: dict[fx.Node, Any] | None = None) -> Any:
+        """Evaluate, with real tensors, a node that does not depend on the model inputs.
+
+        ``overrides`` replaces the values of some nodes (nothing is cached then).
+        """
         if not isinstance(arg, fx.Node):
             return arg
-        if arg in self._folded:
+        if overrides is not None:
+            if arg in overrides:
+                return overrides[arg]
+        elif arg in self._folded:
             return self._folded[arg]
         if arg in self.inputs:
             raise ValueError(f"{arg.name} is a model input, not a constant")
@@ -66,15 +73,29 @@ class Traced:
             if value is None:
                 raise ValueError(f"no value for {arg.name}")
         elif arg.op in ("call_function", "call_method"):
-            args = fx.node.map_arg(arg.args, self.constant)
-            kwargs = fx.node.map_arg(arg.kwargs, self.constant)
+            args = fx.node.map_arg(arg.args, lambda a: self.constant(a, overrides))
+            kwargs = fx.node.map_arg(arg.kwargs, lambda a: self.constant(a, overrides))
             with torch.no_grad():
                 value = arg.target(*args, **kwargs) if arg.op == "call_function" else \
                     getattr(args[0], arg.target)(*args[1:], **kwargs)
         else:
             raise ValueError(f"{arg.name} ({arg.op}) cannot be evaluated ahead of time")
-        self._folded[arg] = value
+        if overrides is None:
+            self._folded[arg] = value
         return value
+
+    def param_ancestors(self, arg: fx.Node) -> list[fx.Node]:
+        """The parameter/buffer nodes a constant node is computed from."""
+        found, todo, seen = [], [arg], set()
+        while todo:
+            n = todo.pop()
+            if n in seen or not isinstance(n, fx.Node):
+                continue
+            seen.add(n)
+            if n.op == "get_attr" or n in self.param_nodes:
+                found.append(n)
+            todo.extend(n.all_input_nodes)
+        return found
 
     def module(self, node: fx.Node) -> nn.Module:
         """The module a ``call_module`` node calls."""

@@ -94,6 +94,11 @@ def walk(g: UnitGraph) -> Walk:
         if not op.weights:
             continue
         grad = bwd.get(node)
+        owned = {w.name: w for w in op.weights}
         for name, m in op.effective([fwd.get(a) for a in g.args[node]], grad if _any(grad) else None).items():
+            w = owned.get(name)
+            if w is not None and w.index is not None:
+                param = g.traced.attr(name) if g.traced.attr(name) is not None else g.traced.attr(name + "_orig")
+                m = w.to_param(m, tuple(param.shape))
             effective[name] = effective[name] | m if name in effective else m
     return Walk(g, fwd, bwd, effective)

@@ -102,11 +102,24 @@ def key_name(k: Any) -> str:
 
 @dataclass
 class Weight:
-    """A prunable weight an op owns: its parameter name, kind and 0/1 mask (bool, the param's shape)."""
+    """A prunable weight an op owns: its parameter name, kind and 0/1 mask (bool).
+
+    When the op reads a view of the parameter (a slice, a transpose), ``mask`` has the operand's
+    shape and ``index`` holds, per operand element, its flat index in the parameter.
+    """
 
     name: str
     kind: str
     mask: torch.Tensor
+    index: torch.Tensor | None = None
+
+    def to_param(self, m: torch.Tensor, shape: tuple) -> torch.Tensor:
+        """An operand-shaped effective mask as a parameter-shaped one."""
+        if self.index is None:
+            return m
+        full = torch.zeros(int(torch.tensor(shape).prod()) if shape else 1, dtype=torch.bool)
+        full[self.index.reshape(-1)[m.reshape(-1)]] = True
+        return full.reshape(shape)
 
 
 class Op:
@@ -192,9 +205,32 @@ class Ctx:
             if all(names) and any(n.endswith("_orig") for n in names):
                 name = next(n for n in names if n.endswith("_orig"))[: -len("_orig")]
         if name is None:
-            return None
+            return self._weight_view(arg, kind)
         name = name[: -len("_orig")] if name.endswith("_orig") else name
         return self.named_weight(name, kind, transform)
+
+    def _weight_view(self, arg: Any, kind: str) -> Weight | None:
+        """A weight operand computed from one parameter by data movement only: that parameter, viewed."""
+        if not isinstance(arg, fx.Node) or self.traced.depends_on_input().get(arg, True):
+            return None
+        sources = self.traced.param_ancestors(arg)
+        names = [self.traced.attr_name(n) for n in sources]
+        if len(sources) == 1:
+            name = names[0][: -len("_orig")] if names[0].endswith("_orig") else names[0]
+            param = self.traced.attr(names[0])
+            mask = self.masks.get(name)
+            if param is not None and mask is not None:
+                numbered = torch.arange(1, param.numel() + 1, dtype=torch.float64).reshape(param.shape)
+                try:
+                    r = self.traced.constant(arg, {sources[0]: numbered})
+                except Exception:
+                    r = None
+                if isinstance(r, torch.Tensor) and r.dtype == torch.float64 and (r >= 1).all() and \
+                        (r == r.round()).all():
+                    index = (r - 1).long()
+                    return Weight(name, kind, mask.reshape(-1)[index], index)
+        self.traced.opaque_weights.update(n for n in names if n)
+        return None
 
     def named_weight(self, name: str, kind: str, transform=None) -> Weight:
         mask = self.masks.get(name)

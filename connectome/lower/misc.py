@@ -72,6 +72,18 @@ class Constant(Op):
         return []
 
 
+@rule(torch.zeros_like, torch.ones_like, torch.full_like, torch.empty_like, torch.rand_like, torch.randn_like,
+      ".new_zeros", ".new_ones", ".new_full", ".new_empty", ".new_tensor", torch.ops.aten.zeros_like,
+      torch.ops.aten.ones_like, torch.ops.aten.full_like, torch.ops.aten.empty_like, torch.ops.aten.new_zeros,
+      torch.ops.aten.new_ones, torch.ops.aten.new_full, torch.ops.aten.new_empty, torch.ops.aten.rand_like,
+      torch.ops.aten.randn_like)
+def like(ctx: Ctx) -> Op:
+    """``zeros_like(x)`` and friends read only the shape of ``x``: their value is a constant."""
+    op = Constant(ctx.out)
+    op.data = []
+    return op
+
+
 def _any(v: Any) -> bool:
     if isinstance(v, Status):
         return v.any()
