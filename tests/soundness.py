@@ -20,8 +20,7 @@ def zero_additive(model: nn.Module) -> nn.Module:
     m = copy.deepcopy(model).eval()
     with torch.no_grad():
         for name, t in list(m.named_parameters()) + list(m.named_buffers()):
-            leaf = name.rsplit(".", 1)[-1]
-            if any(leaf == a or leaf.endswith(a) or a in leaf for a in ADDITIVE) and t.is_floating_point():
+            if any(a in name for a in ADDITIVE) and t.is_floating_point():
                 t.zero_()
     return m
 

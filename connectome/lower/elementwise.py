@@ -116,7 +116,8 @@ _ZERO_KEEPING_FUNCS = (
 )
 _ZERO_KEEPING_METHODS = (
     ".relu", ".relu_", ".tanh", ".neg", ".abs", ".sqrt", ".square", ".sign", ".sin", ".clone", ".detach",
-    ".contiguous", ".float", ".double", ".half", ".bfloat16", ".to", ".type", ".type_as", ".cpu", ".cuda",
+    ".contiguous", ".float", ".double", ".half", ".bfloat16", ".long", ".int", ".short", ".bool", ".byte",
+    ".to", ".type", ".type_as", ".cpu", ".cuda",
     ".requires_grad_", ".clamp", ".clamp_", ".clamp_min", ".clamp_max", ".clip", ".nan_to_num",
 )
 # ops whose output is a nonzero constant where the input is dead (they cannot silence a product)

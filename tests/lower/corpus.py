@@ -121,7 +121,8 @@ class Products(nn.Module):
         super().__init__()
         self.q, self.k, self.v = nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 4)
         self.w = nn.Parameter(torch.randn(4, 4))
-        self.emb = nn.Embedding(10, 4)
+        self.pos_embedding = nn.Embedding(10, 4)  # constant ids: additive, like a bias
+        self.emb = nn.Embedding(2, 4)
         self.mha = nn.MultiheadAttention(4, 2)
         self.mha_sep = nn.MultiheadAttention(4, 2, kdim=3, vdim=3, batch_first=True)
         self.kv = nn.Linear(4, 3)
@@ -132,7 +133,9 @@ class Products(nn.Module):
         a = a + torch.einsum("bld,bmd->blm", q, k).matmul(v) + x @ self.w + F.linear(x, self.w) + torch.matmul(x, self.w.t())
         a = a + F.scaled_dot_product_attention(q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1)).squeeze(1)
         ids = torch.arange(5).unsqueeze(0)
-        a = a + self.emb(ids) + F.embedding(ids, self.emb.weight)
+        a = a + self.pos_embedding(ids) + F.embedding(ids, self.pos_embedding.weight)
+        tokens = (x[..., 0] > 0).long()                       # ids that depend on the input
+        a = a + self.emb(tokens) + F.embedding(tokens, self.emb.weight)
         a = a + self.mha(x.transpose(0, 1), x.transpose(0, 1), x.transpose(0, 1))[0].transpose(0, 1)
         kv = self.kv(x)
         return a + self.mha_sep(x, kv, kv, need_weights=False)[0] + F.linear(x, q[0, :4])

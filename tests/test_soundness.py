@@ -1,0 +1,35 @@
+"""Soundness on models with normalisation and attention, where the path-count oracle does not apply."""
+import pytest
+import torch
+
+import connectome
+from oracle import random_masks
+from soundness import apply_masks, fill_zero_weights, outputs, zero_additive
+
+MODELS = {"vit_b_16": 224, "swin_t": 64, "maxvit_t": 224, "convnext_tiny": 64}
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_zeroing_ineffective_weights_leaves_outputs_unchanged(name):
+    tv = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    size = MODELS[name]
+    base = zero_additive(fill_zero_weights(tv.models.get_model(name, weights=None)))
+    x = torch.randn(2, 3, size, size)
+    for sparsity in (0.5, 0.99):
+        model = apply_masks(base, random_masks(base, sparsity, seed=3))
+        res = connectome.analyze(model, input_shape=(1, 3, size, size))
+        assert res.unsupported_ops == []
+        assert torch.equal(outputs(model, x), outputs(apply_masks(model, res.effective_masks), x))
+
+
+@pytest.mark.parametrize("name", ["vit_b_16", "swin_t"])
+def test_killed_units_show_ineffective_weights(name):
+    tv = pytest.importorskip("torchvision")
+    size = MODELS[name]
+    model = fill_zero_weights(tv.models.get_model(name, weights=None))
+    fc = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][2]
+    with torch.no_grad():
+        fc.weight[:5] = 0          # five units of an MLP layer have no input any more
+    res = connectome.analyze(model, input_shape=(1, 3, size, size))
+    assert 0 < res.params_effective < res.params_nonzero
