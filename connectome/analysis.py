@@ -44,15 +44,15 @@ class Analysis:
 
     @property
     def params_total(self) -> int:
-        return sum(m.numel() for m in self.masks.values())
+        return sum(r["numel"] for r in self.layers)
 
     @property
     def params_nonzero(self) -> int:
-        return sum(int(m.sum()) for m in self.masks.values())
+        return sum(r["nonzero"] for r in self.layers)
 
     @property
     def params_effective(self) -> int:
-        return sum(int(m.sum()) for m in self.effective_masks.values())
+        return sum(r["effective"] for r in self.layers)
 
     @property
     def direct_sparsity(self) -> float:
@@ -198,6 +198,8 @@ def _layer_row(name: str, kind: str, mask: torch.Tensor, eff: torch.Tensor, owne
     elif mask.dim() >= 2:
         units_in, units_out = int(mask.shape[1]), int(mask.shape[0])
         dead_in = dead_out = units_out
-    return {"name": layer, "kind": kind, "numel": mask.numel(), "nonzero": int(mask.sum()),
-            "effective": int(eff.sum()), "units_in": units_in, "units_out": units_out,
+    nonzero = int(torch.count_nonzero(mask))
+    effective = nonzero if eff is mask else int(torch.count_nonzero(eff))
+    return {"name": layer, "kind": kind, "numel": mask.numel(), "nonzero": nonzero,
+            "effective": effective, "units_in": units_in, "units_out": units_out,
             "dead_in": dead_in, "dead_out": dead_out}

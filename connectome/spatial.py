@@ -17,7 +17,7 @@ Examples
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from math import floor
 from typing import Sequence
 
@@ -49,6 +49,7 @@ class DimMap:
         """Whether any output index reads a real (non-padding) input index."""
         return bool((self.src >= 0).any()) if self.src is not None else bool(self.mat.any())
 
+    @cached_property
     def injective(self) -> bool:
         if self.src is None:
             return False
@@ -64,7 +65,7 @@ class DimMap:
 
     def apply_t(self, t: np.ndarray, axis: int) -> np.ndarray:
         """Backward: input positions alive where some alive output position reads them."""
-        if self.src is not None and self.injective():
+        if self.src is not None and self.injective:
             shape = list(t.shape)
             shape[axis] = self.n_in
             out = np.zeros(shape, bool)
@@ -78,8 +79,10 @@ class DimMap:
 
 
 def _matmul_axis(m: np.ndarray, t: np.ndarray, axis: int) -> np.ndarray:
-    r = np.tensordot(m.astype(np.float32), t.astype(np.float32), axes=([1], [axis]))
-    return np.moveaxis(r, 0, axis) > 0
+    # torch, not numpy: numpy's BLAS threads spin after each call and starve torch's reductions
+    r = torch.tensordot(torch.from_numpy(m.astype(np.float32)), torch.from_numpy(t.astype(np.float32)),
+                        dims=([1], [axis]))
+    return np.moveaxis(r.numpy(), 0, axis) > 0
 
 
 def apply_taps(table: np.ndarray, pos_shape: Sequence[int], taps: Sequence[Sequence[DimMap | None]],
