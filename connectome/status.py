@@ -226,6 +226,9 @@ def combine(statuses: Sequence[Status], fn: Callable[..., np.ndarray]) -> Status
     first = statuses[0]
     if len(statuses) == 1:
         return first
+    if all(len(st.table) == 1 and (st.idx == 0).all() for st in statuses):  # one pattern everywhere
+        row = fn(*[st.table for st in statuses])
+        return Status.from_table(row, np.zeros(first.channels, np.int64), first.shape, first.cdim)
     keys = np.stack([s.idx for s in statuses], axis=1)
     uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
     s = first.table.shape[1]

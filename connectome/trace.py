@@ -242,8 +242,32 @@ class _MetaRun(fx.Interpreter):
 
     def call_module(self, target, args, kwargs):
         mod = self.fetch_attr(target)
+        shape = _leaf_shape(mod, args, kwargs)
+        if shape is not None:
+            return torch.empty(shape, dtype=args[0].dtype, device="meta")
         state = {k: _to_meta(v) for k, v in mod.state_dict(keep_vars=True).items()}
         return torch.func.functional_call(mod, state, tuple(args), dict(kwargs))
+
+
+_SAME_SHAPE = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.Tanh, nn.Identity,
+               nn.Dropout, nn.Dropout2d, nn.LeakyReLU, nn.ELU, nn.Mish, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+def _leaf_shape(mod: nn.Module, args, kwargs) -> tuple[int, ...] | None:
+    """Output shape of the most common layers by formula (functional_call on meta costs ~0.3 ms each)."""
+    if kwargs or len(args) != 1 or not isinstance(args[0], torch.Tensor):
+        return None
+    x = tuple(args[0].shape)
+    if type(mod) in _SAME_SHAPE:
+        return x
+    if type(mod) is nn.Linear and x and x[-1] == mod.in_features:
+        return x[:-1] + (mod.out_features,)
+    if type(mod) in (nn.Conv1d, nn.Conv2d, nn.Conv3d) and isinstance(mod.padding, tuple) and \
+            len(x) == mod.weight.dim() and x[1] == mod.in_channels:
+        k, s, p, d = mod.kernel_size, mod.stride, mod.padding, mod.dilation
+        sp = tuple((n + 2 * p[i] - d[i] * (k[i] - 1) - 1) // s[i] + 1 for i, n in enumerate(x[2:]))
+        return (x[0], mod.out_channels) + sp if all(v > 0 for v in sp) else None
+    return None
 
 
 def _to_meta(x: Any) -> Any:

@@ -42,6 +42,7 @@ class Mixing(Op):
         n_pos = len(in_shape) - 1
         self.taps: list[Tap] = list(taps) if taps is not None else [(None,) * n_pos]
         self.to_param = to_param or (lambda m: m.reshape(self.weights[0].mask.shape))
+        self._cache: dict = {}
 
     @staticmethod
     def linear(weight: Weight | None, mask: torch.Tensor, in_shape: tuple, out_shape: tuple) -> "Mixing":
@@ -62,9 +63,14 @@ class Mixing(Op):
         return np.repeat(idx.reshape(self.groups, ig), og, axis=0)
 
     def _shifted(self, s: Status, transpose: bool = False) -> np.ndarray:
-        """(T, P, S') table after each tap's position maps."""
-        shape = s.pos_shape
-        return np.stack([apply_taps(s.table, shape, [tap], transpose) for tap in self.taps])
+        """(T, P, S') table after each tap's position maps (cached: forward and effective share it)."""
+        key = (transpose, s.table.shape, s.table.tobytes())
+        hit = self._cache.get(key)
+        if hit is None:
+            shape = s.pos_shape
+            hit = np.stack([apply_taps(s.table, shape, [tap], transpose) for tap in self.taps])
+            self._cache[key] = hit
+        return hit
 
     # ---- the walk ---------------------------------------------------------------------------------
     # Reductions run as ``amax`` over a uint8 view: torch's ``any(dim)`` on bool is ~9x slower on CPU.
