@@ -28,8 +28,9 @@ def test_killed_units_show_ineffective_weights(name):
     tv = pytest.importorskip("torchvision")
     size = MODELS[name]
     model = fill_zero_weights(tv.models.get_model(name, weights=None))
-    fc = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][2]
+    fc = next(m for n, m in model.named_modules()
+              if "mlp" in n and isinstance(m, torch.nn.Linear) and m.out_features > m.in_features)
     with torch.no_grad():
-        fc.weight[:5] = 0          # five units of an MLP layer have no input any more
+        fc.weight[:5] = 0          # five hidden units of the first MLP have no input any more
     res = connectome.analyze(model, input_shape=(1, 3, size, size))
     assert 0 < res.params_effective < res.params_nonzero
