@@ -21,7 +21,7 @@ from torch import fx, nn
 
 from .lower import UnitGraph, lower
 from .masks import MaskSource, prunable_weights
-from .status import Status
+from .status import Status, any_alive
 from .trace import Traced, trace
 from .walk import Walk, walk
 
@@ -145,17 +145,9 @@ def _result(traced: Traced, graph: UnitGraph, w: Walk, source: MaskSource, kinds
             eff[name] = mask.clone()
             unsupported.append({"node": "", "op": name, "reason": "weight used by an op without a rule"})
         layers.append(_layer_row(name, kinds[name], mask, eff[name], owners.get(name), graph, w))
-    collapsed = not any(_alive(w.fwd.get(n)) for n in traced.outputs)
+    collapsed = not any(any_alive(w.fwd.get(n)) for n in traced.outputs)
     shapes = [list(traced.vals[n].shape) for n in traced.inputs if isinstance(traced.vals.get(n), torch.Tensor)]
     return Analysis(eff, masks, dict(kinds), layers, collapsed, unsupported, w, traced.tracer, shapes)
-
-
-def _alive(v: Any) -> bool:
-    if isinstance(v, Status):
-        return v.any()
-    if isinstance(v, (tuple, list)):
-        return any(_alive(x) for x in v)
-    return False
 
 
 def _referenced(traced: Traced) -> set[str]:

@@ -26,7 +26,7 @@ import numpy as np
 
 from .spatial import DimMap, apply_taps
 
-__all__ = ["Status", "dedupe_rows", "combine", "union"]
+__all__ = ["Status", "dedupe_rows", "combine", "union", "any_alive"]
 
 
 def dedupe_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -242,6 +242,19 @@ def union(statuses: Sequence[Status]) -> Status:
     first = statuses[0]
     same = [s if s.cdim == first.cdim else s.with_cdim(first.cdim) for s in statuses]
     return combine(same, lambda *xs: np.logical_or.reduce(xs))
+
+
+def any_alive(v: object) -> bool:
+    """Whether a value (a Status, or a tuple of them, or None) has any alive element.
+
+    >>> any_alive((None, Status.uniform((2,), 0, True)))
+    True
+    """
+    if isinstance(v, Status):
+        return v.any()
+    if isinstance(v, (tuple, list)):
+        return any(any_alive(x) for x in v)
+    return False
 
 
 def _split(shape: tuple[int, ...], cdim: int) -> tuple[int, int]:

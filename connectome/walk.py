@@ -26,7 +26,7 @@ import torch
 from torch import fx
 
 from .lower import UnitGraph
-from .status import Status, union
+from .status import Status, any_alive, union
 
 __all__ = ["Walk", "walk"]
 
@@ -58,14 +58,6 @@ def _merge(a: Any, b: Any) -> Any:
     return tuple(_merge(x, y) for x, y in zip(a, b))
 
 
-def _any(v: Any) -> bool:
-    if isinstance(v, Status):
-        return v.any()
-    if isinstance(v, (tuple, list)):
-        return any(_any(x) for x in v)
-    return False
-
-
 def walk(g: UnitGraph) -> Walk:
     """Run both walks and compute effective masks for every weight the graph's ops own."""
     t = g.traced
@@ -84,7 +76,7 @@ def walk(g: UnitGraph) -> Walk:
     for node in reversed(list(t.graph.nodes)):
         op = g.ops.get(node)
         grad = bwd.get(node)
-        if op is None or not _any(grad):
+        if op is None or not any_alive(grad):
             continue
         for a, contrib in zip(g.args[node], op.backward([fwd.get(a) for a in g.args[node]], fwd[node], grad)):
             if contrib is not None:
@@ -95,7 +87,7 @@ def walk(g: UnitGraph) -> Walk:
             continue
         grad = bwd.get(node)
         owned = {w.name: w for w in op.weights}
-        for name, m in op.effective([fwd.get(a) for a in g.args[node]], grad if _any(grad) else None).items():
+        for name, m in op.effective([fwd.get(a) for a in g.args[node]], grad if any_alive(grad) else None).items():
             w = owned.get(name)
             if w is not None and w.index is not None:
                 param = g.traced.attr(name) if g.traced.attr(name) is not None else g.traced.attr(name + "_orig")

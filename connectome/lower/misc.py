@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from ..status import Status
+from ..status import Status, any_alive
 from .base import Ctx, Op, rule
 from .structural import index_map_op
 
@@ -46,11 +46,11 @@ class Fallback(Op):
         self.out, self.in_shapes, self.reason = out, in_shapes, reason
 
     def forward(self, ins: list[Any]) -> Any:
-        alive = any(_any(s) for s in ins)
+        alive = any(any_alive(s) for s in ins)
         return _uniform_like(self.out, alive, zero=False)
 
     def backward(self, ins: list[Any], out: Any, grad: Any) -> list[Any]:
-        if not _any(grad):
+        if not any_alive(grad):
             return [None] * len(ins)
         return [_uniform_like(v, True) if v is not None else None for v in self.in_shapes]
 
@@ -82,14 +82,6 @@ def like(ctx: Ctx) -> Op:
     op = Constant(ctx.out)
     op.data = []
     return op
-
-
-def _any(v: Any) -> bool:
-    if isinstance(v, Status):
-        return v.any()
-    if isinstance(v, (tuple, list)):
-        return any(_any(x) for x in v)
-    return False
 
 
 def _uniform_like(v: Any, alive: bool, zero: bool = True) -> Any:
