@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 import torch
 from torch import fx, nn
 
@@ -69,6 +70,51 @@ class Analysis:
     @property
     def effective_compression(self) -> float | None:
         return self.params_total / self.params_effective if self.params_effective else None
+
+    def units(self, layer: str) -> dict[str, np.ndarray]:
+        """Per output unit of a prunable layer: ``alive_from_input`` and ``alive_to_output`` (bool arrays).
+
+        >>> import torch, connectome
+        >>> m = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Linear(3, 1))
+        >>> with torch.no_grad(): m[0].weight[1] = 0
+        >>> connectome.analyze(m, input_shape=(1, 2)).units("0")["alive_from_input"].tolist()
+        [True, False, True]
+        """
+        node = self._owner_node(layer)
+        op = self.walk.graph.ops[node]
+        cdim = getattr(op, "cdim", None)
+        fwd, bwd = self.walk.fwd.get(node), self.walk.bwd.get(node)
+        fwd = fwd[0] if isinstance(fwd, tuple) else fwd
+        bwd = bwd[0] if isinstance(bwd, tuple) else bwd
+        f = fwd.with_cdim(cdim) if isinstance(cdim, int) else fwd
+        alive_out = bwd.with_cdim(f.cdim).alive_units() if isinstance(bwd, Status) else np.zeros(f.channels, bool)
+        return {"alive_from_input": f.alive_units(), "alive_to_output": alive_out}
+
+    def channel_adjacency(self, layer: str) -> "scipy.sparse.csr_matrix":
+        """Effective weights between (output unit, input unit) of a layer, summed over kernel taps.
+
+        A sparse (units_out x units_in) matrix of counts: the capacities of the unit graph.
+
+        >>> import torch, connectome
+        >>> m = torch.nn.Sequential(torch.nn.Conv2d(2, 2, 3, padding=1))
+        >>> connectome.analyze(m, input_shape=(1, 2, 4, 4)).channel_adjacency("0").toarray().tolist()
+        [[9, 9], [9, 9]]
+        """
+        import scipy.sparse
+        name = next((n for n in self.effective_masks if n in (layer, layer + ".weight")), None)
+        if name is None:
+            raise KeyError(f"no prunable layer {layer!r}")
+        m = self.effective_masks[name]
+        counts = m.reshape(m.shape[0], m.shape[1], -1).sum(-1) if m.dim() > 1 else m.reshape(1, -1)
+        if self.kinds.get(name, "").startswith("convT"):
+            counts = counts.t()
+        return scipy.sparse.csr_matrix(counts.numpy().astype(np.int64))
+
+    def _owner_node(self, layer: str) -> Any:
+        for node, op in self.walk.graph.ops.items():
+            if any(w.name in (layer, layer + ".weight") for w in op.weights):
+                return node
+        raise KeyError(f"no prunable layer {layer!r} is used by the traced graph")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable summary (the schema in DESIGN.md, plus ``tracer`` and ``input_shapes``)."""

@@ -14,6 +14,7 @@ Examples
 """
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -296,5 +297,13 @@ def _where(n: fx.Node) -> str:
 
 
 def _short(e: BaseException) -> str:
+    """First line of the error, and the innermost line of user code (not torch's) that raised it."""
     text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0] if text else ''}"[:300]
+    msg = f"{type(e).__name__}: {text[0] if text else ''}"[:300]
+    tb, where = e.__traceback__, None
+    while tb is not None:
+        path = tb.tb_frame.f_code.co_filename
+        if "/torch/" not in path and "/connectome/" not in path and "importlib" not in path:
+            where = f"{os.path.basename(path)}:{tb.tb_lineno} in {tb.tb_frame.f_code.co_name}"
+        tb = tb.tb_next
+    return f"{msg} (at {where})" if where else msg

@@ -98,3 +98,31 @@ def test_model_is_left_in_its_mode():
     m = MODELS["vgg19"]().train()
     connectome.analyze(m, input_shape=(1, 3, 32, 32))
     assert m.training
+
+
+def test_units_and_channel_adjacency():
+    a = nn.Linear(2, 3, bias=False)
+    b = nn.Linear(3, 2, bias=False)
+    with torch.no_grad():
+        a.weight.copy_(torch.tensor([[0.0, 0.0], [1.0, 1.0], [1.0, 0.0]]))
+        b.weight.copy_(torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]]))
+    res = connectome.analyze(nn.Sequential(a, nn.ReLU(), b), input_shape=(1, 2))
+    u = res.units("0")
+    assert u["alive_from_input"].tolist() == [False, True, True]
+    assert u["alive_to_output"].tolist() == [True, True, False]
+    assert res.channel_adjacency("0").toarray().tolist() == [[0, 0], [1, 1], [0, 0]]
+    up = nn.ConvTranspose2d(2, 3, 2, stride=2)     # weight (in, out, k, k): adjacency is (out, in)
+    adj = connectome.analyze(nn.Sequential(up), input_shape=(1, 2, 2, 2)).channel_adjacency("0")
+    assert adj.shape == (3, 2) and adj.toarray().min() == 4
+    with pytest.raises(KeyError):
+        res.units("nope")
+
+
+def test_trace_error_points_at_user_code():
+    class Bad(nn.Module):
+        def forward(self, x):
+            if x.sum() > 0:
+                return x.nonzero()
+            return x
+    with pytest.raises(connectome.TraceError, match=r"test_api\.py:\d+ in forward"):
+        connectome.analyze(Bad(), input_shape=(1, 2))
