@@ -45,6 +45,18 @@ class DimMap:
         m[np.nonzero(ok)[0], self.src[ok]] = True
         return m
 
+    @cached_property
+    def reads(self) -> np.ndarray:
+        """Per output index: reads at least one real input index (the map applied to all-alive)."""
+        return (self.src >= 0) if self.src is not None else self.mat.any(1)
+
+    @cached_property
+    def is_read(self) -> np.ndarray:
+        """Per input index: read by at least one output index (the transpose applied to all-alive)."""
+        if self.src is not None:
+            return np.bincount(self.src[self.src >= 0], minlength=self.n_in)[: self.n_in] > 0
+        return self.mat.any(0)
+
     def reads_input(self) -> bool:
         """Whether any output index reads a real (non-padding) input index."""
         return bool((self.src >= 0).any()) if self.src is not None else bool(self.mat.any())
@@ -91,6 +103,15 @@ def apply_taps(table: np.ndarray, pos_shape: Sequence[int], taps: Sequence[Seque
 
     Each tap has one entry per position dim: a :class:`DimMap`, or None for the identity.
     """
+    if len(table) == 1 and table.all():  # all alive: each tap is an outer product of per-dim vectors
+        out = None
+        for tap in taps:
+            vec = np.ones(1, bool)
+            for d, m in enumerate(tap):
+                v = np.ones(pos_shape[d], bool) if m is None else (m.is_read if transpose else m.reads)
+                vec = np.logical_and.outer(vec, v).reshape(-1)
+            out = vec if out is None else out | vec
+        return out.reshape(1, -1)
     t0 = table.reshape((len(table),) + tuple(pos_shape))
     out = None
     for tap in taps:

@@ -104,6 +104,10 @@ class Status:
     @staticmethod
     def from_table(table: np.ndarray, idx: np.ndarray, shape: Sequence[int], cdim: int) -> "Status":
         """From a table that may hold duplicate or empty rows; normalises it."""
+        if len(table) == 1:
+            alive = bool(table.any())
+            idx = np.asarray(idx, np.int64) if alive else np.full(len(idx), -1, np.int64)
+            return Status(tuple(shape), _norm_dim(cdim, len(shape)), table if alive else table[:0], idx)
         t, remap = dedupe_rows(table)
         idx = np.asarray(idx, np.int64)
         new = np.where(idx >= 0, remap[np.maximum(idx, 0)] if len(remap) else -1, -1)

@@ -14,6 +14,7 @@ Examples
 """
 from __future__ import annotations
 
+import operator
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -241,6 +242,14 @@ class _MetaRun(fx.Interpreter):
     def get_attr(self, target, args, kwargs):
         return _to_meta(super().get_attr(target, args, kwargs))
 
+    def call_function(self, target, args, kwargs):
+        if target in _BROADCASTING and not kwargs and len(args) == 2 and \
+                all(isinstance(a, torch.Tensor) for a in args):  # meta dispatch of add costs ~0.2 ms
+            a, b = args
+            return torch.empty(torch.broadcast_shapes(a.shape, b.shape), dtype=torch.promote_types(a.dtype, b.dtype),
+                               device="meta")
+        return super().call_function(target, args, kwargs)
+
     def call_module(self, target, args, kwargs):
         mod = self.fetch_attr(target)
         shape = _leaf_shape(mod, args, kwargs)
@@ -250,6 +259,7 @@ class _MetaRun(fx.Interpreter):
         return torch.func.functional_call(mod, state, tuple(args), dict(kwargs))
 
 
+_BROADCASTING = (operator.add, operator.sub, operator.mul, operator.iadd, torch.add, torch.sub)
 _SAME_SHAPE = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.Tanh, nn.Identity,
                nn.Dropout, nn.Dropout2d, nn.LeakyReLU, nn.ELU, nn.Mish, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 

@@ -126,9 +126,8 @@ class Mixing(Op):
         if grad is None or len(s.table) == 0 or len(grad.table) == 0:
             return {w.name: torch.zeros_like(w.mask)}
         g = grad.with_cdim(self.cdim)
-        sh = torch.from_numpy(self._shifted(s).astype(np.float32))     # (T, P, S_out)
-        gt = torch.from_numpy(g.table.astype(np.float32))              # (Q, S_out)
-        E = (torch.einsum("tps,qs->pqt", sh, gt) > 0).numpy()          # (P, Q, T)
+        sh = self._shifted(s)                                           # (T, P, S_out)
+        E = (sh[:, :, None, :] & g.table[None, None]).any(-1).transpose(1, 2, 0)  # (P, Q, T)
         P, Q, T = E.shape
         if P == 1 and Q == 1:  # the common case: one pattern each side, gates are per channel and per tap
             a_in, a_out, e = s.idx >= 0, g.idx >= 0, E[0, 0]
@@ -171,11 +170,16 @@ def _group_reach(u8: torch.Tensor, idx: np.ndarray, n: int, dim: int) -> np.ndar
 def _combine_rows(reach: np.ndarray, shifted: np.ndarray, shape: tuple, cdim: int) -> Status:
     """Channel k's pattern = OR over (tap t, pattern p) with ``reach[k, t, p]`` of ``shifted[t, p]``."""
     K, T, P = reach.shape
+    if K and reach.all():  # every channel sees every (tap, pattern): one pattern for all
+        row = np.logical_or.reduce(shifted.reshape(T * P, -1), axis=0)[None]
+        return Status.from_table(row, np.zeros(K, np.int64), shape, cdim)
     flat = reach.reshape(K, T * P)
     uniq, inverse = dedupe_rows(flat)
     if len(uniq) == 0:
         return Status.uniform(shape, cdim, False)
-    # torch, not numpy: numpy's BLAS threads spin after each call and starve torch's reductions
-    rows = (torch.from_numpy(uniq.astype(np.float32)) @
-            torch.from_numpy(shifted.reshape(T * P, -1).astype(np.float32))).numpy() > 0
+    flat = shifted.reshape(T * P, -1)
+    if len(uniq) * T * P <= 256:  # few distinct rows: plain ORs, no float conversion
+        rows = np.stack([np.logical_or.reduce(flat[u]) for u in uniq])
+    else:  # torch, not numpy: numpy's BLAS threads spin after each call and starve torch's reductions
+        rows = (torch.from_numpy(uniq.astype(np.float32)) @ torch.from_numpy(flat.astype(np.float32))).numpy() > 0
     return Status.from_table(rows, inverse, shape, cdim)
