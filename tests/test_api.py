@@ -94,6 +94,22 @@ def test_untraceable_model_names_the_problem():
         connectome.analyze(Bad(), input_shape=(1, 2))
 
 
+def test_model_is_not_modified():
+    class MakesTensors(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(4, 4)
+
+        def forward(self, x):
+            return self.lin(x).index_select(1, torch.tensor([3, 2, 1, 0]))  # fx lifts this tensor
+    m = MakesTensors()
+    before = (set(vars(m)), {k: v.clone() for k, v in m.state_dict().items()})
+    res = connectome.analyze(m, input_shape=(1, 4))
+    assert res.unsupported_ops == [] and res.params_effective == 16
+    assert set(vars(m)) == before[0]
+    assert all(torch.equal(v, before[1][k]) for k, v in m.state_dict().items())
+
+
 def test_model_is_left_in_its_mode():
     m = MODELS["vgg19"]().train()
     connectome.analyze(m, input_shape=(1, 3, 32, 32))
