@@ -50,6 +50,8 @@ class Elementwise(Op):
     def forward(self, ins: list[Status]) -> Status:
         if not ins:
             return Status.uniform(self.shape, 1, False).with_zero(bool(self.zero))
+        if len(ins) == 1 and ins[0].shape == self.shape:  # activations: the status passes unchanged
+            return ins[0].with_zero(ins[0].zero if self.zero is None else self.zero)
         al = aligned(ins, self.shape)
         kills = self._kills(ins)
 
@@ -71,6 +73,8 @@ class Elementwise(Op):
         return out.with_zero(zero)
 
     def backward(self, ins: list[Status], out: Status, grad: Status) -> list[Status | None]:
+        if len(ins) == 1 and ins[0].shape == self.shape:
+            return [grad]
         kills = self._kills(ins)
         al = aligned(ins, self.shape)
         g = grad.broadcast_to(self.shape).with_cdim(al[0].cdim) if al else grad

@@ -67,7 +67,14 @@ class Mix(Op):
             s = Status.from_full(s.full() & ~np.broadcast_to(self.cut_full, s.shape), s.cdim)
         return s
 
+    def _identity(self) -> bool:
+        """Per-channel and nothing cut (BatchNorm in eval mode): the status passes unchanged."""
+        return not self.dims and (self.cut is None or not self.cut.any()) and self.cut_full is None \
+            and self.n_out == 1
+
     def forward(self, ins: list[Status]) -> Any:
+        if self._identity():
+            return ins[0].with_zero(ins[0].zero if self.zero is None else self.zero)
         out = self._cut(self._mix(ins[0])).with_zero(ins[0].zero if self.zero is None else self.zero)
         return out if self.n_out == 1 else (out,) + tuple(Status.uniform(self.shape, self.cdim, False)
                                                           for _ in range(self.n_out - 1))
@@ -76,6 +83,8 @@ class Mix(Op):
         g = grad if self.n_out == 1 else grad[0]
         if g is None:
             return [None]
+        if self._identity():
+            return [g]
         return [self._mix(self._cut(g.with_cdim(self.cdim)))]
 
 

@@ -8,7 +8,8 @@ class Convs(nn.Module):
     def __init__(self):
         super().__init__()
         self.c1 = nn.Conv1d(2, 4, 3, padding=1, padding_mode="reflect")
-        self.c2 = nn.Conv2d(2, 4, 3, stride=2, padding="same" if False else 1, groups=2)
+        self.c2 = nn.Conv2d(2, 4, 3, stride=2, padding=1, groups=2)
+        self.same = nn.Conv2d(2, 2, 3, padding="same", dilation=2)
         self.c3 = nn.Conv3d(2, 2, 1)
         self.t1 = nn.ConvTranspose1d(4, 2, 2, stride=2)
         self.t2 = nn.ConvTranspose2d(4, 2, 3, stride=2, padding=1, output_padding=1)
@@ -17,7 +18,7 @@ class Convs(nn.Module):
         self.wt = nn.Parameter(torch.randn(2, 2, 2, 2))
 
     def forward(self, x):                                   # x: (1, 2, 6, 6)
-        a = self.t1(self.c1(x.mean(3))).sum(2)               # conv1d, conv_transpose1d, mean, sum
+        a = self.t1(self.c1(x.mean(3))).sum(2) + self.same(x).mean((2, 3))  # conv1d, convT1d, "same" padding
         b = self.t2(self.c2(x))                              # grouped conv2d, conv_transpose2d
         c = self.t3(self.c3(x.unsqueeze(2))).squeeze(2)      # conv3d, conv_transpose3d
         d = F.conv2d(x, self.w, padding=1, dilation=1) + F.conv_transpose2d(x, self.wt, stride=1)[..., :6, :6]
