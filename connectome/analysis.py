@@ -14,7 +14,7 @@ Examples
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -25,6 +25,9 @@ from .masks import MaskSource, prunable_weights
 from .status import Status, any_alive
 from .trace import Traced, trace
 from .walk import Walk, walk
+
+if TYPE_CHECKING:
+    import scipy.sparse
 
 __all__ = ["Analysis", "analyze", "Analyzer"]
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
-from math import floor
 from typing import Sequence
 
 import numpy as np
@@ -206,7 +205,3 @@ def _widen(m: DimMap, k: int) -> DimMap:
         wide[:, :-1] |= mat[:, 1:]
         mat = wide
     return DimMap(m.n_in, m.n_out, mat=mat)
-
-
-def out_len(n_in: int, kernel: int, stride: int, padding: int, dilation: int = 1) -> int:
-    return floor((n_in + 2 * padding - dilation * (kernel - 1) - 1) / stride) + 1

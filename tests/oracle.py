@@ -8,7 +8,6 @@ effective iff its gradient is positive and its mask is 1.
 """
 from __future__ import annotations
 
-import operator
 from typing import Any
 
 import torch

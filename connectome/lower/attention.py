@@ -21,7 +21,7 @@ from .mixing import Mixing
 
 aten = torch.ops.aten
 
-__all__ = ["attend_forward", "attend_backward", "SDPA", "MultiheadAttention"]
+__all__ = ["attend_forward", "attend_backward", "SDPA", "ProjectedAttention"]
 
 
 def attend_forward(fq: np.ndarray, fk: np.ndarray, fv: np.ndarray, v_nonzero: bool, heads: int) -> np.ndarray:

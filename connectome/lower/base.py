@@ -191,8 +191,7 @@ class Ctx:
         """Position of a node argument among the op's tensor inputs."""
         return self.tensor_args.index(arg)
 
-    def weight(self, arg: Any, kind: str, transform: Callable[[torch.Tensor], torch.Tensor] | None = None
-               ) -> Weight | None:
+    def weight(self, arg: Any, kind: str) -> Weight | None:
         """Resolve the node feeding a weight operand to a named prunable parameter and its mask.
 
         Follows ``torch.nn.utils.prune``'s ``weight_orig * weight_mask`` when export traced it.
@@ -207,7 +206,7 @@ class Ctx:
         if name is None:
             return self._weight_view(arg, kind)
         name = name[: -len("_orig")] if name.endswith("_orig") else name
-        return self.named_weight(name, kind, transform)
+        return self.named_weight(name, kind)
 
     def _weight_view(self, arg: Any, kind: str) -> Weight | None:
         """A weight operand computed from one parameter by data movement only: that parameter, viewed."""
@@ -232,7 +231,7 @@ class Ctx:
         self.traced.opaque_weights.update(n for n in names if n)
         return None
 
-    def named_weight(self, name: str, kind: str, transform=None) -> Weight:
+    def named_weight(self, name: str, kind: str) -> Weight:
         mask = self.masks.get(name)
         if mask is None:
             raise LowerError(f"no mask for weight {name!r} at node {self.node.name}")

@@ -2,7 +2,6 @@
 import pytest
 import torch
 
-import connectome
 from connectome.analysis import Analyzer
 from connectome.lower import RULES, lower
 from connectome.lower.base import rule
