@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import click
+import torch
 
 import connectome
 from connectome import report
@@ -11,11 +12,16 @@ from connectome.spec import SpecError, load_model, load_state_dict, parse_shape
 
 from .main import main
 
+DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16,
+          "int64": torch.int64, "int32": torch.int32, "bool": torch.bool}
+
 
 def model_options(fn):
     """MODEL, --input-shape, --weights, --trust, --tracer: shared by every command that loads a model."""
     fn = click.option("--tracer", type=click.Choice(["auto", "fx", "export"]), default="auto", show_default=True,
                       help="torch.fx symbolic tracing, torch.export, or fx with export as fallback.")(fn)
+    fn = click.option("--input-dtype", type=click.Choice(sorted(DTYPES)), default="float32", show_default=True,
+                      help="Element type of the inputs: int64 for token ids.")(fn)
     fn = click.option("--trust", is_flag=True,
                       help="Allow loading MODEL as a whole-model pickle (pickles can run code).")(fn)
     fn = click.option("--weights", type=click.Path(dir_okay=False), default=None,
@@ -41,8 +47,8 @@ def build(model: str, input_shape: str | None, weights: str | None, trust: bool)
 @main.command()
 @model_options
 @click.option("--json", "as_json", is_flag=True, help="Print the analysis as JSON (the schema of res.to_dict()).")
-def analyze(model: str, input_shape: str | None, weights: str | None, trust: bool, tracer: str,
-            as_json: bool) -> None:
+def analyze(model: str, input_shape: str | None, weights: str | None, trust: bool, input_dtype: str,
+            tracer: str, as_json: bool) -> None:
     """Analyse MODEL: direct vs effective sparsity per layer, dead units, collapse.
 
     MODEL is torchvision:NAME, connectome:NAME (lenet_300_100, lenet_5, vgg19, resnet18),
@@ -54,9 +60,11 @@ def analyze(model: str, input_shape: str | None, weights: str | None, trust: boo
     Examples:
       connectome analyze connectome:lenet_300_100
       connectome analyze torchvision:resnet18 --input-shape 1,3,64,64 --weights pruned.pt --json
+      connectome analyze mymodels:tiny_bert --input-shape 1,128 --input-dtype int64
     """
     module, shapes = build(model, input_shape, weights, trust)
-    res = connectome.analyze(module, input_shape=shapes if len(shapes) > 1 else shapes[0], tracer=tracer)
+    res = connectome.analyze(module, input_shape=shapes if len(shapes) > 1 else shapes[0], tracer=tracer,
+                             input_dtype=DTYPES[input_dtype])
     if as_json:
         click.echo(json.dumps(res.to_dict(), indent=2))
         return

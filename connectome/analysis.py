@@ -23,7 +23,7 @@ from torch import fx, nn
 from .lower import UnitGraph, lower
 from .masks import MaskSource, prunable_weights
 from .status import Status, any_alive
-from .trace import Traced, trace
+from .trace import TraceError, Traced, trace
 from .walk import Walk, walk
 
 if TYPE_CHECKING:
@@ -148,9 +148,16 @@ class Analyzer:
     """
 
     def __init__(self, model: nn.Module, example_inputs: Any = None, input_shape: Sequence[int] | None = None,
-                 tracer: str = "auto"):
+                 tracer: str = "auto", input_dtype: torch.dtype | None = None):
         self.model = model
-        self.traced: Traced = trace(model, example_inputs, input_shape, tracer)
+        self.traced: Traced = trace(model, example_inputs, input_shape, tracer, input_dtype)
+        if tracer == "auto" and _opaque_modules(self.traced):
+            # fx keeps every torch.nn module whole; for those without a rule (nn.TransformerEncoderLayer),
+            # torch.export sees inside, down to ops that have rules
+            try:
+                self.traced = trace(model, example_inputs, input_shape, "export", input_dtype)
+            except TraceError:
+                pass
         self.kinds = prunable_weights(model)
 
     def run(self, masks: Mapping[str, torch.Tensor] | None = None) -> Analysis:
@@ -162,13 +169,15 @@ class Analyzer:
 
 
 def analyze(model: nn.Module, example_inputs: Any = None, input_shape: Sequence[int] | None = None,
-            masks: Mapping[str, torch.Tensor] | None = None, tracer: str = "auto") -> Analysis:
+            masks: Mapping[str, torch.Tensor] | None = None, tracer: str = "auto",
+            input_dtype: torch.dtype | None = None) -> Analysis:
     """Effective masks, dead units and collapse of ``model`` for the given input (tensor, tuple or shape).
 
     Masks are ``masks[name]`` when given, else ``torch.nn.utils.prune``'s ``weight_mask`` buffers,
-    else ``weight != 0``.
+    else ``weight != 0``. With ``input_shape``, inputs are float32 unless ``input_dtype`` says otherwise
+    (``torch.long`` for token ids).
     """
-    return Analyzer(model, example_inputs, input_shape, tracer).run(masks)
+    return Analyzer(model, example_inputs, input_shape, tracer, input_dtype).run(masks)
 
 
 def _result(traced: Traced, graph: UnitGraph, w: Walk, source: MaskSource, kinds: dict[str, str]) -> Analysis:
@@ -197,6 +206,17 @@ def _result(traced: Traced, graph: UnitGraph, w: Walk, source: MaskSource, kinds
     collapsed = not any(any_alive(w.fwd.get(n)) for n in traced.outputs)
     shapes = [list(traced.vals[n].shape) for n in traced.inputs if isinstance(traced.vals.get(n), torch.Tensor)]
     return Analysis(eff, masks, dict(kinds), layers, collapsed, unsupported, w, traced.tracer, shapes)
+
+
+def _opaque_modules(traced: Traced) -> list[str]:
+    """Modules with parameters that the graph calls whole and that no rule knows."""
+    from .lower.base import find_rule
+    found = []
+    for n in traced.graph.nodes:
+        if n.op == "call_module" and find_rule(traced, n)[1] is None and \
+                any(True for _ in traced.module(n).parameters()):
+            found.append(str(n.target))
+    return found
 
 
 def _referenced(traced: Traced) -> set[str]:

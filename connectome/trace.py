@@ -126,24 +126,27 @@ class Traced:
         return None
 
 
-def as_inputs(example_inputs: Any = None, input_shape: Sequence[int] | None = None) -> tuple:
-    """Normalise example inputs: a tensor, a tuple of tensors, or a shape for one float input.
+def as_inputs(example_inputs: Any = None, input_shape: Sequence[int] | None = None,
+              input_dtype: torch.dtype | None = None) -> tuple:
+    """Normalise example inputs: a tensor, a tuple of tensors, or shapes (float32 unless ``input_dtype``).
 
-    >>> [tuple(x.shape) for x in as_inputs(input_shape=(1, 3, 8, 8))]
-    [(1, 3, 8, 8)]
+    Token models take integer ids: ``input_dtype=torch.long``.
+
+    >>> [(tuple(x.shape), x.dtype) for x in as_inputs(input_shape=(1, 8), input_dtype=torch.long)]
+    [((1, 8), torch.int64)]
     """
     if example_inputs is None and input_shape is None:
         raise TraceError("no example input: pass example_inputs or input_shape (e.g. 1,3,32,32)")
     if example_inputs is None:
         shapes = input_shape if input_shape and isinstance(input_shape[0], (list, tuple)) else [input_shape]
-        return tuple(torch.zeros(tuple(int(d) for d in s)) for s in shapes)
+        return tuple(torch.zeros(tuple(int(d) for d in s), dtype=input_dtype or torch.float32) for s in shapes)
     if isinstance(example_inputs, torch.Tensor):
         return (example_inputs,)
     return tuple(example_inputs)
 
 
 def trace(model: nn.Module, example_inputs: Any = None, input_shape: Sequence[int] | None = None,
-          tracer: str = "auto") -> Traced:
+          tracer: str = "auto", input_dtype: torch.dtype | None = None) -> Traced:
     """Trace ``model`` with shapes; ``tracer`` is ``"auto"``, ``"fx"``, ``"export"`` or ``"export-core"``.
 
     ``"export-core"`` decomposes the exported graph to core ATen (``convolution``, ``addmm``...), the
@@ -151,7 +154,7 @@ def trace(model: nn.Module, example_inputs: Any = None, input_shape: Sequence[in
     """
     if not isinstance(model, nn.Module):
         raise TraceError(f"expected a torch.nn.Module, got {type(model).__name__}")
-    inputs = as_inputs(example_inputs, input_shape)
+    inputs = as_inputs(example_inputs, input_shape, input_dtype)
     was_training = model.training
     model.eval()
     fx_error: Exception | None = None

@@ -107,3 +107,19 @@ def test_every_command_has_help_and_is_documented():
 def test_rules_lists_registry():
     r = run("rules", "--grep", "Conv2d")
     assert r.exit_code == 0 and "Conv2d" in r.output and "conv_module" in r.output
+
+
+def test_token_model_with_integer_inputs(tmp_path):
+    src = tmp_path / "tokens.py"
+    src.write_text(
+        "import torch\n"
+        "def build():\n"
+        "    layer = torch.nn.TransformerEncoderLayer(8, 2, 16, batch_first=True, dropout=0.0)\n"
+        "    return torch.nn.Sequential(torch.nn.Embedding(50, 8), layer, torch.nn.Linear(8, 3))\n")
+    r = run("analyze", f"{src}:build", "--input-shape", "1,6", "--input-dtype", "int64", "--json")
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output)
+    assert d["collapsed"] is False and d["unsupported_ops"] == [] and d["tracer"] == "export"
+    assert any(layer["kind"] == "embedding" for layer in d["layers"])
+    r = run("analyze", f"{src}:build", "--input-shape", "1,6")       # float ids cannot index an embedding
+    assert r.exit_code == 2 and r.output.startswith("error: ")

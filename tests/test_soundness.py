@@ -34,3 +34,17 @@ def test_killed_units_show_ineffective_weights(name):
         fc.weight[:5] = 0          # five hidden units of the first MLP have no input any more
     res = connectome.analyze(model, input_shape=(1, 3, size, size))
     assert 0 < res.params_effective < res.params_nonzero
+
+
+def test_torch_nn_transformer_goes_through_export_and_is_sound():
+    from torch import nn
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Embedding(50, 8), nn.TransformerEncoderLayer(8, 2, 16, batch_first=True, dropout=0.0),
+                          nn.Linear(8, 3)).eval()
+    base = zero_additive(model)
+    pruned = apply_masks(base, random_masks(base, 0.7, seed=1))
+    res = connectome.analyze(pruned, input_shape=(1, 6), input_dtype=torch.long)
+    assert res.tracer == "export" and res.unsupported_ops == []   # fx would keep the layer whole
+    assert res.params_effective < res.params_nonzero
+    x = torch.randint(0, 50, (2, 6))
+    assert torch.equal(outputs(pruned, x), outputs(apply_masks(pruned, res.effective_masks), x))
