@@ -182,6 +182,7 @@ def analyze(model: nn.Module, example_inputs: Any = None, input_shape: Sequence[
 
 def _result(traced: Traced, graph: UnitGraph, w: Walk, source: MaskSource, kinds: dict[str, str]) -> Analysis:
     owners: dict[str, tuple[fx.Node, str]] = {}
+    kinds = dict(kinds)  # weights found only through ops join this run's list, not the Analyzer's
     for node, op in graph.ops.items():
         for wt in op.weights:
             owners.setdefault(wt.name, (node, wt.kind))

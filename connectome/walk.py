@@ -90,7 +90,8 @@ def walk(g: UnitGraph) -> Walk:
         for name, m in op.effective([fwd.get(a) for a in g.args[node]], grad if any_alive(grad) else None).items():
             w = owned.get(name)
             if w is not None and w.index is not None:
-                param = g.traced.attr(name) if g.traced.attr(name) is not None else g.traced.attr(name + "_orig")
+                param = g.traced.attr(name)
+                param = param if param is not None else g.traced.attr(name + "_orig")
                 m = w.to_param(m, tuple(param.shape))
             effective[name] = effective[name] | m if name in effective else m
     return Walk(g, fwd, bwd, effective)

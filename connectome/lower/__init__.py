@@ -65,7 +65,7 @@ def lower(traced: Traced, masks: MaskSource) -> UnitGraph:
             ops[node], args[node] = Constant(out), []
             continue
         ctx = Ctx(node, traced, masks, targs, [hints.get(a, 1) for a in targs])
-        key, fn = find_rule(traced, node)
+        _, fn = find_rule(traced, node)
         try:
             op = fn(ctx) if fn is not None else None
         except LowerError:
