@@ -190,12 +190,13 @@ class ProjectedAttention(Op):
         fq, fk, fv = self._inner(ins)
         res = self.out.effective([self._attended(fq, fk, fv)], g_out)
         g = self._attn_grad(g_out)
+        grads = self._qkv_grads(g, fq, fv) if g is not None else None
         effs = []
         for i, p in enumerate(self.proj):
-            if g is None:
+            if grads is None:
                 effs.append(torch.zeros_like(p.conn.squeeze(-1)))
                 continue
-            b = self._qkv_grads(g, fq, fv)[i]
+            b = grads[i]
             p.weights = [Weight("_", "attention", p.conn.squeeze(-1))]
             effs.append(p.effective([ins[self.order[i]]], b)["_"])
             p.weights = []

@@ -129,12 +129,12 @@ class Mixing(Op):
         sh = self._shifted(s)                                           # (T, P, S_out)
         E = (sh[:, :, None, :] & g.table[None, None]).any(-1).transpose(1, 2, 0)  # (P, Q, T)
         P, Q, T = E.shape
+        pin = self._pin(s.idx)
         if P == 1 and Q == 1:  # the common case: one pattern each side, gates are per channel and per tap
-            a_in, a_out, e = s.idx >= 0, g.idx >= 0, E[0, 0]
-            if a_out.all() and e.all() and (self.groups > 1 or a_in.all()):
-                if self.groups == 1 or a_in.all():
-                    return {w.name: self.to_param(self.conn)}
-            gate = torch.from_numpy(a_out)[:, None] & torch.from_numpy(self._pin(s.idx) >= 0)
+            a_out, e = g.idx >= 0, E[0, 0]
+            if a_out.all() and e.all() and (s.idx >= 0).all():
+                return {w.name: self.to_param(self.conn)}
+            gate = torch.from_numpy(a_out)[:, None] & torch.from_numpy(pin >= 0)
             eff = self.conn & gate.unsqueeze(-1)
             if not e.all():
                 eff &= torch.from_numpy(e)
@@ -142,7 +142,7 @@ class Mixing(Op):
         ext = np.zeros((P + 1, Q + 1, T), bool)
         ext[:P, :Q] = E
         ext_t = torch.from_numpy(ext)
-        pin = torch.from_numpy(np.where(self._pin(s.idx) >= 0, self._pin(s.idx), P))
+        pin = torch.from_numpy(np.where(pin >= 0, pin, P))
         qout = torch.from_numpy(np.where(g.idx >= 0, g.idx, Q)).unsqueeze(1)
         eff = self.conn & ext_t[pin, qout]
         return {w.name: self.to_param(eff)}
