@@ -22,6 +22,7 @@ from torch import fx, nn
 
 from .lower import UnitGraph, lower
 from .masks import MaskSource, prunable_weights
+from .reduce import count_true
 from .status import Status, any_alive
 from .trace import TraceError, Traced, trace
 from .walk import Walk, walk
@@ -260,8 +261,9 @@ def _layer_row(name: str, kind: str, mask: torch.Tensor, eff: torch.Tensor, owne
     elif mask.dim() >= 2:
         units_in, units_out = int(mask.shape[1]), int(mask.shape[0])
         dead_in = dead_out = units_out
-    nonzero = int(torch.count_nonzero(mask))
-    effective = nonzero if eff is mask else int(torch.count_nonzero(eff))
+    nonzero = count_true(mask)
+    same = eff.data_ptr() == mask.data_ptr() and eff.shape == mask.shape and eff.stride() == mask.stride()
+    effective = nonzero if same else count_true(eff)   # all-alive layers return their mask itself
     return {"name": layer, "kind": kind, "numel": mask.numel(), "nonzero": nonzero,
             "effective": effective, "units_in": units_in, "units_out": units_out,
             "dead_in": dead_in, "dead_out": dead_out}

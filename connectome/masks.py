@@ -74,6 +74,7 @@ class MaskSource(Mapping[str, torch.Tensor]):
         self.model = model
         self.explicit = {k: torch.as_tensor(v).bool() for k, v in (masks or {}).items()}
         self._cache: dict[str, torch.Tensor] = {}
+        self._modules: dict[str, nn.Module] = {}
 
     def get(self, name: str, default=None) -> torch.Tensor | None:  # type: ignore[override]
         if name in self._cache:
@@ -99,11 +100,16 @@ class MaskSource(Mapping[str, torch.Tensor]):
     def weight(self, name: str) -> torch.Tensor | None:
         """The weight tensor itself (``_orig`` for pruned parameters)."""
         mod_name, _, attr = name.rpartition(".")
-        try:
-            module = self.model.get_submodule(mod_name)
-        except AttributeError:
-            return None
-        return _tensor(module, attr)
+        module = self._module(mod_name)
+        return None if module is None else _tensor(module, attr)
+
+    def _module(self, name: str) -> nn.Module | None:
+        if name not in self._modules:
+            try:
+                self._modules[name] = self.model.get_submodule(name)
+            except AttributeError:
+                return None
+        return self._modules[name]
 
     def _read(self, name: str) -> torch.Tensor | None:
         w = self.weight(name)
@@ -115,7 +121,7 @@ class MaskSource(Mapping[str, torch.Tensor]):
         if w is None:
             return None
         mod_name, _, attr = name.rpartition(".")
-        buf = getattr(self.model.get_submodule(mod_name), attr + "_mask", None)
+        buf = getattr(self._module(mod_name), attr + "_mask", None)
         with torch.no_grad():
             if isinstance(buf, torch.Tensor):
                 return (buf != 0) & (w.detach() != 0)

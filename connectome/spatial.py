@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 __all__ = ["DimMap", "conv_taps", "transposed_taps", "adaptive_map", "interp_map", "apply_taps",
-           "window_taps"]
+           "all_alive_taps", "per_tap_all_alive", "window_taps"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -102,15 +102,8 @@ def apply_taps(table: np.ndarray, pos_shape: Sequence[int], taps: Sequence[Seque
 
     Each tap has one entry per position dim: a :class:`DimMap`, or None for the identity.
     """
-    if len(table) == 1 and table.all():  # all alive: each tap is an outer product of per-dim vectors
-        out = None
-        for tap in taps:
-            vec = np.ones(1, bool)
-            for d, m in enumerate(tap):
-                v = np.ones(pos_shape[d], bool) if m is None else (m.is_read if transpose else m.reads)
-                vec = np.logical_and.outer(vec, v).reshape(-1)
-            out = vec if out is None else out | vec
-        return out.reshape(1, -1)
+    if len(table) == 1 and table.all():
+        return all_alive_taps(tuple(tuple(t) for t in taps), tuple(pos_shape), transpose)
     t0 = table.reshape((len(table),) + tuple(pos_shape))
     out = None
     for tap in taps:
@@ -122,6 +115,34 @@ def apply_taps(table: np.ndarray, pos_shape: Sequence[int], taps: Sequence[Seque
     if out is None:
         raise ValueError("no taps")
     return out.reshape(len(table), int(np.prod(out.shape[1:], dtype=np.int64)))
+
+
+@lru_cache(maxsize=4096)
+def all_alive_taps(taps: tuple, pos_shape: tuple, transpose: bool) -> np.ndarray:
+    """:func:`apply_taps` on one all-alive row, read-only and cached: the common case, and tap maps
+    are cached objects, so every layer of the same geometry shares it across analyses."""
+    out = per_tap_all_alive(taps, pos_shape, transpose).any(0)
+    out.flags.writeable = False
+    return out
+
+
+@lru_cache(maxsize=4096)
+def per_tap_all_alive(taps: tuple, pos_shape: tuple, transpose: bool) -> np.ndarray:
+    """``(T, 1, S)``: each tap applied alone to one all-alive row (read-only, cached).
+
+    A tap applied to all-alive positions is the outer product of one vector per dim, so all taps
+    together are one broadcast AND of ``(T, n_d)`` stacks.
+    """
+    out = np.ones((len(taps),) + (1,) * len(pos_shape), bool)
+    for d, n in enumerate(pos_shape):  # a map changes a dim's length (stride, transposed conv)
+        vecs = np.stack([np.ones(n, bool) if tap[d] is None else
+                         (tap[d].is_read if transpose else tap[d].reads) for tap in taps])
+        shape = [len(taps)] + [1] * len(pos_shape)
+        shape[d + 1] = vecs.shape[1]
+        out = out & vecs.reshape(shape)
+    out = out.reshape(len(taps), 1, -1)
+    out.flags.writeable = False
+    return out
 
 
 def _padded_index(y: np.ndarray, n: int, mode: str) -> np.ndarray:

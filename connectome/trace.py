@@ -45,6 +45,7 @@ class Traced:
     constants: dict[str, torch.Tensor] = field(default_factory=dict)  # export's lifted tensor constants
     _folded: dict[fx.Node, Any] = field(default_factory=dict, repr=False)
     opaque_weights: set[str] = field(default_factory=set)  # parameters used through computed weights
+    _modules: dict[str, nn.Module] = field(default_factory=dict, repr=False)
 
     def depends_on_input(self) -> dict[fx.Node, bool]:
         """Per node: whether its value can depend on a model input (else it is a constant)."""
@@ -101,7 +102,10 @@ class Traced:
 
     def module(self, node: fx.Node) -> nn.Module:
         """The module a ``call_module`` node calls."""
-        return self.root.get_submodule(node.target)
+        mod = self._modules.get(node.target)
+        if mod is None:
+            mod = self._modules[node.target] = self.root.get_submodule(node.target)
+        return mod
 
     def attr_name(self, node: Any) -> str | None:
         """Fully qualified name of a parameter/buffer node, or None if the node is computed."""
@@ -155,8 +159,10 @@ def trace(model: nn.Module, example_inputs: Any = None, input_shape: Sequence[in
     if not isinstance(model, nn.Module):
         raise TraceError(f"expected a torch.nn.Module, got {type(model).__name__}")
     inputs = as_inputs(example_inputs, input_shape, input_dtype)
-    was_training = model.training
-    model.eval()
+    # eval mode for tracing; restore exactly the modules that were training (mixed modes included)
+    training = [m for m in model.modules() if m.training]
+    for m in training:
+        m.training = False
     fx_error: Exception | None = None
     try:
         if tracer in ("auto", "fx"):
@@ -178,7 +184,8 @@ def trace(model: nn.Module, example_inputs: Any = None, input_shape: Sequence[in
                 why = f"torch.fx failed ({_short(fx_error)}) and {why}"
             raise TraceError(f"cannot trace {type(model).__name__}: {why}") from e
     finally:
-        model.train(was_training)
+        for m in training:
+            m.training = True
 
 
 def _trace_fx(model: nn.Module, inputs: tuple) -> Traced:
@@ -244,18 +251,26 @@ class _MetaRun(fx.Interpreter):
         for p in placeholders[len(inputs):]:
             default = p.args[0] if p.args else None
             args.append(_to_meta(default))
-        super().run(*args)
-        return self.vals
-
-    def run_node(self, n: fx.Node) -> Any:
-        try:
-            out = super().run_node(n)
-        except TraceError:
-            raise
-        except Exception as e:
-            raise TraceError(f"shape propagation failed at {_where(n)}: {_short(e)}") from e
-        self.vals[n] = out
-        return out
+        given = dict(zip(placeholders, args))
+        env = self.vals
+        # fx.Interpreter.run's per-node bookkeeping (tracebacks, current-node context) costs more than
+        # the meta arithmetic; this loop does the same dispatch without it
+        for n in self.graph.nodes:
+            if n.op == "output":
+                break
+            try:
+                if n.op == "placeholder":
+                    out = given.get(n)
+                else:
+                    a = fx.node.map_arg(n.args, env.__getitem__)
+                    k = fx.node.map_arg(n.kwargs, env.__getitem__)
+                    out = getattr(self, n.op)(n.target, a, k)
+            except TraceError:
+                raise
+            except Exception as e:
+                raise TraceError(f"shape propagation failed at {_where(n)}: {_short(e)}") from e
+            env[n] = out
+        return env
 
     def get_attr(self, target, args, kwargs):
         if target in self.constants:

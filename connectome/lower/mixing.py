@@ -23,7 +23,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from ..spatial import DimMap, apply_taps
+from ..reduce import any_along
+from ..spatial import DimMap, apply_taps, per_tap_all_alive
 from ..status import Status, dedupe_rows
 from .base import Op, Weight
 
@@ -64,6 +65,8 @@ class Mixing(Op):
 
     def _shifted(self, s: Status, transpose: bool = False) -> np.ndarray:
         """(T, P, S') table after each tap's position maps (cached: forward and effective share it)."""
+        if len(s.table) == 1 and s.table.all():
+            return per_tap_all_alive(tuple(tuple(t) for t in self.taps), tuple(s.pos_shape), transpose)
         key = (transpose, s.table.shape, s.table.tobytes())
         hit = self._cache.get(key)
         if hit is None:
@@ -85,7 +88,7 @@ class Mixing(Op):
         pin = torch.from_numpy(self._pin(idx))
         out = np.zeros((O, T, P), bool)
         for p in range(P):
-            out[:, :, p] = (self._u8() * (pin == p).unsqueeze(-1)).amax(1).numpy() > 0
+            out[:, :, p] = any_along(self._u8() * (pin == p).unsqueeze(-1), 1).numpy() > 0
         return out
 
     def _reach_backward(self, idx: np.ndarray, Q: int) -> np.ndarray:
@@ -161,9 +164,9 @@ def _group_reach(u8: torch.Tensor, idx: np.ndarray, n: int, dim: int) -> np.ndar
     for g in range(n):
         sel = idx == g
         if sel.all():
-            out[g] = u8.amax(dim).numpy() > 0
+            out[g] = any_along(u8, dim).numpy() > 0
         elif sel.any():
-            out[g] = (u8 * torch.from_numpy(sel.astype(np.uint8)).view(view)).amax(dim).numpy() > 0
+            out[g] = any_along(u8 * torch.from_numpy(sel.astype(np.uint8)).view(view), dim).numpy() > 0
     return out
 
 
@@ -173,6 +176,8 @@ def _combine_rows(reach: np.ndarray, shifted: np.ndarray, shape: tuple, cdim: in
     if K and reach.all():  # every channel sees every (tap, pattern): one pattern for all
         row = np.logical_or.reduce(shifted.reshape(T * P, -1), axis=0)[None]
         return Status.from_table(row, np.zeros(K, np.int64), shape, cdim)
+    if T * P == 1:  # 1x1 kernels on one pattern: a channel is either that pattern or dead
+        return Status.from_table(shifted.reshape(1, -1), np.where(reach[:, 0, 0], 0, -1), shape, cdim)
     flat = reach.reshape(K, T * P)
     uniq, inverse = dedupe_rows(flat)
     if len(uniq) == 0:

@@ -1,0 +1,61 @@
+"""Fast reductions of 0/1 byte tensors on CPU, where the walk spends most of its arithmetic.
+
+Both tricks read eight 0/1 bytes as one int64 lane and add lanes: a byte of the sum counts the ones
+in that byte position, and cannot carry into its neighbour while at most 255 lanes are added. So an
+add over int64 (vectorised, 8x fewer elements) replaces a reduction over bytes, which torch runs
+slowly when the reduced dim is not the outermost one.
+
+Examples
+--------
+>>> import torch
+>>> x = torch.zeros(2, 16, 3, dtype=torch.uint8); x[1, 5, 2] = 1
+>>> any_along(x, 1).tolist()
+[[0, 0, 0], [0, 0, 1]]
+>>> count_true(x.bool())
+1
+"""
+from __future__ import annotations
+
+import torch
+
+__all__ = ["any_along", "count_true"]
+
+_LANES = 255   # int64 lanes one add may combine before a byte could overflow
+
+
+def any_along(u8: torch.Tensor, dim: int) -> torch.Tensor:
+    """``u8.amax(dim)`` for a contiguous 3-D tensor of 0s and 1s (uint8); the same result, faster.
+
+    >>> any_along(torch.eye(8, dtype=torch.uint8).reshape(8, 8, 1), 1).flatten().tolist()
+    [1, 1, 1, 1, 1, 1, 1, 1]
+    """
+    if dim != 1 or u8.dim() != 3 or u8.shape[2] == 1 or not u8.is_contiguous():
+        return u8.amax(dim)   # outer and innermost reductions are already vectorised
+    O, n, T = u8.shape
+    for b in (8, 16, 32, 64, 128):   # split n = a * b; add the a slabs of b*T bytes lane-wise
+        if n % b == 0 and (b * T) % 8 == 0 and n // b <= _LANES:
+            try:   # a view whose byte offset is not a multiple of 8 cannot be read as int64
+                lanes = u8.reshape(O, n // b, b * T).view(torch.int64).sum(1)
+            except RuntimeError:
+                break
+            return lanes.view(torch.uint8).reshape(O, b, T).amax(1).clamp_(max=1)
+    return u8.amax(1)
+
+
+def count_true(mask: torch.Tensor) -> int:
+    """``int(mask.sum())`` for a bool tensor, about twice as fast as ``torch.count_nonzero`` on CPU.
+
+    >>> count_true(torch.ones(1000, 9, dtype=torch.bool))
+    9000
+    """
+    if mask.dtype != torch.bool or not mask.is_contiguous() or mask.numel() < 8 * _LANES:
+        return int(torch.count_nonzero(mask))
+    flat = mask.reshape(-1).view(torch.uint8)
+    if flat.storage_offset() % 8:
+        return int(torch.count_nonzero(mask))
+    whole = flat.numel() // 8 * 8
+    lanes = flat[:whole].view(torch.int64)
+    full = lanes.numel() // _LANES * _LANES
+    total = int(lanes[:full].view(_LANES, -1).sum(0).view(torch.uint8).sum(dtype=torch.int64))
+    return total + int(lanes[full:].view(torch.uint8).sum(dtype=torch.int64)) + \
+        int(flat[whole:].sum(dtype=torch.int64))
