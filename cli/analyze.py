@@ -8,7 +8,8 @@ import torch
 
 import connectome
 from connectome import report
-from connectome.spec import SpecError, load_model, load_state_dict, parse_shape
+from connectome.checkpoint import load
+from connectome.spec import SpecError, parse_shape
 
 from .main import main
 
@@ -25,7 +26,7 @@ def model_options(fn):
     fn = click.option("--trust", is_flag=True,
                       help="Allow loading MODEL as a whole-model pickle (pickles can run code).")(fn)
     fn = click.option("--weights", type=click.Path(dir_okay=False), default=None,
-                      help="state_dict file to load into MODEL (torch.save(model.state_dict())).")(fn)
+                      help="Checkpoint to load into MODEL: a state_dict (.pt/.pth/.bin) or .safetensors file.")(fn)
     fn = click.option("--input-shape", "input_shape", default=None, metavar="SHAPE",
                       help="Input shape, e.g. 1,3,32,32 (several inputs: 1,3,32,32;1,10). "
                            "Defaults to the model's natural size when known.")(fn)
@@ -33,15 +34,14 @@ def model_options(fn):
 
 
 def build(model: str, input_shape: str | None, weights: str | None, trust: bool):
-    """The module and input shapes the options describe."""
-    module, default = load_model(model, trust=trust)
-    if weights:
-        for note in load_state_dict(module, weights):
-            click.echo(f"note: {note}", err=True)
-    shapes = parse_shape(input_shape) if input_shape else ([default] if default else None)
+    """The module, input shapes and masks the options describe."""
+    ck = load(weights, arch=model, trust=trust)
+    for note in ck.notes:
+        click.echo(f"note: {note}", err=True)
+    shapes = parse_shape(input_shape) if input_shape else ([ck.input_shape] if ck.input_shape else None)
     if shapes is None:
         raise SpecError(f"no input shape known for {model}: pass --input-shape, e.g. --input-shape 1,3,32,32")
-    return module, shapes
+    return ck, shapes
 
 
 @main.command()
@@ -62,9 +62,9 @@ def analyze(model: str, input_shape: str | None, weights: str | None, trust: boo
       connectome analyze torchvision:resnet18 --input-shape 1,3,64,64 --weights pruned.pt --json
       connectome analyze mymodels:tiny_bert --input-shape 1,128 --input-dtype int64
     """
-    module, shapes = build(model, input_shape, weights, trust)
-    res = connectome.analyze(module, input_shape=shapes if len(shapes) > 1 else shapes[0], tracer=tracer,
-                             input_dtype=DTYPES[input_dtype])
+    ck, shapes = build(model, input_shape, weights, trust)
+    res = connectome.analyze(ck.model, input_shape=shapes if len(shapes) > 1 else shapes[0], tracer=tracer,
+                             input_dtype=DTYPES[input_dtype], masks=ck.masks or None)
     if as_json:
         click.echo(json.dumps(res.to_dict(), indent=2))
         return

@@ -7,12 +7,13 @@
 True
 """
 from .analysis import Analysis, Analyzer, analyze
+from .checkpoint import Checkpoint, load
 from .lower import RULES, UnitGraph, lower
 from .masks import MaskSource, prunable_weights
 from .status import Status
 from .trace import TraceError, Traced, trace
 from .walk import Walk, walk
 
-__all__ = ["analyze", "Analysis", "Analyzer", "trace", "Traced", "TraceError", "lower", "UnitGraph", "RULES",
+__all__ = ["analyze", "Analysis", "Analyzer", "load", "Checkpoint", "trace", "Traced", "TraceError", "lower", "UnitGraph", "RULES",
            "walk", "Walk", "Status", "MaskSource", "prunable_weights"]
 __version__ = "0.1.0"

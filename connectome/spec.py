@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["SpecError", "load_model", "parse_shape", "load_state_dict"]
+__all__ = ["SpecError", "load_model", "parse_shape", "parse_kwargs"]
 
 
 class SpecError(ValueError):
@@ -46,40 +46,88 @@ def parse_shape(text: str) -> list[tuple[int, ...]]:
     return shapes
 
 
-def load_model(spec: str, trust: bool = False) -> tuple[nn.Module, tuple[int, ...] | None]:
-    """The module a spec names, and its natural input shape when known (else None)."""
+def parse_kwargs(items: str | list[str] | tuple[str, ...] | None) -> dict[str, Any]:
+    """``"num_classes=100,dropout=0.1"`` -> ``{"num_classes": 100, "dropout": 0.1}`` (Python literals, else text).
+
+    >>> parse_kwargs(["num_classes=10", "name=big,flag=True"])
+    {'num_classes': 10, 'name': 'big', 'flag': True}
+    """
+    import ast
+    if not items:
+        return {}
+    out: dict[str, Any] = {}
+    for item in [items] if isinstance(items, str) else items:
+        for part in filter(None, (p.strip() for p in item.split(","))):
+            key, sep, value = part.partition("=")
+            if not sep or not key.strip().isidentifier():
+                raise SpecError(f"bad keyword argument {part!r}: use NAME=VALUE, e.g. num_classes=100")
+            try:
+                out[key.strip()] = ast.literal_eval(value.strip())
+            except (ValueError, SyntaxError):
+                out[key.strip()] = value.strip()
+    return out
+
+
+def load_model(spec: str, trust: bool = False, kwargs: dict[str, Any] | None = None
+               ) -> tuple[nn.Module, tuple[int, ...] | None]:
+    """The module a spec names, and its natural input shape when known (else None).
+
+    ``kwargs`` go to the factory (``num_classes=100``); specs: ``torchvision:NAME``, ``timm:NAME``,
+    ``connectome:NAME``, ``package.module:factory``, ``file.py:factory``, or a pickled model file.
+    """
+    kwargs = kwargs or {}
     if os.path.isfile(spec):
         return _load_pickle(spec, trust), None
     scheme, sep, name = spec.partition(":")
     if not sep or not name:
         if os.path.exists(spec):
             raise SpecError(f"{spec} is a directory, not a model file")
-        raise SpecError(f"cannot resolve model {spec!r}: use torchvision:NAME, connectome:NAME, "
+        raise SpecError(f"cannot resolve model {spec!r}: use torchvision:NAME, timm:NAME, connectome:NAME, "
                         f"package.module:factory, file.py:factory, or a file saved with torch.save(model)")
-    if scheme == "torchvision":
-        return _torchvision(name)
-    if scheme == "connectome":
-        from . import models
-        if name not in models.MODELS:
-            raise SpecError(f"unknown connectome model {name!r}; choose from {', '.join(models.MODELS)}")
-        return models.MODELS[name](), models.INPUT_SHAPES[name]
-    return _factory(scheme, name)
+    try:
+        if scheme == "torchvision":
+            return _torchvision(name, kwargs)
+        if scheme == "timm":
+            return _timm(name, kwargs)
+        if scheme == "connectome":
+            from . import models
+            if name not in models.MODELS:
+                raise SpecError(f"unknown connectome model {name!r}; choose from {', '.join(models.MODELS)}")
+            return models.MODELS[name](**kwargs), models.INPUT_SHAPES[name]
+        return _factory(scheme, name, kwargs)
+    except TypeError as e:  # a keyword the factory does not take
+        if kwargs:
+            raise SpecError(f"{spec} does not accept {sorted(kwargs)}: {e}") from None
+        raise
 
 
-def _torchvision(name: str) -> tuple[nn.Module, tuple[int, ...]]:
+def _timm(name: str, kwargs: dict) -> tuple[nn.Module, tuple[int, ...]]:
+    try:
+        import timm
+    except ImportError:
+        raise SpecError("timm is not installed: pip install timm") from None
+    try:
+        model = timm.create_model(name, pretrained=False, **kwargs)
+    except RuntimeError as e:
+        raise SpecError(f"timm has no model {name!r} ({e}); see timm.list_models()") from None
+    size = getattr(model, "default_cfg", {}).get("input_size", (3, 224, 224))
+    return model, (1,) + tuple(size)
+
+
+def _torchvision(name: str, kwargs: dict | None = None) -> tuple[nn.Module, tuple[int, ...]]:
     try:
         import torchvision
     except ImportError:
         raise SpecError("torchvision is not installed: pip install 'connectome[zoo]'") from None
     try:
-        model = torchvision.models.get_model(name, weights=None)
+        model = torchvision.models.get_model(name, weights=None, **(kwargs or {}))
     except ValueError:
         raise SpecError(f"torchvision has no model {name!r}; see torchvision.models.list_models()") from None
     size = 299 if name == "inception_v3" else 224
     return model, (1, 3, size, size)
 
 
-def _factory(module_name: str, attr: str) -> tuple[nn.Module, tuple[int, ...] | None]:
+def _factory(module_name: str, attr: str, kwargs: dict | None = None) -> tuple[nn.Module, tuple[int, ...] | None]:
     if module_name.endswith(".py"):
         if not os.path.isfile(module_name):
             raise SpecError(f"no such file: {module_name}")
@@ -96,7 +144,7 @@ def _factory(module_name: str, attr: str) -> tuple[nn.Module, tuple[int, ...] | 
     fn = getattr(mod, attr, None)
     if fn is None:
         raise SpecError(f"{module_name} has no attribute {attr!r}")
-    model = fn() if callable(fn) and not isinstance(fn, nn.Module) else fn
+    model = fn(**(kwargs or {})) if callable(fn) and not isinstance(fn, nn.Module) else fn
     if not isinstance(model, nn.Module):
         raise SpecError(f"{module_name}:{attr} returned {type(model).__name__}, not a torch.nn.Module")
     shape = getattr(model, "input_shape", None) or getattr(fn, "input_shape", None)
@@ -104,52 +152,12 @@ def _factory(module_name: str, attr: str) -> tuple[nn.Module, tuple[int, ...] | 
 
 
 def _load_pickle(path: str, trust: bool) -> nn.Module:
-    if not trust:
-        raise SpecError(f"{path} would be loaded as a whole-model pickle, which can run arbitrary code; "
-                        f"pass --trust if you trust its author, or save a state_dict and use --weights")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:
-        raise SpecError(f"cannot load {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+    from .checkpoint import read_tensors
+    obj, fmt = read_tensors(path, trust=trust)   # safe unless trusted; refuses code-carrying pickles
+    if isinstance(obj, dict) and not fmt.startswith("pickle"):
+        raise SpecError(f"{path} is a state_dict, not a model: give the architecture as MODEL and this file "
+                        f"as --weights (or use connectome audit {path} --arch MODEL)")
     if not isinstance(obj, nn.Module):
         raise SpecError(f"{path} holds a {type(obj).__name__}, not a model; give the architecture as "
                         f"MODEL and this file as --weights")
     return obj
-
-
-def load_state_dict(model: nn.Module, path: str) -> list[str]:
-    """Load a state_dict file into ``model`` (safe loading); returns notes on what was adapted."""
-    if not os.path.isfile(path):
-        raise SpecError(f"no such weights file: {path}")
-    try:
-        sd: Any = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise SpecError(f"cannot read {path} as a state_dict ({type(e).__name__}); save it with "
-                        f"torch.save(model.state_dict(), path)") from None
-    notes = []
-    for key in ("state_dict", "model_state_dict", "model"):
-        if isinstance(sd, dict) and isinstance(sd.get(key), dict):
-            sd, _ = sd[key], notes.append(f"weights nested under {key!r}")
-    if not isinstance(sd, dict):
-        raise SpecError(f"{path} does not hold a state_dict (found {type(sd).__name__})")
-    for prefix in ("module.", "_orig_mod."):
-        if sd and all(k.startswith(prefix) for k in sd):
-            sd = {k[len(prefix):]: v for k, v in sd.items()}
-            notes.append(f"stripped prefix {prefix!r}")
-    _apply_prune_form(model, sd)
-    result = model.load_state_dict(sd, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise SpecError(f"{path} does not match the model: missing {list(result.missing_keys)[:10]}, "
-                        f"unexpected {list(result.unexpected_keys)[:10]}")
-    return notes
-
-
-def _apply_prune_form(model: nn.Module, sd: dict) -> None:
-    """Give modules ``weight_orig``/``weight_mask`` slots when the file is in torch.nn.utils.prune form."""
-    import torch.nn.utils.prune as prune
-    for key in list(sd):
-        if key.endswith("_mask") and key[: -len("_mask")] + "_orig" in sd:
-            mod_name, _, attr = key[: -len("_mask")].rpartition(".")
-            module = model.get_submodule(mod_name)
-            if not hasattr(module, attr + "_orig"):
-                prune.identity(module, attr)

@@ -14,6 +14,7 @@ Examples
 """
 from __future__ import annotations
 
+import logging
 import operator
 import os
 import warnings
@@ -216,11 +217,16 @@ def _trace_export(model: nn.Module, inputs: tuple, core: bool = False) -> Traced
     from torch.export import export
     from torch.export.graph_signature import InputKind, OutputKind
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ep = export(model, inputs, strict=False)
-        if core:
-            ep = ep.run_decompositions()
+    quiet = logging.root.manager.disable
+    logging.disable(logging.ERROR)   # a failed export logs whole tracebacks; the error we raise says it in a line
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ep = export(model, inputs, strict=False)
+            if core:
+                ep = ep.run_decompositions()
+    finally:
+        logging.disable(quiet)
     nodes = {n.name: n for n in ep.graph.nodes}
     user, param_nodes = [], {}
     for spec in ep.graph_signature.input_specs:
@@ -268,7 +274,7 @@ class _MetaRun(fx.Interpreter):
             except TraceError:
                 raise
             except Exception as e:
-                raise TraceError(f"shape propagation failed at {_where(n)}: {_short(e)}") from e
+                raise TraceError(f"shape propagation failed at {_where(n)}: {_short(e)}; is the input shape right?") from e
             env[n] = out
         return env
 

@@ -55,7 +55,7 @@ def test_weights_file_in_prune_form(tmp_path):
     before = path.read_bytes()
     r = run("analyze", "connectome:lenet_300_100", "--weights", str(path), "--json")
     assert r.exit_code == 0, r.output
-    assert json.loads(r.output)["layers"][0]["nonzero"] == int(m[1].weight_mask.sum())
+    assert json.loads(r.stdout)["layers"][0]["nonzero"] == int(m[1].weight_mask.sum())
     assert path.read_bytes() == before  # inputs are never written
 
 

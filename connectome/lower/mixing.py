@@ -124,10 +124,13 @@ class Mixing(Op):
     def effective(self, ins: list[Status], grad: Status | None) -> dict[str, torch.Tensor]:
         if not self.weights:
             return {}
-        w = self.weights[0]
+        return {self.weights[0].name: self.to_param(self.effective_conn(ins, grad))}
+
+    def effective_conn(self, ins: list[Status], grad: Status | None) -> torch.Tensor:
+        """The effective part of ``conn``: ``(O, Ig, T)`` bool (output channel, group slot, tap)."""
         s = ins[0].with_cdim(self.cdim)
         if grad is None or len(s.table) == 0 or len(grad.table) == 0:
-            return {w.name: torch.zeros_like(w.mask)}
+            return torch.zeros_like(self.conn)
         g = grad.with_cdim(self.cdim)
         sh = self._shifted(s)                                           # (T, P, S_out)
         E = (sh[:, :, None, :] & g.table[None, None]).any(-1).transpose(1, 2, 0)  # (P, Q, T)
@@ -136,19 +139,19 @@ class Mixing(Op):
         if P == 1 and Q == 1:  # the common case: one pattern each side, gates are per channel and per tap
             a_out, e = g.idx >= 0, E[0, 0]
             if a_out.all() and e.all() and (s.idx >= 0).all():
-                return {w.name: self.to_param(self.conn)}
+                return self.conn
             gate = torch.from_numpy(a_out)[:, None] & torch.from_numpy(pin >= 0)
             eff = self.conn & gate.unsqueeze(-1)
             if not e.all():
                 eff &= torch.from_numpy(e)
-            return {w.name: self.to_param(eff)}
+            return eff
         ext = np.zeros((P + 1, Q + 1, T), bool)
         ext[:P, :Q] = E
         ext_t = torch.from_numpy(ext)
         pin = torch.from_numpy(np.where(pin >= 0, pin, P))
         qout = torch.from_numpy(np.where(g.idx >= 0, g.idx, Q)).unsqueeze(1)
         eff = self.conn & ext_t[pin, qout]
-        return {w.name: self.to_param(eff)}
+        return eff
 
 
 def _group_reach(u8: torch.Tensor, idx: np.ndarray, n: int, dim: int) -> np.ndarray:

@@ -1,0 +1,41 @@
+"""Writing outputs safely: atomically (temp file + rename), never over an input.
+
+>>> import os, tempfile
+>>> p = os.path.join(tempfile.mkdtemp(), "r.json")
+>>> write_atomic(p, "{}")
+>>> open(p).read()
+'{}'
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+
+from .spec import SpecError
+
+__all__ = ["write_atomic"]
+
+
+def write_atomic(path: str, data: str | bytes, inputs: tuple[str | None, ...] = ()) -> None:
+    """Write ``data`` to ``path`` through a temp file in the same directory, then rename it into place.
+
+    Readers never see a half-written file; ``inputs`` are files that must not be overwritten.
+    """
+    real = os.path.realpath(path)
+    for p in inputs:
+        if p and os.path.exists(p) and os.path.realpath(p) == real:
+            raise SpecError(f"refusing to write the report over the input file {p}: choose another -o path")
+    folder = os.path.dirname(real) or "."
+    if not os.path.isdir(folder):
+        raise SpecError(f"cannot write {path}: no such directory {os.path.dirname(path) or '.'}")
+    if os.path.isdir(real):
+        raise SpecError(f"cannot write {path}: it is a directory")
+    fd, tmp = tempfile.mkstemp(prefix=".connectome-", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+        os.replace(tmp, real)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
