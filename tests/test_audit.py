@@ -209,3 +209,32 @@ torch.save(m, {str(tmp_path / 'evil.pt')!r})
         assert p.returncode == 2, p.stderr
         assert len(p.stderr.strip().splitlines()) == 1 and "--trust" in p.stderr and "code" in p.stderr
         assert not marker.exists()
+
+
+def test_margin_skipped_past_its_time_budget():
+    m = mlp([6, 5, 3])
+    r = collapse_margin(connectome.analyze(m, input_shape=(1, 6)), budget_s=0.0)
+    assert r.margin is None and "budget" in r.note
+
+
+def test_progress_on_a_terminal_and_silent_when_piped(tmp_path):
+    import pty
+    exe = os.path.join(os.path.dirname(sys.executable), "connectome")
+    args = [exe, "audit", "--arch", "connectome:lenet_300_100", "--format", "json"]
+    piped = subprocess.run(args, capture_output=True, text=True)
+    assert piped.returncode == 0 and piped.stderr == ""
+    leader, follower = pty.openpty()
+    p = subprocess.run(args, stdout=subprocess.PIPE, stderr=follower)
+    os.close(follower)
+    shown = b""
+    try:
+        while True:
+            chunk = os.read(leader, 4096)
+            if not chunk:
+                break
+            shown += chunk
+    except OSError:   # the terminal closes once the child is gone
+        pass
+    os.close(leader)
+    assert p.returncode == 0 and json.loads(p.stdout)["passed"]
+    assert b"[####" in shown and b"collapse margin" in shown
