@@ -4,44 +4,32 @@ from __future__ import annotations
 import json
 
 import click
-import torch
 
 import connectome
 from connectome import report
 from connectome.checkpoint import load
-from connectome.spec import SpecError, parse_shape
+from connectome.spec import SpecError
 
 from .main import main
-
-DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16,
-          "int64": torch.int64, "int32": torch.int32, "bool": torch.bool}
-
+from .options import DTYPES, input_options, shapes_arg
 
 def model_options(fn):
-    """MODEL, --input-shape, --weights, --trust, --tracer: shared by every command that loads a model."""
-    fn = click.option("--tracer", type=click.Choice(["auto", "fx", "export"]), default="auto", show_default=True,
-                      help="torch.fx symbolic tracing, torch.export, or fx with export as fallback.")(fn)
-    fn = click.option("--input-dtype", type=click.Choice(sorted(DTYPES)), default="float32", show_default=True,
-                      help="Element type of the inputs: int64 for token ids.")(fn)
-    fn = click.option("--trust", is_flag=True,
-                      help="Allow loading MODEL as a whole-model pickle (pickles can run code).")(fn)
+    """MODEL, --weights and the input options: shared by every command that loads a model by name."""
+    fn = input_options(fn)
     fn = click.option("--weights", type=click.Path(dir_okay=False), default=None,
                       help="Checkpoint to load into MODEL: a state_dict (.pt/.pth/.bin) or .safetensors file.")(fn)
-    fn = click.option("--input-shape", "input_shape", default=None, metavar="SHAPE",
-                      help="Input shape, e.g. 1,3,32,32 (several inputs: 1,3,32,32;1,10). "
-                           "Defaults to the model's natural size when known.")(fn)
     return click.argument("model")(fn)
 
 
 def build(model: str, input_shape: str | None, weights: str | None, trust: bool):
-    """The module, input shapes and masks the options describe."""
+    """The loaded checkpoint and the input shape(s) the options describe."""
     ck = load(weights, arch=model, trust=trust)
     for note in ck.notes:
         click.echo(f"note: {note}", err=True)
-    shapes = parse_shape(input_shape) if input_shape else ([ck.input_shape] if ck.input_shape else None)
-    if shapes is None:
+    shape = shapes_arg(input_shape, ck.input_shape)
+    if shape is None:
         raise SpecError(f"no input shape known for {model}: pass --input-shape, e.g. --input-shape 1,3,32,32")
-    return ck, shapes
+    return ck, shape
 
 
 @main.command()
@@ -62,8 +50,8 @@ def analyze(model: str, input_shape: str | None, weights: str | None, trust: boo
       connectome analyze torchvision:resnet18 --input-shape 1,3,64,64 --weights pruned.pt --json
       connectome analyze mymodels:tiny_bert --input-shape 1,128 --input-dtype int64
     """
-    ck, shapes = build(model, input_shape, weights, trust)
-    res = connectome.analyze(ck.model, input_shape=shapes if len(shapes) > 1 else shapes[0], tracer=tracer,
+    ck, shape = build(model, input_shape, weights, trust)
+    res = connectome.analyze(ck.model, input_shape=shape, tracer=tracer,
                              input_dtype=DTYPES[input_dtype], masks=ck.masks or None)
     if as_json:
         click.echo(json.dumps(res.to_dict(), indent=2))

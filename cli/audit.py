@@ -9,10 +9,10 @@ import click
 from connectome import audit as audit_mod
 from connectome.files import write_atomic
 from connectome.checkpoint import load
-from connectome.spec import SpecError, parse_kwargs, parse_shape
+from connectome.spec import SpecError, parse_kwargs
 
-from .analyze import DTYPES
 from .main import main
+from .options import DTYPES, input_options, shapes_arg
 
 
 class _Progress:
@@ -43,13 +43,7 @@ class _Progress:
               help="Keyword arguments for the architecture's factory, e.g. num_classes=100.")
 @click.option("--masks", "masks_file", default=None, metavar="FILE",
               help="Separate mask file (name -> 0/1 tensor, .pt or .safetensors); overrides masks in CHECKPOINT.")
-@click.option("--trust", is_flag=True, help="Allow unpickling a whole-model file (a pickle can run code).")
-@click.option("--input-shape", default=None, metavar="SHAPE",
-              help="Input shape, e.g. 1,3,32,32 (several inputs: 1,3,32,32;1,10); defaults to the model's own.")
-@click.option("--input-dtype", type=click.Choice(sorted(DTYPES)), default="float32", show_default=True,
-              help="Element type of the inputs: int64 for token ids.")
-@click.option("--tracer", type=click.Choice(["auto", "fx", "export"]), default="auto", show_default=True,
-              help="torch.fx symbolic tracing, torch.export, or fx with export as fallback.")
+@input_options
 @click.option("--claim-sparsity", type=float, default=None, metavar="S",
               help="The sparsity the checkpoint claims (0.99 = 100x); fails when the direct or the effective "
                    "sparsity is below it, or when the network is collapsed.")
@@ -91,8 +85,7 @@ def audit(checkpoint, arch, arch_kwargs, masks_file, trust, input_shape, input_d
     try:
         progress("load", 0, 3)
         ck = load(checkpoint, arch=arch, arch_kwargs=parse_kwargs(list(arch_kwargs)), masks=masks_file, trust=trust)
-        shapes = parse_shape(input_shape) if input_shape else None
-        rep = audit_mod.audit(ck, (shapes[0] if len(shapes) == 1 else shapes) if shapes else None, claim_sparsity,
+        rep = audit_mod.audit(ck, shapes_arg(input_shape), claim_sparsity,
                               max_dead_units, categories, margin=not no_margin, margin_budget_s=margin_budget,
                               input_dtype=DTYPES[input_dtype], tracer=tracer, progress=progress)
     finally:

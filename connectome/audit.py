@@ -26,7 +26,7 @@ from .analysis import Analysis, Analyzer
 from .checkpoint import Checkpoint
 from .margin import Margin, collapse_margin
 from .masks import prunable_weights
-from .report import compression, pct
+from .report import compression, pct, table
 from .spec import SpecError
 
 __all__ = ["Finding", "AuditReport", "audit", "CATEGORIES"]
@@ -239,7 +239,6 @@ def markdown(rep: AuditReport) -> str:
 
 def terminal(rep: AuditReport) -> str:
     """The human report: the per-layer table, then findings by severity, then the outcome."""
-    from .report import table
     lines = [table(rep.analysis), ""]
     for note in rep.notes:
         lines.append(f"note: {note}")

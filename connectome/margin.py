@@ -104,7 +104,6 @@ class _Builder:
         self.caps: list[np.ndarray] = []
         self.layer: list[np.ndarray] = []           # layer id per edge, -1 for unbounded edges
         self.layers: list[str] = []
-        self.inf_edges = 0
 
     def check_time(self) -> None:
         if time.perf_counter() - self.start > self.budget_s:
@@ -124,7 +123,6 @@ class _Builder:
         self.cols.append(c.astype(np.int64))
         if cap is None:
             self.caps.append(np.full(len(r), -1, np.int64))   # unbounded, set once the total is known
-            self.inf_edges += len(r)
         else:
             self.caps.append(cap.astype(np.int64))
         self.layer.append(np.full(len(r), layer, np.int64))
@@ -155,8 +153,8 @@ def _solve(res: Analysis, start: float, budget_s: float, progress) -> Margin:
                 b.add(b.offset[(node, k)] + alive, np.ones(len(alive)), None)
     if progress:
         progress(len(nodes), len(nodes))
-    rows, cols = np.concatenate(b.rows or [np.zeros(0, np.int64)]), np.concatenate(b.cols or [np.zeros(0, np.int64)])
-    caps, layer = np.concatenate(b.caps or [np.zeros(0, np.int64)]), np.concatenate(b.layer or [np.zeros(0, np.int64)])
+    rows, cols, caps, layer = (np.concatenate(parts or [np.zeros(0, np.int64)])
+                               for parts in (b.rows, b.cols, b.caps, b.layer))
     finite_total = int(caps[caps > 0].sum())
     big = finite_total + 1
     if big >= 2**31 - 1:
@@ -171,13 +169,13 @@ def _solve(res: Analysis, start: float, budget_s: float, progress) -> Margin:
                                  "no number of weights removed disconnects it", units=b.n, edges=len(rows),
                       seconds=time.perf_counter() - start)
     # every input-output path now crosses a finite edge, so the flow stays below `big` (no int32 overflow)
-    C = scipy.sparse.csr_matrix((np.minimum(caps, big).astype(np.int64), (rows, cols)), shape=(b.n, b.n))
+    C = scipy.sparse.csr_matrix((caps, (rows, cols)), shape=(b.n, b.n))
     C.data = np.minimum(C.data, big)        # parallel unbounded edges must stay "unbounded", not overflow
     C = C.astype(np.int32)
     flow = maximum_flow(C, 0, 1)
     value = int(flow.flow_value)
     seconds = time.perf_counter() - start
-    F = flow.flow.tocsr() if hasattr(flow, "flow") else flow.residual.tocsr()
+    F = flow.flow.tocsr()
     R = (C.astype(np.int64) - F.astype(np.int64)).tocsr()
     R.data = (R.data > 0).astype(np.int8)
     R.eliminate_zeros()

@@ -18,7 +18,6 @@ import os
 import sys
 from typing import Any
 
-import torch
 from torch import nn
 
 __all__ = ["SpecError", "load_model", "parse_shape", "parse_kwargs"]

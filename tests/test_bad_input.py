@@ -8,7 +8,6 @@ import random
 import pytest
 import torch
 from click.testing import CliRunner
-from torch import nn
 
 from connectome.models import lenet_300_100
 from connectome_cli.main import main

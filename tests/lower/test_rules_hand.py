@@ -144,12 +144,19 @@ def test_gate_semantics_x_times_sigmoid():
     assert res.effective_masks["out.weight"].tolist() == [[1, 0]]
 
 
+class TwoBranch(nn.Module):
+    """Two features from one input: ``a`` has feature 1 cut, ``b`` has both."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = set_w(nn.Linear(1, 2, bias=False), [[1], [0]])
+        self.b = set_w(nn.Linear(1, 2, bias=False), [[1], [1]])
+
+
 def test_product_of_zero_factor_is_dead_and_division():
-    class P(nn.Module):
+    class P(TwoBranch):
         def __init__(self):
             super().__init__()
-            self.a = set_w(nn.Linear(1, 2, bias=False), [[1], [0]])
-            self.b = set_w(nn.Linear(1, 2, bias=False), [[1], [1]])
             self.out = set_w(nn.Linear(2, 1, bias=False), [[1, 1]])
 
         def forward(self, v):
@@ -238,12 +245,7 @@ def test_embedding_rows_reach_features():
 
 
 def test_matmul_bmm_einsum_of_activations():
-    class M(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.a = set_w(nn.Linear(1, 2, bias=False), [[1], [0]])
-            self.b = set_w(nn.Linear(1, 2, bias=False), [[1], [1]])
-
+    class M(TwoBranch):
         def forward(self, v):
             a, b = self.a(v), self.b(v)
             outer = a.unsqueeze(2) @ b.unsqueeze(1)               # (1, 2, 2): row 1 is zero
