@@ -8,6 +8,7 @@ import click
 import connectome
 from connectome import report
 from connectome.checkpoint import load
+from connectome.files import write_atomic
 from connectome.spec import SpecError
 
 from .main import main
@@ -35,8 +36,10 @@ def build(model: str, input_shape: str | None, weights: str | None, trust: bool)
 @main.command()
 @model_options
 @click.option("--json", "as_json", is_flag=True, help="Print the analysis as JSON (the schema of res.to_dict()).")
+@click.option("--html", "html_file", default=None, metavar="FILE",
+              help="Also write a self-contained HTML report (summary, layer diagram, table); needs graphviz's dot.")
 def analyze(model: str, input_shape: str | None, weights: str | None, trust: bool, input_dtype: str,
-            tracer: str, as_json: bool) -> None:
+            tracer: str, as_json: bool, html_file: str | None) -> None:
     """Analyse MODEL: direct vs effective sparsity per layer, dead units, collapse.
 
     MODEL is torchvision:NAME, connectome:NAME (lenet_300_100, lenet_5, vgg19, resnet18),
@@ -49,10 +52,15 @@ def analyze(model: str, input_shape: str | None, weights: str | None, trust: boo
       connectome analyze connectome:lenet_300_100
       connectome analyze torchvision:resnet18 --input-shape 1,3,64,64 --weights pruned.pt --json
       connectome analyze mymodels:tiny_bert --input-shape 1,128 --input-dtype int64
+      connectome analyze torchvision:resnet50 --weights pruned.pt --html report.html
     """
     ck, shape = build(model, input_shape, weights, trust)
     res = connectome.analyze(ck.model, input_shape=shape, tracer=tracer,
                              input_dtype=DTYPES[input_dtype], masks=ck.masks or None)
+    if html_file:
+        from connectome.render.html import html_report
+        write_atomic(html_file, html_report(res, model), inputs=(weights, model))
+        click.echo(f"wrote {html_file}", err=True)
     if as_json:
         click.echo(json.dumps(res.to_dict(), indent=2))
         return

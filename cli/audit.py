@@ -52,9 +52,10 @@ class _Progress:
 @click.option("--fail-on", default=",".join(audit_mod.DEFAULT_FAIL_ON), show_default=True, metavar="LIST",
               help=f"Which errors fail the audit (exit 1), from: {', '.join(audit_mod.CATEGORIES)}; "
                    "'none' reports only.")
-@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True,
-              help="Report format: terminal text, JSON (the analyze schema plus findings), or markdown for a "
-                   "model card.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown", "html"]), default="text",
+              show_default=True, help="Report format: terminal text, JSON (the analyze schema plus findings), "
+                                      "markdown for a model card, or a self-contained HTML page with the layer "
+                                      "diagram (needs graphviz's dot).")
 @click.option("-o", "--output", default=None, metavar="FILE", help="Write the report to FILE (atomically).")
 @click.option("--no-margin", is_flag=True, help="Skip the collapse margin (a minimum cut on the unit graph).")
 @click.option("--margin-budget", type=float, default=60.0, show_default=True, metavar="SECONDS",
@@ -75,6 +76,7 @@ def audit(checkpoint, arch, arch_kwargs, masks_file, trust, input_shape, input_d
     Examples:
       connectome audit pruned.pt --arch torchvision:resnet18 --claim-sparsity 0.99
       connectome audit model.safetensors --arch timm:vit_tiny_patch16_224 --format markdown -o CARD.md
+      connectome audit pruned.pt --arch torchvision:resnet50 --format html -o audit.html
       connectome audit ckpt.pth --arch mypkg.models:wide_resnet --arch-kwargs num_classes=100 \\
           --input-shape 1,3,32,32 --masks masks.pt --fail-on collapse,claim,mask --format json
     """
@@ -94,6 +96,9 @@ def audit(checkpoint, arch, arch_kwargs, masks_file, trust, input_shape, input_d
         text = json.dumps(rep.to_dict(), indent=2) + "\n"
     elif fmt == "markdown":
         text = audit_mod.markdown(rep)
+    elif fmt == "html":
+        from connectome.render.html import audit_html
+        text = audit_html(rep, checkpoint or arch)
     else:
         text = audit_mod.terminal(rep) + "\n"
     if output:

@@ -53,4 +53,4 @@ def main(ctx: click.Context, debug: bool) -> None:
     ctx.ensure_object(dict)["debug"] = debug
 
 
-from . import analyze, audit, rules  # noqa: E402,F401  (commands register themselves on `main`)
+from . import analyze, audit, render, rules  # noqa: E402,F401  (commands register themselves on `main`)

@@ -34,6 +34,9 @@ def write_atomic(path: str, data: str | bytes, inputs: tuple[str | None, ...] = 
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode() if isinstance(data, str) else data)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)     # mkstemp makes 0600 files; a report should read like any other
         os.replace(tmp, real)
     except BaseException:
         if os.path.exists(tmp):

@@ -32,7 +32,7 @@ import torch
 
 from .analysis import Analysis
 from .lower.mixing import Mixing
-from .status import Status
+from .status import Status, slots
 
 __all__ = ["Margin", "collapse_margin"]
 
@@ -74,14 +74,6 @@ def collapse_margin(res: Analysis, budget_s: float = 60.0, progress: Callable[[i
         return _solve(res, start, budget_s, progress)
     except _Budget as e:
         return Margin(None, note=f"skipped: {e}", seconds=time.perf_counter() - start)
-
-
-def _slots(v: Any) -> list[tuple[int, Status]]:
-    if isinstance(v, Status):
-        return [(0, v)]
-    if isinstance(v, tuple):
-        return [(k, s) for k, s in enumerate(v) if isinstance(s, Status)]
-    return []
 
 
 def _dead(v: Any) -> Any:
@@ -136,7 +128,7 @@ def _solve(res: Analysis, start: float, budget_s: float, progress) -> Margin:
     w, g = b.w, b.g
     traced = g.traced
     for node in traced.inputs:
-        for k, s in _slots(w.fwd.get(node)):
+        for k, s in slots(w.fwd.get(node)):
             alive = np.nonzero(s.alive_units())[0]
             b.add(np.zeros(len(alive)), b.slot(node, k, s) + alive, None)
     nodes = [n for n in g.ops if _live(w.fwd.get(n)) and _live(w.bwd.get(n))]
@@ -146,8 +138,8 @@ def _solve(res: Analysis, start: float, budget_s: float, progress) -> Margin:
             progress(i, len(nodes))
         _op_edges(b, node)
     for node in traced.outputs:
-        ref = dict(_slots(w.fwd.get(node)))
-        for k, s in _slots(w.bwd.get(node)):
+        ref = dict(slots(w.fwd.get(node)))
+        for k, s in slots(w.bwd.get(node)):
             if (node, k) in b.offset and k in ref:
                 alive = np.nonzero(s.with_cdim(ref[k].cdim).alive_units() & ref[k].alive_units())[0]
                 b.add(b.offset[(node, k)] + alive, np.ones(len(alive)), None)
@@ -191,19 +183,19 @@ def _solve(res: Analysis, start: float, budget_s: float, progress) -> Margin:
 
 
 def _live(v: Any) -> bool:
-    return any(s.any() for _, s in _slots(v))
+    return any(s.any() for _, s in slots(v))
 
 
 def _op_edges(b: _Builder, node: Any) -> None:
     w, g = b.w, b.g
     op = g.ops[node]
     args = g.args[node]
-    outs = _slots(w.fwd.get(node))
+    outs = slots(w.fwd.get(node))
     if not outs:
         return
     out_base = {k: b.slot(node, k, s) for k, s in outs}
     for i, a in enumerate(args):
-        for ka, sa in _slots(w.fwd.get(a)):
+        for ka, sa in slots(w.fwd.get(a)):
             if not sa.any() or (a, ka) not in b.offset:
                 continue
             base_in = b.offset[(a, ka)]
@@ -251,7 +243,7 @@ def _probe_edges(b: _Builder, node, op, i: int, ka: int, s_in: Status, base_in: 
             out = op.forward(ins)
         except Exception:
             out = None
-        got = dict(_slots(out))
+        got = dict(slots(out))
         result = {}
         for k, ref in outs:
             s = got.get(k)

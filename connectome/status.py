@@ -26,7 +26,7 @@ import numpy as np
 
 from .spatial import DimMap, apply_taps
 
-__all__ = ["Status", "dedupe_rows", "combine", "union", "any_alive"]
+__all__ = ["Status", "dedupe_rows", "combine", "union", "any_alive", "slots"]
 
 
 def dedupe_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -259,6 +259,19 @@ def any_alive(v: object) -> bool:
     if isinstance(v, (tuple, list)):
         return any(any_alive(x) for x in v)
     return False
+
+
+def slots(v: object) -> list[tuple[int, Status]]:
+    """The statuses inside a value, with their position in it (a tuple-valued node has several).
+
+    >>> [k for k, _ in slots((None, Status.uniform((2,), 0, True)))]
+    [1]
+    """
+    if isinstance(v, Status):
+        return [(0, v)]
+    if isinstance(v, tuple):
+        return [(k, s) for k, s in enumerate(v) if isinstance(s, Status)]
+    return []
 
 
 def _split(shape: tuple[int, ...], cdim: int) -> tuple[int, int]:
