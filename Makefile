@@ -5,7 +5,11 @@ BIN := $(VENV)/bin
 # torch and torchvision must come as a matching pair; these builds lie on the local package mirror.
 CONSTRAINTS := constraints.txt
 
-.PHONY: demo test bench clean
+# graphviz's `dot` renders diagrams; chromium opens the HTML report in one test. Installed when missing.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_INSTALL := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
+
+.PHONY: demo test bench clean tools
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -22,11 +26,17 @@ $(VENV)/.installed-test: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
 demo: $(VENV)/.installed
 	$(BIN)/connectome analyze examples/pruned_lenet.py:build
 
-test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest
+tools:
+	@command -v dot >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(APT_INSTALL) graphviz >/dev/null; }
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+		{ $(SUDO) apt-get update -qq && $(APT_INSTALL) chromium >/dev/null; }
 
-bench: $(VENV)/.installed-test
+test: $(VENV)/.installed-test tools
+	CONNECTOME_STRICT_TOOLS=1 $(BIN)/python -m pytest
+
+bench: $(VENV)/.installed-test tools
 	$(BIN)/python benchmarks/bench_analyze.py
+	$(BIN)/python benchmarks/bench_render.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -87,7 +87,7 @@ def pipe(source: str, fmt: str) -> bytes:
     try:
         import graphviz
     except ImportError:
-        raise RenderError("rendering needs the graphviz Python package: pip install 'connectome[render]' "
+        raise RenderError("rendering needs the graphviz Python package: pip install graphviz "
                           "(or write .dot)") from None
     try:
         return graphviz.Source(source).pipe(format=fmt, engine="dot")

@@ -29,7 +29,7 @@ _CSS = """
 body { font: 14px/1.45 -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto; max-width: 1200px;
        padding: 0 1em; color: #222; }
 h1 { font-size: 1.5em; margin-bottom: .2em; } h2 { font-size: 1.15em; margin-top: 1.6em; }
-.verdict { padding: .6em .9em; border-radius: 6px; background: #eef4fb; border-left: 5px solid #2166ac; }
+.verdict { padding: .6em .9em; border-radius: 6px; background: #eef4fb; border-left: 5px solid #3b6ea5; }
 .verdict.bad { background: #fbeeee; border-left-color: #b2182b; }
 table { border-collapse: collapse; font-variant-numeric: tabular-nums; }
 th, td { padding: .25em .7em; border-bottom: 1px solid #e4e4e4; text-align: right; }

@@ -375,7 +375,10 @@ def _label(box: Box) -> str:
     if box.numel:
         lines.append(f"direct {pct(1 - box.nonzero / box.numel)} · effective {pct(1 - box.effective / box.numel)}")
     if box.units and box.live < box.units:
-        lines.append(f"alive {box.live}/{box.units} units · dead: {box.dead_in} from in, {box.dead_out} to out")
+        dead = [f"{n:,} {one if n == 1 else many} no {what}"
+                for n, one, many, what in ((box.dead_in, "sees", "see", "input"),
+                                           (box.dead_out, "reaches", "reach", "output")) if n]
+        lines.append(" · ".join([f"alive {box.live:,}/{box.units:,} units"] + dead))
     return "\n".join(lines)
 
 
@@ -421,9 +424,16 @@ def _link_attrs(link: Link) -> str:
 
 
 def _graph_label(res: Analysis, title: str | None) -> str:
-    from ..report import compression
     head = f"{title}: " if title else ""
     if res.collapsed:
-        return f"{head}COLLAPSED: no path from the inputs to the outputs (direct sparsity {pct(res.direct_sparsity)})"
-    return (f"{head}direct sparsity {pct(res.direct_sparsity)} ({compression(res.direct_compression)}) · effective "
-            f"{pct(res.effective_sparsity)} ({compression(res.effective_compression)})")
+        return f"{head}COLLAPSED: no path from the inputs to the outputs (direct sparsity {_sp(res.direct_sparsity)})"
+    return (f"{head}direct sparsity {_sp(res.direct_sparsity)} ({_x(res.direct_compression)}) · effective "
+            f"{_sp(res.effective_sparsity)} ({_x(res.effective_compression)})")
+
+
+def _sp(x: float) -> str:
+    return f"{100 * x:.4f}%" if 0.9999 < x < 1 else pct(x)    # 99.998%, not a rounded 100.00%
+
+
+def _x(c: float | None) -> str:
+    return "∞" if c is None else f"{c:,.1f}x" if c < 100 else f"{c:,.0f}x"
