@@ -12,7 +12,7 @@ from connectome.files import write_atomic
 from connectome.spec import SpecError
 
 from .main import main
-from .options import DTYPES, input_options, shapes_arg
+from .options import DTYPES, display_name, input_options, shapes_arg
 
 def model_options(fn):
     """MODEL, --weights and the input options: shared by every command that loads a model by name."""
@@ -59,7 +59,7 @@ def analyze(model: str, input_shape: str | None, weights: str | None, trust: boo
                              input_dtype=DTYPES[input_dtype], masks=ck.masks or None)
     if html_file:
         from connectome.render.html import html_report
-        write_atomic(html_file, html_report(res, model), inputs=(weights, model))
+        write_atomic(html_file, html_report(res, display_name(model)), inputs=(weights, model))
         click.echo(f"wrote {html_file}", err=True)
     if as_json:
         click.echo(json.dumps(res.to_dict(), indent=2))

@@ -12,7 +12,7 @@ from connectome.checkpoint import load
 from connectome.spec import SpecError, parse_kwargs
 
 from .main import main
-from .options import DTYPES, input_options, shapes_arg
+from .options import DTYPES, display_name, input_options, shapes_arg
 
 
 class _Progress:
@@ -98,7 +98,7 @@ def audit(checkpoint, arch, arch_kwargs, masks_file, trust, input_shape, input_d
         text = audit_mod.markdown(rep)
     elif fmt == "html":
         from connectome.render.html import audit_html
-        text = audit_html(rep, checkpoint or arch)
+        text = audit_html(rep, display_name(checkpoint or arch))
     else:
         text = audit_mod.terminal(rep) + "\n"
     if output:

@@ -1,6 +1,8 @@
 """Options shared by every command that traces a model: input shape and dtype, tracer, --trust."""
 from __future__ import annotations
 
+import os
+
 import click
 import torch
 
@@ -21,6 +23,16 @@ def input_options(fn):
     return click.option("--input-shape", "input_shape", default=None, metavar="SHAPE",
                         help="Input shape, e.g. 1,3,32,32 (several inputs: 1,3,32,32;1,10). "
                              "Defaults to the model's natural size when known.")(fn)
+
+
+def display_name(spec: str) -> str:
+    """A model spec as a title: a file's name without its folders.
+
+    >>> display_name("examples/pruned_lenet.py:build"), display_name("torchvision:resnet50")
+    ('pruned_lenet.py:build', 'torchvision:resnet50')
+    """
+    path, sep, rest = spec.rpartition(":")
+    return os.path.basename(path) + sep + rest if sep else os.path.basename(spec)
 
 
 def shapes_arg(input_shape: str | None, default: tuple[int, ...] | None = None):

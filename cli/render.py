@@ -8,7 +8,7 @@ from connectome.render import FORMATS, format_of, render as render_file, to_dot
 
 from .analyze import build, model_options
 from .main import main
-from .options import DTYPES
+from .options import DTYPES, display_name
 
 
 @main.command()
@@ -49,7 +49,7 @@ def render(model, input_shape, weights, trust, input_dtype, tracer, output, leve
     res = connectome.analyze(ck.model, input_shape=shape, tracer=tracer, input_dtype=DTYPES[input_dtype],
                              masks=ck.masks or None)
     diagram = to_dot(res, level=level, depth=depth, fold=fold, layers=layer_glob, all_units=all_units,
-                     max_units=max_units, title=title or model)
+                     max_units=max_units, title=title or display_name(model))
     for note in diagram.notes:
         click.echo(f"note: {note}", err=True)
     render_file(diagram, output, inputs=(weights, model))

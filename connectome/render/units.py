@@ -80,14 +80,14 @@ def unit_dot(res: Analysis, layers: str | None = None, all_units: bool = False, 
             hit = lay.pairs[lay.effective > 0]
             keep[lay.src][hit[:, 0]] = True
             keep[lay.dst][hit[:, 1]] = True
-    ids, edges = _merge(spaces, drawn, keep)
-    n_nodes = len(set(ids_flat for part in ids for ids_flat in part.tolist()))
-    if n_nodes > max_units or len(edges) > 10 * max_units:
-        notes.append(f"the unit view would have {n_nodes:,} nodes and {len(edges):,} edges, too many to read "
+    merged = _merge(spaces, drawn, keep)
+    n_nodes, n_edges = len(merged.names), len(merged.src)
+    if n_nodes > max_units or n_edges > 10 * max_units:
+        notes.append(f"the unit view would have {n_nodes:,} nodes and {n_edges:,} edges, too many to read "
                      f"(limit {max_units:,} nodes): drawn with one node per column instead; narrow the window "
                      "with --layers PATTERN or raise --max-units")
         return _aggregate_dot(res, spaces, drawn, title), notes
-    return _units_dot(res, spaces, drawn, ids, edges, title), notes
+    return _units_dot(res, spaces, merged, title), notes
 
 
 def _window(nodes: _Nodes, layers: str | None) -> list[fx.Node]:
@@ -197,23 +197,40 @@ def _link_feeds(nodes: _Nodes, spaces: list[_Space], index: dict[fx.Node, int]) 
                 todo.extend(a.all_input_nodes)
 
 
-def _merge(spaces: list[_Space], drawn: list[_Layer], keep: list[np.ndarray]):
-    """Node id per unit (its own, or its column's group for its state) and the merged edges."""
-    ids = []
-    for i, (s, k) in enumerate(zip(spaces, keep)):
-        own = np.array([f"s{i}u{u}" for u in range(len(s.state))], dtype=object)
-        group = np.array([f"s{i}g{st}" for st in s.state], dtype=object)
-        ids.append(np.where(k, own, group))
-    edges: dict[tuple[str, str], list[int]] = {}
-    for lay in drawn:
-        src = ids[lay.src][lay.pairs[:, 0]]
-        dst = ids[lay.dst][lay.pairs[:, 1]]
-        for a, b, nz, ef in zip(src, dst, lay.nonzero.tolist(), lay.effective.tolist()):
-            e = edges.setdefault((a, b), [0, 0, 0])
-            e[0] += 1
-            e[1] += nz
-            e[2] += ef
-    return ids, edges
+@dataclass
+class _Merged:
+    """Drawn nodes as integers (a unit's own, or its column's group for its state) and merged edges."""
+
+    ids: list[np.ndarray]          # per column, per unit: the node that draws it
+    names: dict[int, str]          # node -> DOT id, in drawing order
+    column: dict[int, int]         # node -> column
+    src: np.ndarray
+    dst: np.ndarray
+    pairs: np.ndarray              # unit pairs merged into the edge
+    nonzero: np.ndarray
+    effective: np.ndarray
+
+
+def _merge(spaces: list[_Space], drawn: list[_Layer], keep: list[np.ndarray]) -> _Merged:
+    base = np.cumsum([0] + [len(s.state) for s in spaces])
+    groups = int(base[-1])
+    ids = [np.where(k, base[i] + np.arange(len(s.state)), groups + 4 * i + s.state)
+           for i, (s, k) in enumerate(zip(spaces, keep))]
+    src = np.concatenate([ids[lay.src][lay.pairs[:, 0]] for lay in drawn] or [np.zeros(0, np.int64)])
+    dst = np.concatenate([ids[lay.dst][lay.pairs[:, 1]] for lay in drawn] or [np.zeros(0, np.int64)])
+    nz = np.concatenate([lay.nonzero for lay in drawn] or [np.zeros(0, np.int64)])
+    ef = np.concatenate([lay.effective for lay in drawn] or [np.zeros(0, np.int64)])
+    span = groups + 4 * len(spaces)
+    keys, inverse = np.unique(src * span + dst, return_inverse=True)
+    names: dict[int, str] = {}
+    column: dict[int, int] = {}
+    for i, part in enumerate(ids):
+        for node in dict.fromkeys(part.tolist()):
+            names[node] = f"s{i}g{node - groups - 4 * i}" if node >= groups else f"s{i}u{node - base[i]}"
+            column[node] = i
+    return _Merged(ids, names, column, keys // span, keys % span, np.bincount(inverse, minlength=len(keys)),
+                   np.bincount(inverse, nz, len(keys)).astype(np.int64),
+                   np.bincount(inverse, ef, len(keys)).astype(np.int64))
 
 
 def _header(res: Analysis, title: str | None) -> list[str]:
@@ -223,22 +240,24 @@ def _header(res: Analysis, title: str | None) -> list[str]:
             f"  edge {attrs(arrowsize='0.4', penwidth='0.8')};"]
 
 
-def _units_dot(res: Analysis, spaces: list[_Space], drawn: list[_Layer], ids: list[np.ndarray], edges: dict,
-               title: str | None) -> str:
+def _units_dot(res: Analysis, spaces: list[_Space], m: _Merged, title: str | None) -> str:
     lines = _header(res, title)
-    anchors = {}
-    for i, (s, part) in enumerate(zip(spaces, ids)):
+    anchors: dict[int, str] = {}
+    for i, s in enumerate(spaces):
         lines.append(f"  subgraph cluster_s{i} {{ {_cluster_attrs(s)}")
-        for nid in dict.fromkeys(part.tolist()):
-            anchors.setdefault(i, nid)
-            lines.append(f"    {nid} {_unit_attrs(s, nid)};")
+        for node in dict.fromkeys(m.ids[i].tolist()):
+            anchors.setdefault(i, m.names[node])
+            lines.append(f"    {m.names[node]} {_unit_attrs(s, m.names[node])};")
         lines.append("  }")
-    for (a, b), (pairs, nz, ef) in edges.items():
+    for a, b, pairs, nz, ef in zip(m.src.tolist(), m.dst.tolist(), m.pairs.tolist(), m.nonzero.tolist(),
+                                   m.effective.tolist()):
         tip = f"{nz} nonzero weight{'s' if nz != 1 else ''}, {ef} effective"
         if ef:
-            lines.append(f"  {a} -> {b} {attrs(color=LIVE_EDGE, tooltip=tip)};")
+            style = attrs(color=LIVE_EDGE, tooltip=tip)
         else:
-            lines.append(f"  {a} -> {b} {attrs(color=DEAD_EDGE, penwidth='0.5', tooltip=tip, label=f'×{pairs}' if pairs > 1 else None, fontcolor='#999999', fontsize=6)};")
+            style = attrs(color=DEAD_EDGE, penwidth="0.5", tooltip=tip, label=f"×{pairs}" if pairs > 1 else None,
+                          fontcolor="#999999", fontsize=6)
+        lines.append(f"  {m.names[a]} -> {m.names[b]} {style};")
     lines += _feed_edges(spaces, anchors)
     lines.append(legend_units() + "}")
     return "\n".join(lines) + "\n"
