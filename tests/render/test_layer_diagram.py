@@ -8,17 +8,11 @@ import connectome
 from connectome.render import to_dot
 from connectome.render.style import CUT, CUT_BORDER, DEAD_EDGE, LIVE_EDGE, alive_colour
 from dotparse import by_title, parse
+from handnets import three_state_mlp
 
 
 def _mlp() -> nn.Module:
-    """4 -> 3 -> 2. Hidden unit 0 is alive, unit 1 reaches no output, unit 2 sees no input."""
-    m = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
-    with torch.no_grad():
-        m[0].weight.fill_(1.0)
-        m[0].weight[2] = 0
-        m[2].weight.fill_(1.0)
-        m[2].weight[:, 1] = 0
-    return m
+    return three_state_mlp(4, 2)
 
 
 def test_hand_mlp_boxes_edges_colours_and_labels():

@@ -10,6 +10,7 @@ from connectome.models import lenet_300_100
 from connectome.render import to_dot
 from connectome.render.style import DEAD_EDGE, LIVE_EDGE, UNIT_COLOURS
 from dotparse import parse
+from handnets import three_state_mlp
 
 
 def _clusters(source: str) -> list[str]:
@@ -17,14 +18,7 @@ def _clusters(source: str) -> list[str]:
 
 
 def _hand() -> nn.Module:
-    """3 -> 3 -> 1. Hidden 0 alive, hidden 1 reaches no output, hidden 2 sees no input."""
-    m = nn.Sequential(nn.Linear(3, 3), nn.ReLU(), nn.Linear(3, 1))
-    with torch.no_grad():
-        m[0].weight.fill_(1.0)
-        m[0].weight[2] = 0
-        m[2].weight.fill_(1.0)
-        m[2].weight[0, 1] = 0
-    return m
+    return three_state_mlp(3, 1)
 
 
 def test_hand_network_unit_states_and_edges():
