@@ -24,18 +24,13 @@ Examples
 """
 from __future__ import annotations
 
-import operator
-import re
 from dataclasses import dataclass, field
-from typing import Any
 
-import numpy as np
 from torch import fx, nn
 
 from ..analysis import Analysis
-from ..report import pct
-from ..status import slots
-from .style import CUT, CUT_BORDER, DEAD_EDGE, FONT, LIVE_EDGE, alive_colour, attrs, legend_layers, quote, text_colour
+from .nodes import Nodes, graph_label, sparsity_text
+from .style import CUT, CUT_BORDER, DEAD_EDGE, FONT, LIVE_EDGE, alive_colour, attrs, legend_layers, text_colour
 
 __all__ = ["Box", "Link", "layer_graph", "layer_dot"]
 
@@ -75,80 +70,6 @@ class Link:
     count: int = 1      # traced edges drawn as this one
 
 
-class _Nodes:
-    """Per traced node: visible or not, its module path, and its units' liveness."""
-
-    def __init__(self, res: Analysis):
-        self.res = res
-        self.w = res.walk
-        self.t = self.w.graph.traced
-        self.dep = self.t.depends_on_input()
-        self.inputs = set(self.t.inputs)
-        self._live: dict[fx.Node, tuple[np.ndarray, np.ndarray]] = {}
-
-    def visible(self, n: fx.Node) -> bool:
-        if n in self.inputs:
-            return True
-        if n.op not in ("call_module", "call_function", "call_method") or not self.dep[n]:
-            return False
-        if not slots(self.w.fwd.get(n)):
-            return False
-        # a getitem that picks one tensor out of a tuple is plumbing
-        return not (n.op == "call_function" and n.target is operator.getitem
-                    and isinstance(self.t.vals.get(n.args[0]), (tuple, list)))
-
-    def liveness(self, n: fx.Node) -> tuple[np.ndarray, np.ndarray]:
-        """(alive from inputs, alive to outputs) per unit of the node's value, tuple slots concatenated."""
-        hit = self._live.get(n)
-        if hit is None:
-            op = self.w.graph.ops.get(n)
-            cdim = getattr(op, "cdim", None)
-            back = dict(slots(self.w.bwd.get(n)))
-            fs, bs = [], []
-            for k, s in slots(self.w.fwd.get(n)):
-                if isinstance(cdim, int) and k == 0:
-                    s = s.with_cdim(cdim)
-                f = s.alive_units()
-                b = back.get(k)
-                fs.append(f)
-                bs.append(b.with_cdim(s.cdim).alive_units() if b is not None else np.zeros_like(f))
-            hit = (np.concatenate(fs), np.concatenate(bs)) if fs else (np.zeros(0, bool), np.zeros(0, bool))
-            self._live[n] = hit
-        return hit
-
-    def parts(self, n: fx.Node) -> list[str]:
-        """The module path of a node; an op that is not a module call adds its own name as a leaf."""
-        if n.op == "call_module":
-            return str(n.target).split(".")
-        stack = n.meta.get("nn_module_stack") or {}
-        path = list(stack.values())[-1][0] if stack else ""
-        return (path.split(".") if path else []) + [n.name]
-
-    def module(self, path: str) -> nn.Module | None:
-        try:
-            return self.t.model.get_submodule(path)
-        except (AttributeError, KeyError):
-            return None
-
-    def title(self, n: fx.Node) -> str:
-        if n in self.inputs:
-            return "input" if len(self.inputs) == 1 else n.name
-        if n.op == "call_module":
-            return str(n.target)
-        path = ".".join(self.parts(n)[:-1])
-        mod = self.module(path) if path else None
-        # under torch.export a module's computation is ATen ops inside it: name them after the module
-        return path if mod is not None and not any(True for _ in mod.children()) else n.name
-
-    def kind(self, n: fx.Node) -> str:
-        if n in self.inputs:
-            return "input"
-        if n.op == "call_module":
-            return type(self.t.module(n)).__name__
-        name = n.target if isinstance(n.target, str) else getattr(n.target, "__name__", str(n.target))
-        return re.sub(r"\.default$", "", name)
-
-
 def _signature(m: nn.Module) -> tuple:
     return (type(m).__qualname__,
             tuple((name, type(s).__qualname__, s.extra_repr()) for name, s in m.named_modules()),
@@ -158,7 +79,7 @@ def _signature(m: nn.Module) -> tuple:
 class _Blocks:
     """Which modules are drawn as one box when folding, and their structure."""
 
-    def __init__(self, nodes: _Nodes):
+    def __init__(self, nodes: Nodes):
         self.nodes = nodes
         self._sig: dict[str, tuple] = {}
         self._runs: dict[str, bool] = {}
@@ -203,7 +124,7 @@ def layer_graph(res: Analysis, depth: int | None = None, fold: bool = False) -> 
     """Boxes and links of the layer diagram (see the module docs), in graph order."""
     if res.walk is None:
         raise ValueError("this analysis has no walk to draw: run connectome.analyze")
-    nodes = _Nodes(res)
+    nodes = Nodes(res)
     t = nodes.t
     blocks = _Blocks(nodes) if fold else None
     key_of: dict[fx.Node, str] = {}
@@ -217,18 +138,32 @@ def layer_graph(res: Analysis, depth: int | None = None, fold: bool = False) -> 
             box = boxes[key] = Box(key, title, kind, "input" if n in nodes.inputs else "op")
         box.members.append(n)
         key_of[n] = key
-    if fold:
-        _fold(nodes, blocks, boxes, key_of)
+    ups = _visible_inputs(nodes, key_of)
+    stops = {n for n, srcs in ups.items() if n in key_of and any(_edge_state(nodes, a, n) == "cut" for a in srcs)}
     rows = {r["name"]: r for r in res.layers}
     for box in boxes.values():
-        _fill(nodes, box, rows)
+        _fill(nodes, box, rows, stops)
+    if fold:
+        _fold(nodes, blocks, boxes, key_of, rows, stops)
     out = Box("out:output", "output" if len(t.outputs) == 1 else "outputs", "output", "output")
     boxes[out.key] = out
-    links = _links(nodes, key_of, boxes, out)
-    return list(boxes.values()), links
+    return list(boxes.values()), _links(nodes, key_of, ups, out)
 
 
-def _group(nodes: _Nodes, blocks: _Blocks | None, n: fx.Node, depth: int | None) -> tuple[str, str, str]:
+def _visible_inputs(nodes: Nodes, key_of: dict[fx.Node, str]) -> dict[fx.Node, set[fx.Node]]:
+    """Per node, the drawn nodes that feed it, looking through the hidden ones (plumbing, constants)."""
+    sources: dict[fx.Node, set[fx.Node]] = {}
+    ups: dict[fx.Node, set[fx.Node]] = {}
+    for n in nodes.t.graph.nodes:
+        found: set[fx.Node] = set()
+        for a in n.all_input_nodes:
+            found |= {a} if a in key_of else sources.get(a, set())
+        ups[n] = found
+        sources[n] = {n} if n in key_of else found
+    return ups
+
+
+def _group(nodes: Nodes, blocks: _Blocks | None, n: fx.Node, depth: int | None) -> tuple[str, str, str]:
     own = (f"node:{n.name}", nodes.title(n), nodes.kind(n))
     if n in nodes.inputs:
         return own
@@ -249,7 +184,8 @@ def _group(nodes: _Nodes, blocks: _Blocks | None, n: fx.Node, depth: int | None)
     return f"mod:{path}", path, type(mod).__name__ if mod is not None else "module"
 
 
-def _fill(nodes: _Nodes, box: Box, rows: dict[str, dict]) -> None:
+def _fill(nodes: Nodes, box: Box, rows: dict[str, dict], stops: set[fx.Node]) -> None:
+    box.cut = any(n in stops for n in box.members)
     seen: set[str] = set()
     weighted = []
     for n in box.members:
@@ -273,24 +209,22 @@ def _fill(nodes: _Nodes, box: Box, rows: dict[str, dict]) -> None:
     box.shape = tuple(v.shape) if hasattr(v, "shape") else None
 
 
-def _fold(nodes: _Nodes, blocks: _Blocks, boxes: dict[str, Box], key_of: dict[fx.Node, str]) -> None:
-    """Merge runs of consecutive sibling blocks with identical structure and the same fate."""
-    rows = {r["name"]: r for r in nodes.res.layers}
-    fate: dict[str, tuple] = {}
-    for key, box in boxes.items():
-        if key.startswith("mod:") and blocks.is_block(key[4:]):
-            probe = Box(key, box.title, box.kind, members=list(box.members))
-            _fill(nodes, probe, rows)
-            stops = any(_edge_state(nodes, a, n) == "cut" for n in box.members for a in n.all_input_nodes
-                        if a in key_of)
-            fate[key] = (probe.live == 0, stops, probe.numel > 0 and probe.effective == 0)
+def _fold(nodes: Nodes, blocks: _Blocks, boxes: dict[str, Box], key_of: dict[fx.Node, str], rows: dict[str, dict],
+          stops: set[fx.Node]) -> None:
+    """Merge runs of consecutive sibling blocks with identical structure and the same fate.
+
+    A block where the signal stops stays on its own; alive and dead blocks never share a box.
+    """
+    def fate(b: Box) -> tuple:
+        return b.live == 0, b.numel > 0 and b.effective == 0
+
     runs: list[list[str]] = []
-    for key in boxes:
-        if key not in fate:
+    for key, box in boxes.items():
+        if not (key.startswith("mod:") and blocks.is_block(key[4:])):
             continue
         prev = runs[-1][-1] if runs else None
-        if prev is not None and _next_sibling(prev[4:], key[4:]) and fate[prev] == fate[key] \
-                and not any(fate[key][1:]) and blocks.signature(prev[4:]) == blocks.signature(key[4:]):
+        if prev is not None and not box.cut and not boxes[prev].cut and _next_sibling(prev[4:], key[4:]) \
+                and fate(boxes[prev]) == fate(box) and blocks.signature(prev[4:]) == blocks.signature(key[4:]):
             runs[-1].append(key)
         else:
             runs.append([key])
@@ -306,6 +240,7 @@ def _fold(nodes: _Nodes, blocks: _Blocks, boxes: dict[str, Box], key_of: dict[fx
             merged.members.extend(boxes.pop(key).members)
         for n in merged.members:
             key_of[n] = merged.key
+        _fill(nodes, merged, rows, stops)
         boxes[merged.key] = merged
     order: dict[str, int] = {}
     for i, n in enumerate(nodes.t.graph.nodes):
@@ -322,7 +257,7 @@ def _next_sibling(a: str, b: str) -> bool:
     return pa == pb and ia.isdigit() and ib.isdigit() and int(ib) == int(ia) + 1
 
 
-def _edge_state(nodes: _Nodes, a: fx.Node, n: fx.Node) -> str:
+def _edge_state(nodes: Nodes, a: fx.Node, n: fx.Node) -> str:
     fa, ba = nodes.liveness(a)
     fn, bn = nodes.liveness(n)
     Fa, Ba, Fn, Bn = fa.any(), ba.any(), fn.any(), bn.any()
@@ -331,8 +266,7 @@ def _edge_state(nodes: _Nodes, a: fx.Node, n: fx.Node) -> str:
     return "live" if (fa & ba).any() and (fn & bn).any() else "dead"
 
 
-def _links(nodes: _Nodes, key_of: dict[fx.Node, str], boxes: dict[str, Box], out: Box) -> list[Link]:
-    sources: dict[fx.Node, set[fx.Node]] = {}      # nearest visible ancestors, through hidden nodes
+def _links(nodes: Nodes, key_of: dict[fx.Node, str], ups: dict[fx.Node, set[fx.Node]], out: Box) -> list[Link]:
     found: dict[tuple[str, str], Link] = {}
 
     def add(src: str, dst: str, state: str) -> None:
@@ -345,21 +279,12 @@ def _links(nodes: _Nodes, key_of: dict[fx.Node, str], boxes: dict[str, Box], out
             link.state = state
 
     for n in nodes.t.graph.nodes:
-        ups: set[fx.Node] = set()
-        for a in n.all_input_nodes:
-            ups |= {a} if a in key_of else sources.get(a, set())
         if n in key_of:
-            sources[n] = {n}
-            for a in ups:
-                state = _edge_state(nodes, a, n)
-                if state == "cut":
-                    boxes[key_of[n]].cut = True
+            for a in ups[n]:
                 if key_of[a] != key_of[n]:
-                    add(key_of[a], key_of[n], state)
-        else:
-            sources[n] = ups
+                    add(key_of[a], key_of[n], _edge_state(nodes, a, n))
     for o in nodes.t.outputs:
-        for a in ({o} if o in key_of else sources.get(o, set())):
+        for a in ({o} if o in key_of else ups[o]):
             f, b = nodes.liveness(a)
             add(key_of[a], out.key, "live" if (f & b).any() else "dead")
     return list(found.values())
@@ -373,7 +298,8 @@ def _label(box: Box) -> str:
     elif shape:
         lines.append(shape)
     if box.numel:
-        lines.append(f"direct {pct(1 - box.nonzero / box.numel)} · effective {pct(1 - box.effective / box.numel)}")
+        lines.append(f"direct {sparsity_text(1 - box.nonzero / box.numel)} · "
+                     f"effective {sparsity_text(1 - box.effective / box.numel)}")
     if box.units and box.live < box.units:
         dead = [f"{n:,} {one if n == 1 else many} no {what}"
                 for n, one, many, what in ((box.dead_in, "sees", "see", "input"),
@@ -392,7 +318,7 @@ def layer_dot(res: Analysis, depth: int | None = None, fold: bool = False, title
     """
     boxes, links = layer_graph(res, depth, fold)
     lines = ["digraph connectome {",
-             f"  graph {attrs(rankdir='TB', fontname=FONT, fontsize=12, labelloc='t', nodesep='0.25', ranksep='0.35', label=_graph_label(res, title))};",
+             f"  graph {attrs(rankdir='TB', fontname=FONT, fontsize=12, labelloc='t', nodesep='0.25', ranksep='0.35', label=graph_label(res, title))};",
              f"  node {attrs(shape='box', style='rounded,filled', fontname=FONT, fontsize=9, margin='0.08,0.04')};",
              f"  edge {attrs(arrowsize='0.6')};"]
     ids = {b.key: f"n{i}" for i, b in enumerate(boxes)}
@@ -421,19 +347,3 @@ def _link_attrs(link: Link) -> str:
     if link.state == "dead":
         return attrs(color=DEAD_EDGE, style="dotted")
     return attrs(color=LIVE_EDGE)
-
-
-def _graph_label(res: Analysis, title: str | None) -> str:
-    head = f"{title}: " if title else ""
-    if res.collapsed:
-        return f"{head}COLLAPSED: no path from the inputs to the outputs (direct sparsity {_sp(res.direct_sparsity)})"
-    return (f"{head}direct sparsity {_sp(res.direct_sparsity)} ({_x(res.direct_compression)}) · effective "
-            f"{_sp(res.effective_sparsity)} ({_x(res.effective_compression)})")
-
-
-def _sp(x: float) -> str:
-    return f"{100 * x:.4f}%" if 0.9999 < x < 1 else pct(x)    # 99.998%, not a rounded 100.00%
-
-
-def _x(c: float | None) -> str:
-    return "∞" if c is None else f"{c:,.1f}x" if c < 100 else f"{c:,.0f}x"

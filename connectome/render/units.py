@@ -35,7 +35,7 @@ from ..analysis import Analysis
 from ..lower.mixing import Mixing
 from ..spec import SpecError
 from ..status import Status, any_alive, slots
-from .layers import _Nodes, _graph_label
+from .nodes import Nodes, graph_label
 from .style import (DEAD_EDGE, FONT, LIVE_EDGE, UNIT_COLOURS, UNIT_STATES, Html, attrs, escape_html, legend_units,
                     quote)
 
@@ -67,7 +67,7 @@ def unit_dot(res: Analysis, layers: str | None = None, all_units: bool = False, 
         raise ValueError("this analysis has no walk to draw: run connectome.analyze")
     if max_units < 1:
         raise SpecError(f"--max-units must be 1 or more, not {max_units}")
-    nodes = _Nodes(res)
+    nodes = Nodes(res)
     picked = _window(nodes, layers)
     spaces: list[_Space] = []
     index: dict[fx.Node, int] = {}
@@ -90,7 +90,7 @@ def unit_dot(res: Analysis, layers: str | None = None, all_units: bool = False, 
     return _units_dot(res, spaces, merged, title), notes
 
 
-def _window(nodes: _Nodes, layers: str | None) -> list[fx.Node]:
+def _window(nodes: Nodes, layers: str | None) -> list[fx.Node]:
     found = [(n, op.weights[0].name.removesuffix(".weight")) for n, op in nodes.w.graph.ops.items()
              if isinstance(op, Mixing) and op.weights]
     if not found:
@@ -105,7 +105,7 @@ def _window(nodes: _Nodes, layers: str | None) -> list[fx.Node]:
     return picked
 
 
-def _states(nodes: _Nodes, n: fx.Node, cdim: int | None) -> np.ndarray:
+def _states(nodes: Nodes, n: fx.Node, cdim: int | None) -> np.ndarray:
     fs, bs = slots(nodes.w.fwd.get(n)), dict(slots(nodes.w.bwd.get(n)))
     s = fs[0][1]
     s = s.with_cdim(cdim) if cdim is not None else s
@@ -114,14 +114,14 @@ def _states(nodes: _Nodes, n: fx.Node, cdim: int | None) -> np.ndarray:
     return np.where(f & b, 0, np.where(b, 1, np.where(f, 2, 3)))
 
 
-def _space(nodes: _Nodes, n: fx.Node, cdim: int | None, spaces: list[_Space], index: dict[fx.Node, int]) -> int:
+def _space(nodes: Nodes, n: fx.Node, cdim: int | None, spaces: list[_Space], index: dict[fx.Node, int]) -> int:
     if n not in index:
         index[n] = len(spaces)
         spaces.append(_Space(n, f"{nodes.title(n)} · {nodes.kind(n)}", _states(nodes, n, cdim)))
     return index[n]
 
 
-def _layer(nodes: _Nodes, n: fx.Node, spaces: list[_Space], index: dict[fx.Node, int]) -> _Layer:
+def _layer(nodes: Nodes, n: fx.Node, spaces: list[_Space], index: dict[fx.Node, int]) -> _Layer:
     g, w = nodes.w.graph, nodes.w
     op: Mixing = g.ops[n]
     src_node = _resolve(nodes, g.args[n][0], op.cdim)
@@ -137,7 +137,7 @@ def _layer(nodes: _Nodes, n: fx.Node, spaces: list[_Space], index: dict[fx.Node,
     return _Layer(op.weights[0].name.removesuffix(".weight"), src, dst, pairs, nz[o, j], ef[o, j])
 
 
-def _resolve(nodes: _Nodes, a: fx.Node, cdim: int) -> fx.Node:
+def _resolve(nodes: Nodes, a: fx.Node, cdim: int) -> fx.Node:
     """Walk back through ops that map unit c to unit c: their input's units are their output's units."""
     g = nodes.w.graph
     while True:
@@ -150,7 +150,7 @@ def _resolve(nodes: _Nodes, a: fx.Node, cdim: int) -> fx.Node:
         a = live_args[0]
 
 
-def _identity(nodes: _Nodes, n: fx.Node, src: fx.Node, cdim: int) -> bool:
+def _identity(nodes: Nodes, n: fx.Node, src: fx.Node, cdim: int) -> bool:
     """Whether op ``n`` maps unit c of ``src`` (along ``cdim``) to its own unit c and no other (binary probes)."""
     w, g = nodes.w, nodes.w.graph
     s_in, s_out = w.fwd.get(src), w.fwd.get(n)
@@ -179,7 +179,7 @@ def _identity(nodes: _Nodes, n: fx.Node, src: fx.Node, cdim: int) -> bool:
     return True
 
 
-def _link_feeds(nodes: _Nodes, spaces: list[_Space], index: dict[fx.Node, int]) -> None:
+def _link_feeds(nodes: Nodes, spaces: list[_Space], index: dict[fx.Node, int]) -> None:
     """For a column that no drawn layer produces (a flatten, an add), the columns it is computed from."""
     produced = {id_ for id_, s in enumerate(spaces) if isinstance(nodes.w.graph.ops.get(s.node), Mixing)}
     for i, s in enumerate(spaces):
@@ -235,7 +235,7 @@ def _merge(spaces: list[_Space], drawn: list[_Layer], keep: list[np.ndarray]) ->
 
 def _header(res: Analysis, title: str | None) -> list[str]:
     return ["digraph connectome_units {",
-            f"  graph {attrs(rankdir='LR', fontname=FONT, fontsize=12, labelloc='t', nodesep='0.06', ranksep='1.2', compound='true', label=_graph_label(res, title))};",
+            f"  graph {attrs(rankdir='LR', fontname=FONT, fontsize=12, labelloc='t', nodesep='0.06', ranksep='1.2', compound='true', label=graph_label(res, title))};",
             f"  node {attrs(fontname=FONT, fontsize=7, style='filled', color='#444444', penwidth='0.5')};",
             f"  edge {attrs(arrowsize='0.4', penwidth='0.8')};"]
 
