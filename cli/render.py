@@ -26,7 +26,8 @@ from .options import DTYPES, display_name
 @click.option("--all-units", is_flag=True, help="Unit level: draw every unit, not only those with an effective "
                                                 "weight (the rest are grouped by state).")
 @click.option("--max-units", type=int, default=400, show_default=True, metavar="N",
-              help="Unit level: above this many nodes, draw one node per layer instead.")
+              help="Unit level: above this many nodes (or ten times as many edges), draw one node per "
+                   "layer instead.")
 @click.option("--title", default=None, help="Title at the top of the diagram (default: MODEL).")
 def render(model, input_shape, weights, trust, input_dtype, tracer, output, level, depth, fold, layer_glob,
            all_units, max_units, title):

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import fnmatch
 import math
-import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -203,6 +202,7 @@ class _Merged:
 
     ids: list[np.ndarray]          # per column, per unit: the node that draws it
     names: dict[int, str]          # node -> DOT id, in drawing order
+    groups: int                    # nodes from here on are groups: groups + 4 * column + state
     column: dict[int, int]         # node -> column
     src: np.ndarray
     dst: np.ndarray
@@ -228,7 +228,7 @@ def _merge(spaces: list[_Space], drawn: list[_Layer], keep: list[np.ndarray]) ->
         for node in dict.fromkeys(part.tolist()):
             names[node] = f"s{i}g{node - groups - 4 * i}" if node >= groups else f"s{i}u{node - base[i]}"
             column[node] = i
-    return _Merged(ids, names, column, keys // span, keys % span, np.bincount(inverse, minlength=len(keys)),
+    return _Merged(ids, names, groups, column, keys // span, keys % span, np.bincount(inverse, minlength=len(keys)),
                    np.bincount(inverse, nz, len(keys)).astype(np.int64),
                    np.bincount(inverse, ef, len(keys)).astype(np.int64))
 
@@ -247,7 +247,7 @@ def _units_dot(res: Analysis, spaces: list[_Space], m: _Merged, title: str | Non
         lines.append(f"  subgraph cluster_s{i} {{ {_cluster_attrs(s)}")
         for node in dict.fromkeys(m.ids[i].tolist()):
             anchors.setdefault(i, m.names[node])
-            lines.append(f"    {m.names[node]} {_unit_attrs(s, m.names[node])};")
+            lines.append(f"    {m.names[node]} {_unit_attrs(s, node, m)};")
         lines.append("  }")
     for a, b, pairs, nz, ef in zip(m.src.tolist(), m.dst.tolist(), m.pairs.tolist(), m.nonzero.tolist(),
                                    m.effective.tolist()):
@@ -268,16 +268,14 @@ def _cluster_attrs(s: _Space) -> str:
     return f'label={label}; fontname="{FONT}"; fontsize=10; color="#bbbbbb";'
 
 
-def _unit_attrs(s: _Space, nid: str) -> str:
-    kind, num = re.fullmatch(r"s\d+([ug])(\d+)", nid).groups()
-    if kind == "g":
-        st = int(num)
+def _unit_attrs(s: _Space, node: int, m: _Merged) -> str:
+    if node >= m.groups:
+        st = (node - m.groups) % 4
         count = int((s.state == st).sum())
-        fill = UNIT_COLOURS[UNIT_STATES[st]]
-        return attrs(shape="box", style="rounded,filled", fillcolor=fill, fontsize=8,
+        return attrs(shape="box", style="rounded,filled", fillcolor=UNIT_COLOURS[UNIT_STATES[st]], fontsize=8,
                      label=f"{count:,} unit{'s' if count != 1 else ''}\n{UNIT_STATES[st]}",
                      tooltip=f"{s.title}: {count} units {UNIT_STATES[st]}, no effective weight in the window")
-    u = int(num)
+    u = int(m.names[node].rpartition("u")[2])
     state = UNIT_STATES[int(s.state[u])]
     return attrs(shape="circle", width="0.22", fixedsize="true", fillcolor=UNIT_COLOURS[state],
                  fontcolor="#ffffff" if state != "dead both ways" else "#000000", label=str(u),
