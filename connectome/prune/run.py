@@ -1,0 +1,120 @@
+"""``connectome.prune.prune``: scores, then selection, aimed at the direct or the effective sparsity.
+
+With ``target="effective"`` the scores stay fixed and a bisection over how many weights to keep
+directly finds the fewest whose *effective* count meets the budget: masks for more kept weights contain
+those for fewer (top-k of fixed scores), so the effective count only grows, and the search needs at
+most ``ceil(log2 N) + 2`` analyses, each on the one trace.
+
+Examples
+--------
+>>> import torch
+>>> m = torch.nn.Sequential(torch.nn.Linear(20, 20), torch.nn.ReLU(), torch.nn.Linear(20, 2))
+>>> p = prune(m, "random", 0.9, quota="igq", target="effective", input_shape=(1, 20))
+>>> abs(p.analysis.effective_sparsity - 0.9) <= 0.001, p.analyses <= 11
+(True, True)
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+from ..analysis import Analysis, Analyzer
+from ..masks import MaskSource, prunable_weights
+from .quotas import budget
+from .scores import SCORES, Context
+from .select import select, select_count
+
+__all__ = ["Pruned", "prune"]
+
+
+@dataclass
+class Pruned:
+    masks: dict[str, torch.Tensor]       # weight name -> bool mask
+    analysis: Analysis                   # of the pruned model
+    analyses: int                        # how many analyses effective targeting ran (1 otherwise)
+    kept: int                            # weights kept directly
+
+
+def prune(model: nn.Module, method: str, sparsity: float, quota: str | None = None, target: str = "direct",
+          seed: int = 0, input_shape: Sequence[int] | None = None,
+          batch: tuple[torch.Tensor, torch.Tensor] | None = None, rounds: int = 100,
+          log: Callable[[str], None] | None = None) -> Pruned:
+    """Masks for ``model`` at ``sparsity`` by ``method`` (see ``SCORES``), under an optional layer ``quota``.
+
+    ``target="effective"`` makes the *effective* sparsity meet ``sparsity`` (within 0.1%).
+    ``batch`` (inputs, class targets) feeds the data-driven methods (snip, grasp). The model is not changed.
+    """
+    spec = SCORES.get(method)
+    if spec is None:
+        raise ValueError(f"unknown pruning method {method!r}: choose from {', '.join(sorted(SCORES))}")
+    if target not in ("direct", "effective"):
+        raise ValueError(f"--target must be 'direct' or 'effective', not {target!r}")
+    if spec.needs_data and batch is None:
+        raise ValueError(f"{method} scores weights on data: give a batch (--data mnist, fashion-mnist or random)")
+    if input_shape is None:
+        raise ValueError("an input shape is needed (--input-shape)")
+    budget([()], sparsity)    # validates the range
+    log = log or (lambda msg: None)
+    names = list(prunable_weights(model))
+    if not names:
+        raise ValueError("the model has no prunable weights (linear, conv, attention, embedding)")
+    source = MaskSource(model)
+    params = dict(model.named_parameters())
+    weights = {n: params[n] if n in params else params[n + "_orig"] for n in names}
+    start = {n: source.get(n) if source.get(n) is not None else torch.ones_like(weights[n], dtype=torch.bool)
+             for n in names}
+    ctx = Context(model, weights, dict(start), sparsity,
+                  select=lambda s, sp: select(s, sp, quota, within=ctx.masks),
+                  generator=torch.Generator().manual_seed(seed), input_shape=tuple(input_shape), batch=batch,
+                  rounds=rounds, log=log)
+    scores = spec.fn(ctx)
+    analyzer = Analyzer(model, input_shape=tuple(input_shape))
+    if target == "direct":
+        masks = select(scores, sparsity, quota, within=start)
+        return Pruned(masks, analyzer.run(masks), 1, _count(masks))
+    return _effective(analyzer, scores, sparsity, quota, start, log)
+
+
+def _count(masks: dict[str, torch.Tensor]) -> int:
+    return sum(int(m.sum()) for m in masks.values())
+
+
+def _effective(analyzer: Analyzer, scores: dict[str, torch.Tensor], sparsity: float, quota: str | None,
+               start: dict[str, torch.Tensor], log: Callable[[str], None]) -> Pruned:
+    total = sum(s.numel() for s in scores.values())
+    want = budget([tuple(s.shape) for s in scores.values()], sparsity)
+    runs = 0
+
+    def at(keep: int):
+        nonlocal runs
+        masks = select_count(scores, keep, quota, within=start)
+        res = analyzer.run(masks)
+        runs += 1
+        log(f"effective targeting: keep {keep:,} directly -> {res.params_effective:,} effective "
+            f"(want {want:,}; analysis {runs})")
+        return masks, res
+
+    lo_masks, lo_res = at(want)
+    if lo_res.params_effective >= want:
+        return Pruned(lo_masks, lo_res, runs, want)
+    hi = _count(start)
+    hi_masks, hi_res = at(hi)
+    if hi_res.params_effective < want:
+        raise ValueError(f"even keeping every weight leaves {hi_res.params_effective:,} effective, fewer than "
+                         f"the {want:,} that sparsity {sparsity} asks for")
+    lo = want
+    while hi - lo > 1:          # invariant: effective(lo) < want <= effective(hi)
+        mid = (lo + hi) // 2
+        masks, res = at(mid)
+        if res.params_effective >= want:
+            hi, hi_masks, hi_res = mid, masks, res
+        else:
+            lo = mid
+    bound = math.ceil(math.log2(max(total, 2))) + 2
+    log(f"effective targeting: {runs} analyses (bound {bound}); effective sparsity "
+        f"{hi_res.effective_sparsity:.4%}, direct {hi_res.direct_sparsity:.4%}")
+    return Pruned(hi_masks, hi_res, runs, hi)

@@ -1,0 +1,32 @@
+"""SynFlow (Tanaka et al., 2020): data-free, iterative. Each round scores ``|w * dR/dw|`` with ``R`` the
+sum of the outputs of the linearised network (every parameter and buffer replaced by its absolute value,
+float64, input all ones), then prunes to density ``d^(k/rounds)``; the last round's scores are returned."""
+import torch
+from torch.func import functional_call
+
+from . import Context, apply_masks, masked_params, score
+
+
+def synflow_scores(ctx: Context) -> dict[str, torch.Tensor]:
+    """One round: ``|w * dR/dw|`` for the current masks."""
+    was_training = ctx.model.training
+    ctx.model.eval()
+    try:
+        params = masked_params(ctx, transform=torch.abs, dtype=torch.float64)
+        ones = torch.ones(ctx.input_shape, dtype=torch.float64)
+        r = functional_call(ctx.model, apply_masks(params, ctx), (ones,)).sum()
+        names = list(ctx.weights)
+        grads = torch.autograd.grad(r, [params[n] for n in names])
+    finally:
+        ctx.model.train(was_training)
+    return {n: (g * params[n].detach()).abs() for n, g in zip(names, grads)}
+
+
+@score("synflow", iterative=True)
+def synflow(ctx: Context):
+    density = 1.0 - ctx.sparsity
+    for k in range(1, ctx.rounds + 1):
+        scores = synflow_scores(ctx)
+        ctx.masks = ctx.select(scores, 1.0 - density ** (k / ctx.rounds))
+        ctx.log(f"synflow round {k}/{ctx.rounds}")
+    return synflow_scores(ctx)

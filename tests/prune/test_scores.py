@@ -1,0 +1,96 @@
+"""Each score on a tiny network against a hand computation (or an independent autograd one)."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from connectome.prune import SCORES, select
+from connectome.prune.scores import Context
+
+
+def _ctx(model, batch=None, sparsity=0.5, rounds=100, input_shape=(1, 3), quota=None):
+    weights = {n: p for n, p in model.named_parameters() if n.endswith("weight")}
+    ctx = Context(model, weights, {n: torch.ones_like(w, dtype=torch.bool) for n, w in weights.items()}, sparsity,
+                  select=lambda s, sp: select(s, sp, quota, within=ctx.masks),
+                  generator=torch.Generator().manual_seed(0), input_shape=input_shape, batch=batch, rounds=rounds)
+    return ctx
+
+
+def _linear(w):
+    m = nn.Linear(w.shape[1], w.shape[0], bias=False)
+    with torch.no_grad():
+        m.weight.copy_(w)
+    return m
+
+
+def test_registry_lists_the_methods():
+    assert {"magnitude", "random", "snip", "grasp", "synflow", "lamp"} <= set(SCORES)
+    assert SCORES["snip"].needs_data and SCORES["grasp"].needs_data and not SCORES["synflow"].needs_data
+    assert SCORES["synflow"].iterative
+
+
+def test_magnitude_and_random():
+    m = _linear(torch.tensor([[1.0, -3.0], [0.5, 2.0]]))
+    assert SCORES["magnitude"].fn(_ctx(m))["weight"].tolist() == [[1.0, 3.0], [0.5, 2.0]]
+    r = SCORES["random"].fn(_ctx(m))["weight"]
+    assert torch.equal(r, torch.rand((2, 2), generator=torch.Generator().manual_seed(0)))
+
+
+def test_lamp_by_hand():
+    m = _linear(torch.tensor([[1.0, 2.0, 3.0]]))
+    s = SCORES["lamp"].fn(_ctx(m))["weight"][0].tolist()
+    assert s == pytest.approx([1 / 14, 4 / 13, 9 / 9])
+
+
+def test_snip_by_hand():
+    w = torch.tensor([[1.0, -2.0], [0.5, 1.0]])
+    x = torch.tensor([[1.0, 2.0], [-1.0, 0.5]])
+    y = torch.tensor([0, 1])
+    s = SCORES["snip"].fn(_ctx(_linear(w), batch=(x, y)))["weight"]
+    z = x @ w.t()                                  # logits
+    p = torch.exp(z) / torch.exp(z).sum(1, keepdim=True)
+    grad = (p - torch.eye(2)[y]).t() @ x / 2       # d mean CE / dW
+    assert torch.allclose(s, (grad * w).abs(), atol=1e-6)
+
+
+def test_grasp_against_an_explicit_hessian():
+    torch.manual_seed(0)
+    w = torch.randn(3, 4)
+    x, y = torch.randn(5, 4), torch.tensor([0, 1, 2, 1, 0])
+    s = SCORES["grasp"].fn(_ctx(_linear(w), batch=(x, y)))["weight"]
+
+    def loss(flat):
+        return nn.functional.cross_entropy(x @ flat.view(3, 4).t() / 200.0, y)
+    flat = w.flatten().double()
+    x, y = x.double(), y
+    g = torch.autograd.functional.jacobian(loss, flat)
+    h = torch.autograd.functional.hessian(loss, flat)
+    assert torch.allclose(s.double().flatten(), flat * (h @ g), rtol=1e-4, atol=1e-12)
+
+
+def test_synflow_matches_the_flow_formula():
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(3, 4, bias=False), nn.ReLU(), nn.Linear(4, 2, bias=False))
+    w1, w2 = m[0].weight.detach().abs().double(), m[2].weight.detach().abs().double()
+    ctx = _ctx(m, input_shape=(1, 3))
+    from connectome.prune.scores.synflow import synflow_scores
+    s = synflow_scores(ctx)
+    # R = 1^T |W2| |W1| 1: dR/dW1[i, j] = (1^T |W2|)_i, dR/dW2[k, i] = (|W1| 1)_i
+    assert torch.allclose(s["0.weight"], w1 * w2.sum(0)[:, None])
+    assert torch.allclose(s["2.weight"], w2 * w1.sum(1)[None, :])
+
+
+def test_synflow_prunes_iteratively_to_the_budget_and_keeps_the_network_connected():
+    torch.manual_seed(0)
+    # without biases: with them, SynFlow's flow also runs from bias-only units, which carry no input signal
+    m = nn.Sequential(nn.Linear(20, 30, bias=False), nn.ReLU(), nn.Linear(30, 30, bias=False), nn.ReLU(),
+                      nn.Linear(30, 5, bias=False))
+    ctx = _ctx(m, sparsity=0.98, rounds=20, input_shape=(1, 20))
+    scores = SCORES["synflow"].fn(ctx)
+    masks = select(scores, 0.98, within=ctx.masks)
+    total = sum(v.numel() for v in masks.values())
+    assert sum(int(v.sum()) for v in masks.values()) == round(0.02 * total)
+    import connectome
+    res = connectome.analyze(m, input_shape=(1, 20), masks=masks)
+    assert not res.collapsed and res.params_effective == res.params_nonzero   # SynFlow keeps only flow
