@@ -26,7 +26,7 @@ from ..analysis import Analysis, Analyzer
 from ..masks import MaskSource, prunable_weights
 from .quotas import budget
 from .scores import SCORES, Context
-from .select import select, select_count
+from .select import Ranking, select
 
 __all__ = ["Pruned", "prune"]
 
@@ -37,6 +37,7 @@ class Pruned:
     analysis: Analysis                   # of the pruned model
     analyses: int                        # how many analyses effective targeting ran (1 otherwise)
     kept: int                            # weights kept directly
+    note: str | None = None              # why the effective target was missed, when it was
 
 
 def prune(model: nn.Module, method: str, sparsity: float, quota: str | None = None, target: str = "direct",
@@ -87,11 +88,12 @@ def _effective(analyzer: Analyzer, scores: dict[str, torch.Tensor], sparsity: fl
                start: dict[str, torch.Tensor], log: Callable[[str], None]) -> Pruned:
     total = sum(s.numel() for s in scores.values())
     want = budget([tuple(s.shape) for s in scores.values()], sparsity)
+    ranking = Ranking(scores, quota, within=start)
     runs = 0
 
     def at(keep: int):
         nonlocal runs
-        masks = select_count(scores, keep, quota, within=start)
+        masks = ranking.masks(keep)
         res = analyzer.run(masks)
         runs += 1
         log(f"effective targeting: keep {keep:,} directly -> {res.params_effective:,} effective "
@@ -117,4 +119,11 @@ def _effective(analyzer: Analyzer, scores: dict[str, torch.Tensor], sparsity: fl
     bound = math.ceil(math.log2(max(total, 2))) + 2
     log(f"effective targeting: {runs} analyses (bound {bound}); effective sparsity "
         f"{hi_res.effective_sparsity:.4%}, direct {hi_res.direct_sparsity:.4%}")
-    return Pruned(hi_masks, hi_res, runs, hi)
+    note = None
+    if hi_res.effective_sparsity < sparsity - 0.001:
+        below = lo_res.params_effective if lo == want else at(lo)[1].params_effective
+        note = (f"no number of kept weights gets within 0.1% of effective sparsity {sparsity}: keeping {lo:,} "
+                f"leaves {below:,} effective weights, keeping {hi:,} leaves {hi_res.params_effective:,} (these "
+                "scores disconnect the network until one weight joins a whole region); try a layer quota")
+        log(f"effective targeting: {note}")
+    return Pruned(hi_masks, hi_res, runs, hi, note)

@@ -21,7 +21,7 @@ import torch
 
 from .quotas import QUOTAS, budget, kept_counts
 
-__all__ = ["select", "select_count", "top_k"]
+__all__ = ["select", "select_count", "top_k", "Ranking"]
 
 
 def top_k(scores: torch.Tensor, k: int) -> torch.Tensor:
@@ -33,29 +33,55 @@ def top_k(scores: torch.Tensor, k: int) -> torch.Tensor:
     return keep.view(scores.shape)
 
 
+class Ranking:
+    """Scores sorted once, so that masks for any number of kept weights cost one scatter (targeting).
+
+    Masks for more kept weights contain those for fewer (per layer too, under a quota whose counts grow
+    with the budget).
+    """
+
+    def __init__(self, scores: Mapping[str, torch.Tensor], quota: str | None = None,
+                 within: Mapping[str, torch.Tensor] | None = None):
+        self.names = list(scores)
+        self.shapes = [tuple(scores[n].shape) for n in self.names]
+        self.sizes = [scores[n].numel() for n in self.names]
+        self.total = sum(self.sizes)
+        self.quota = QUOTAS.get(quota) if quota is not None else None
+        if quota is not None and self.quota is None:
+            raise ValueError(f"unknown quota {quota!r}: choose from {', '.join(sorted(QUOTAS))}")
+        neg = torch.tensor(float("-inf"), dtype=torch.float64)
+        flat = [torch.nan_to_num(scores[n].detach().double().flatten(), nan=float("-inf")) for n in self.names]
+        if within is not None:
+            flat = [torch.where(within[n].bool().flatten(), f, neg) for n, f in zip(self.names, flat)]
+        if self.quota is not None:
+            self.orders = [torch.argsort(f, descending=True, stable=True) for f in flat]
+        else:
+            cat = torch.cat(flat) if flat else torch.zeros(0, dtype=torch.float64)
+            self.order = torch.argsort(cat, descending=True, stable=True)
+
+    def masks(self, keep: int) -> dict[str, torch.Tensor]:
+        """Bool masks keeping ``keep`` weights in all."""
+        if self.quota is not None:
+            counts = kept_counts(self.shapes, self.quota(self.shapes, 1.0 - keep / self.total if self.total else 0.0))
+            out = {}
+            for n, shape, size, order, k in zip(self.names, self.shapes, self.sizes, self.orders, counts):
+                m = torch.zeros(size, dtype=torch.bool)
+                m[order[:k]] = True
+                out[n] = m.view(shape)
+            return out
+        flat = torch.zeros(self.total, dtype=torch.bool)
+        flat[self.order[:keep]] = True
+        out, start = {}, 0
+        for n, shape, size in zip(self.names, self.shapes, self.sizes):
+            out[n] = flat[start:start + size].view(shape)
+            start += size
+        return out
+
+
 def select_count(scores: Mapping[str, torch.Tensor], keep: int, quota: str | None = None,
                  within: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """Masks keeping ``keep`` weights in all (see :func:`select`); ``within`` limits the candidates."""
-    names = list(scores)
-    scored = {n: scores[n].double() if within is None else
-              torch.where(within[n].bool(), scores[n].double(), torch.tensor(float("-inf"), dtype=torch.float64))
-              for n in names}
-    shapes = [tuple(scores[n].shape) for n in names]
-    total = sum(s.numel() for s in scores.values())
-    if quota is not None:
-        fn = QUOTAS.get(quota)
-        if fn is None:
-            raise ValueError(f"unknown quota {quota!r}: choose from {', '.join(sorted(QUOTAS))}")
-        counts = kept_counts(shapes, fn(shapes, 1.0 - keep / total if total else 0.0))
-        return {n: top_k(scored[n], k) for n, k in zip(names, counts)}
-    flat = torch.cat([scored[n].flatten() for n in names]) if names else torch.zeros(0)
-    keep_flat = top_k(flat, keep)
-    out, start = {}, 0
-    for n in names:
-        size = scores[n].numel()
-        out[n] = keep_flat[start:start + size].view(scores[n].shape)
-        start += size
-    return out
+    return Ranking(scores, quota, within).masks(keep)
 
 
 def select(scores: Mapping[str, torch.Tensor], sparsity: float, quota: str | None = None,
