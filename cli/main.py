@@ -6,11 +6,14 @@ import traceback
 
 import click
 
+from connectome.data import DataError
 from connectome.lower.base import LowerError
+from connectome.prune import PruneError
 from connectome.spec import SpecError
 from connectome.trace import TraceError
 
-USER_ERRORS = (SpecError, TraceError, LowerError, FileNotFoundError, IsADirectoryError, PermissionError)
+USER_ERRORS = (SpecError, TraceError, LowerError, PruneError, DataError, FileNotFoundError, IsADirectoryError,
+               PermissionError)
 
 
 class Group(click.Group):
@@ -53,4 +56,4 @@ def main(ctx: click.Context, debug: bool) -> None:
     ctx.ensure_object(dict)["debug"] = debug
 
 
-from . import analyze, audit, render, rules  # noqa: E402,F401  (commands register themselves on `main`)
+from . import analyze, audit, prune, render, rules  # noqa: E402,F401  (commands register themselves on `main`)

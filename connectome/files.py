@@ -13,7 +13,21 @@ import tempfile
 
 from .spec import SpecError
 
-__all__ = ["write_atomic"]
+__all__ = ["write_atomic", "check_writable"]
+
+
+def check_writable(path: str, inputs: tuple[str | None, ...] = ()) -> str:
+    """Raise the error :func:`write_atomic` would raise for ``path``, without writing; its real path."""
+    real = os.path.realpath(path)
+    for p in inputs:
+        if p and os.path.exists(p) and os.path.realpath(p) == real:
+            raise SpecError(f"refusing to write over the input file {p}: choose another -o path")
+    folder = os.path.dirname(real) or "."
+    if not os.path.isdir(folder):
+        raise SpecError(f"cannot write {path}: no such directory {os.path.dirname(path) or '.'}")
+    if os.path.isdir(real):
+        raise SpecError(f"cannot write {path}: it is a directory")
+    return real
 
 
 def write_atomic(path: str, data: str | bytes, inputs: tuple[str | None, ...] = ()) -> None:
@@ -21,15 +35,8 @@ def write_atomic(path: str, data: str | bytes, inputs: tuple[str | None, ...] = 
 
     Readers never see a half-written file; ``inputs`` are files that must not be overwritten.
     """
-    real = os.path.realpath(path)
-    for p in inputs:
-        if p and os.path.exists(p) and os.path.realpath(p) == real:
-            raise SpecError(f"refusing to write the report over the input file {p}: choose another -o path")
+    real = check_writable(path, inputs)
     folder = os.path.dirname(real) or "."
-    if not os.path.isdir(folder):
-        raise SpecError(f"cannot write {path}: no such directory {os.path.dirname(path) or '.'}")
-    if os.path.isdir(real):
-        raise SpecError(f"cannot write {path}: it is a directory")
     fd, tmp = tempfile.mkstemp(prefix=".connectome-", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:

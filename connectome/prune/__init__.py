@@ -11,10 +11,10 @@ effective sparsity; :func:`save` writes the result in ``torch.nn.utils.prune`` f
 >>> p.kept, round(p.analysis.direct_sparsity, 3)
 (40, 0.5)
 """
-from .quotas import QUOTAS, budget, kept_counts
+from .quotas import QUOTAS, PruneError, budget, kept_counts
 from .run import Pruned, prune
 from .save import save
 from .scores import SCORES
 from .select import select
 
-__all__ = ["prune", "Pruned", "save", "select", "SCORES", "QUOTAS", "budget", "kept_counts"]
+__all__ = ["PruneError", "prune", "Pruned", "save", "select", "SCORES", "QUOTAS", "budget", "kept_counts"]

@@ -28,9 +28,15 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-__all__ = ["QUOTAS", "quota", "uniform", "uniform_plus", "erk", "igq", "kept_counts", "budget"]
+__all__ = ["PruneError", "QUOTAS", "quota", "uniform", "uniform_plus", "erk", "igq", "kept_counts", "budget"]
 
 Shapes = Sequence[Sequence[int]]
+
+
+class PruneError(ValueError):
+    """A pruning request that cannot be met (unknown method, impossible sparsity, missing data)."""
+
+
 QUOTAS: dict[str, Callable[[Shapes, float], list[float]]] = {}
 
 
@@ -38,7 +44,7 @@ def quota(name: str) -> Callable:
     """Register a quota under ``name`` (a second registration of one name is an error)."""
     def deco(fn: Callable[[Shapes, float], list[float]]) -> Callable[[Shapes, float], list[float]]:
         if name in QUOTAS:
-            raise ValueError(f"quota {name!r} is already registered")
+            raise PruneError(f"quota {name!r} is already registered")
         QUOTAS[name] = fn
         return fn
     return deco
@@ -47,7 +53,7 @@ def quota(name: str) -> Callable:
 def budget(shapes: Shapes, sparsity: float) -> int:
     """How many weights a sparsity keeps in all: ``round((1 - sparsity) * total)``."""
     if not 0.0 <= sparsity <= 1.0:
-        raise ValueError(f"sparsity must lie in [0, 1], not {sparsity}")
+        raise PruneError(f"sparsity must lie in [0, 1], not {sparsity}")
     return round((1.0 - sparsity) * sum(prod(s) for s in shapes))
 
 
@@ -93,14 +99,14 @@ def uniform_plus(shapes: Shapes, sparsity: float) -> list[float]:
     if len(n) == 1:
         return [k / n[0]]
     if k < n[0]:
-        raise ValueError(f"sparsity {sparsity} keeps {k} weights, fewer than the dense first layer's {n[0]}: "
+        raise PruneError(f"sparsity {sparsity} keeps {k} weights, fewer than the dense first layer's {n[0]}: "
                          "uniform_plus cannot meet it; use another quota")
     shared = (k - n[0]) / sum(n[1:])          # every layer after the first at one density
     if shared >= 0.2:
         return [1.0] + [shared] * (len(n) - 1)
     rest = k - n[0] - 0.2 * n[-1]            # the last layer floors at density 0.2
     if rest < 0 or len(n) == 2:
-        raise ValueError(f"sparsity {sparsity} is too high for uniform_plus: the dense first layer and the last "
+        raise PruneError(f"sparsity {sparsity} is too high for uniform_plus: the dense first layer and the last "
                          "layer at density 0.2 exceed the budget; use another quota")
     return [1.0] + [rest / sum(n[1:-1])] * (len(n) - 2) + [0.2]
 

@@ -24,7 +24,7 @@ from torch import nn
 
 from ..analysis import Analysis, Analyzer
 from ..masks import MaskSource, prunable_weights
-from .quotas import budget
+from .quotas import PruneError, budget
 from .scores import SCORES, Context
 from .select import Ranking, select
 
@@ -51,18 +51,18 @@ def prune(model: nn.Module, method: str, sparsity: float, quota: str | None = No
     """
     spec = SCORES.get(method)
     if spec is None:
-        raise ValueError(f"unknown pruning method {method!r}: choose from {', '.join(sorted(SCORES))}")
+        raise PruneError(f"unknown pruning method {method!r}: choose from {', '.join(sorted(SCORES))}")
     if target not in ("direct", "effective"):
-        raise ValueError(f"--target must be 'direct' or 'effective', not {target!r}")
+        raise PruneError(f"--target must be 'direct' or 'effective', not {target!r}")
     if spec.needs_data and batch is None:
-        raise ValueError(f"{method} scores weights on data: give a batch (--data mnist, fashion-mnist or random)")
+        raise PruneError(f"{method} scores weights on data: give a batch (--data mnist, fashion-mnist or random)")
     if input_shape is None:
-        raise ValueError("an input shape is needed (--input-shape)")
+        raise PruneError("an input shape is needed (--input-shape)")
     budget([()], sparsity)    # validates the range
     log = log or (lambda msg: None)
     names = list(prunable_weights(model))
     if not names:
-        raise ValueError("the model has no prunable weights (linear, conv, attention, embedding)")
+        raise PruneError("the model has no prunable weights (linear, conv, attention, embedding)")
     source = MaskSource(model)
     params = dict(model.named_parameters())
     weights = {n: params[n] if n in params else params[n + "_orig"] for n in names}
@@ -106,7 +106,7 @@ def _effective(analyzer: Analyzer, scores: dict[str, torch.Tensor], sparsity: fl
     hi = _count(start)
     hi_masks, hi_res = at(hi)
     if hi_res.params_effective < want:
-        raise ValueError(f"even keeping every weight leaves {hi_res.params_effective:,} effective, fewer than "
+        raise PruneError(f"even keeping every weight leaves {hi_res.params_effective:,} effective, fewer than "
                          f"the {want:,} that sparsity {sparsity} asks for")
     lo = want
     while hi - lo > 1:          # invariant: effective(lo) < want <= effective(hi)

@@ -19,7 +19,7 @@ from typing import Mapping
 
 import torch
 
-from .quotas import QUOTAS, budget, kept_counts
+from .quotas import QUOTAS, PruneError, budget, kept_counts
 
 __all__ = ["select", "select_count", "top_k", "Ranking"]
 
@@ -48,7 +48,7 @@ class Ranking:
         self.total = sum(self.sizes)
         self.quota = QUOTAS.get(quota) if quota is not None else None
         if quota is not None and self.quota is None:
-            raise ValueError(f"unknown quota {quota!r}: choose from {', '.join(sorted(QUOTAS))}")
+            raise PruneError(f"unknown quota {quota!r}: choose from {', '.join(sorted(QUOTAS))}")
         neg = torch.tensor(float("-inf"), dtype=torch.float64)
         flat = [torch.nan_to_num(scores[n].detach().double().flatten(), nan=float("-inf")) for n in self.names]
         if within is not None:

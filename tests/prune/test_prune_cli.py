@@ -1,0 +1,82 @@
+"""`connectome prune`: the file loads with plain torch + torch.nn.utils.prune and audits clean at the printed sparsity."""
+import re
+
+import torch
+from click.testing import CliRunner
+from torch.nn.utils import prune as torch_prune
+
+from connectome.models import lenet_300_100
+from connectome_cli.main import main
+
+
+def run(*args):
+    return CliRunner().invoke(main, list(args))
+
+
+def _printed_sparsity(output: str) -> tuple[float, float]:
+    m = re.search(r"direct sparsity ([\d.]+)% .*effective sparsity ([\d.]+)%", output)
+    return float(m.group(1)) / 100, float(m.group(2)) / 100
+
+
+def test_prune_file_loads_with_plain_pytorch_and_audits_clean(tmp_path):
+    out = tmp_path / "lenet.pt"
+    r = run("prune", "connectome:lenet_300_100", "--method", "random", "--quota", "igq", "--compression", "100",
+            "--seed", "1", "-o", str(out))
+    assert r.exit_code == 0, r.output
+    direct, effective = _printed_sparsity(r.stdout)
+    assert direct == 0.99 and effective >= direct
+    sd = torch.load(out, weights_only=True)
+    model = lenet_300_100()
+    for i in (1, 3, 5):
+        torch_prune.identity(model[i], "weight")
+    model.load_state_dict(sd)                      # strict: every key matches
+    kept = sum(int(model[i].weight_mask.sum()) for i in (1, 3, 5))
+    assert kept == round(0.01 * 266200)
+    model(torch.zeros(1, 1, 28, 28))              # prune's forward pre-hook recomputes weight = orig * mask
+    assert all(torch.equal(model[i].weight, model[i].weight_orig * model[i].weight_mask) for i in (1, 3, 5))
+    assert all(int((model[i].weight != 0).sum()) <= int(model[i].weight_mask.sum()) for i in (1, 3, 5))
+    r = run("audit", str(out), "--arch", "connectome:lenet_300_100", "--claim-sparsity", f"{min(direct, effective)}")
+    assert r.exit_code == 0, r.output
+    assert "PASSED" in r.output
+
+
+def test_effective_target_and_masks_only(tmp_path):
+    out = tmp_path / "masks.pt"
+    r = run("prune", "connectome:lenet_300_100", "--method", "random", "--quota", "uniform", "--sparsity", "0.99",
+            "--target", "effective", "--masks-only", "-o", str(out))
+    assert r.exit_code == 0, r.output
+    direct, effective = _printed_sparsity(r.stdout)
+    assert abs(effective - 0.99) <= 0.001 and direct < effective
+    assert re.search(r"after \d+ analyses", r.stderr) and "effective targeting:" in r.stderr
+    masks = torch.load(out, weights_only=True)
+    assert set(masks) == {"1.weight", "3.weight", "5.weight"} and all(m.dtype == torch.bool for m in masks.values())
+    r = run("audit", "--arch", "connectome:lenet_300_100", "--masks", str(out), "--claim-sparsity", f"{direct}")
+    assert r.exit_code == 0, r.output
+
+
+def test_snip_on_real_mnist(tmp_path):
+    r = run("prune", "connectome:lenet_300_100", "--method", "snip", "--data", "mnist", "--batch-size", "64",
+            "--sparsity", "0.9", "-o", str(tmp_path / "s.pt"))
+    assert r.exit_code == 0, r.output
+    assert _printed_sparsity(r.stdout)[0] == 0.9
+
+
+def test_bad_requests_are_one_line(tmp_path):
+    cases = [
+        (["--method", "random", "-o", "x.pt"], "exactly one of --sparsity"),
+        (["--method", "random", "--sparsity", "0.9", "--compression", "10", "-o", "x.pt"], "exactly one of"),
+        (["--method", "random", "--sparsity", "1.2", "-o", "x.pt"], "--sparsity must lie in [0, 1)"),
+        (["--method", "random", "--compression", "0.5", "-o", "x.pt"], "--compression must be 1 or more"),
+        (["--method", "snip", "--sparsity", "0.9", "-o", "x.pt"], "add --data mnist"),
+        (["--method", "random", "--sparsity", "0.9", "-o", str(tmp_path / "no" / "x.pt")], "no such directory"),
+        (["--method", "snip", "--data", "mnist", "--data-root", str(tmp_path), "--sparsity", "0.9",
+          "-o", str(tmp_path / "x.pt")], None),
+    ]
+    for args, message in cases:
+        r = run("prune", "connectome:lenet_300_100", *args)
+        if message is None:        # an empty --data-root falls back to the packaged MNIST
+            assert r.exit_code == 0, r.output
+            continue
+        assert r.exit_code == 2, (args, r.output)
+        assert r.stderr.count("\n") == 1 and message in r.stderr, r.stderr
+    assert not (tmp_path / "no").exists()
