@@ -13,7 +13,7 @@ labels as int64.
 
 Examples
 --------
->>> x, y = batch("mnist", 4, split="test", seed=0)      # doctest: +SKIP
+>>> x, y = batch("mnist", 4, split="test", seed=0)
 >>> x.shape, y.dtype
 (torch.Size([4, 1, 28, 28]), torch.int64)
 """

@@ -25,11 +25,23 @@ __all__ = ["select", "select_count", "top_k", "Ranking"]
 
 
 def top_k(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """A bool mask of ``scores``' shape keeping the ``k`` largest; ties go to the lower flat index."""
+    """A bool mask of ``scores``' shape keeping the ``k`` largest; ties go to the lower flat index.
+
+    One selection (``kthvalue``), not a sort: O(n), so an iterative method can call it every round.
+
+    >>> top_k(torch.tensor([1.0, 2.0, 2.0, 0.0]), 2).tolist()
+    [False, True, True, False]
+    """
     flat = torch.nan_to_num(scores.detach().flatten().double(), nan=float("-inf"))
-    keep = torch.zeros(flat.numel(), dtype=torch.bool)
-    if k > 0:
-        keep[torch.argsort(flat, descending=True, stable=True)[:k]] = True
+    n = flat.numel()
+    if k <= 0 or n == 0:
+        return torch.zeros(scores.shape, dtype=torch.bool)
+    if k >= n:
+        return torch.ones(scores.shape, dtype=torch.bool)
+    threshold = torch.kthvalue(flat, n - k + 1).values          # the k-th largest
+    keep = flat > threshold
+    ties = torch.nonzero(flat == threshold).flatten()[: k - int(keep.sum())]
+    keep[ties] = True
     return keep.view(scores.shape)
 
 
@@ -81,7 +93,24 @@ class Ranking:
 def select_count(scores: Mapping[str, torch.Tensor], keep: int, quota: str | None = None,
                  within: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """Masks keeping ``keep`` weights in all (see :func:`select`); ``within`` limits the candidates."""
-    return Ranking(scores, quota, within).masks(keep)
+    names = list(scores)
+    neg = torch.tensor(float("-inf"), dtype=torch.float64)
+    scored = {n: scores[n].double() if within is None else torch.where(within[n].bool(), scores[n].double(), neg)
+              for n in names}
+    if quota is not None:
+        fn = QUOTAS.get(quota)
+        if fn is None:
+            raise PruneError(f"unknown quota {quota!r}: choose from {', '.join(sorted(QUOTAS))}")
+        shapes = [tuple(scores[n].shape) for n in names]
+        total = sum(s.numel() for s in scores.values())
+        counts = kept_counts(shapes, fn(shapes, 1.0 - keep / total if total else 0.0))
+        return {n: top_k(scored[n], k) for n, k in zip(names, counts)}
+    flat = top_k(torch.cat([scored[n].flatten() for n in names]), keep) if names else torch.zeros(0, dtype=torch.bool)
+    out, start = {}, 0
+    for n in names:
+        out[n] = flat[start:start + scores[n].numel()].view(scores[n].shape)
+        start += scores[n].numel()
+    return out
 
 
 def select(scores: Mapping[str, torch.Tensor], sparsity: float, quota: str | None = None,
