@@ -28,7 +28,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-__all__ = ["PruneError", "QUOTAS", "quota", "uniform", "uniform_plus", "erk", "igq", "kept_counts", "budget"]
+__all__ = ["PruneError", "QUOTAS", "quota", "uniform", "uniform_plus", "erk", "igq", "kept_counts", "budget",
+           "check_sparsity"]
 
 Shapes = Sequence[Sequence[int]]
 
@@ -50,10 +51,16 @@ def quota(name: str) -> Callable:
     return deco
 
 
-def budget(shapes: Shapes, sparsity: float) -> int:
-    """How many weights a sparsity keeps in all: ``round((1 - sparsity) * total)``."""
+def check_sparsity(sparsity: float) -> float:
+    """``sparsity`` itself, or a :class:`PruneError` when it lies outside [0, 1]."""
     if not 0.0 <= sparsity <= 1.0:
         raise PruneError(f"sparsity must lie in [0, 1], not {sparsity}")
+    return sparsity
+
+
+def budget(shapes: Shapes, sparsity: float) -> int:
+    """How many weights a sparsity keeps in all: ``round((1 - sparsity) * total)``."""
+    check_sparsity(sparsity)
     return round((1.0 - sparsity) * sum(prod(s) for s in shapes))
 
 

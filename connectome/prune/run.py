@@ -24,7 +24,7 @@ from torch import nn
 
 from ..analysis import Analysis, Analyzer
 from ..masks import MaskSource, prunable_weights
-from .quotas import PruneError, budget
+from .quotas import PruneError, budget, check_sparsity
 from .scores import SCORES, Context
 from .select import Ranking, select
 
@@ -58,7 +58,7 @@ def prune(model: nn.Module, method: str, sparsity: float, quota: str | None = No
         raise PruneError(f"{method} scores weights on data: give a batch (--data mnist, fashion-mnist or random)")
     if input_shape is None:
         raise PruneError("an input shape is needed (--input-shape)")
-    budget([()], sparsity)    # validates the range
+    check_sparsity(sparsity)
     log = log or (lambda msg: None)
     names = list(prunable_weights(model))
     if not names:
@@ -66,8 +66,10 @@ def prune(model: nn.Module, method: str, sparsity: float, quota: str | None = No
     source = MaskSource(model)
     params = dict(model.named_parameters())
     weights = {n: params[n] if n in params else params[n + "_orig"] for n in names}
-    start = {n: source.get(n) if source.get(n) is not None else torch.ones_like(weights[n], dtype=torch.bool)
-             for n in names}
+    start = {}
+    for n in names:       # weights already masked (torch.nn.utils.prune, zeros) stay pruned
+        mask = source.get(n)
+        start[n] = mask if mask is not None else torch.ones_like(weights[n], dtype=torch.bool)
     ctx = Context(model, weights, dict(start), sparsity,
                   select=lambda s, sp: select(s, sp, quota, within=ctx.masks),
                   generator=torch.Generator().manual_seed(seed), input_shape=tuple(input_shape), batch=batch,
