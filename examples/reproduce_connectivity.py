@@ -110,10 +110,38 @@ def report(path: str) -> None:
             first = min((r["target"] for r in mine if r["collapsed"]), default=None)
             lines.append(f"| {method} | {'never' if first is None else f'{first:,.0f}x'} | " + " | ".join(cells) + " |")
         lines.append("")
-        lines.append(f"![{arch}](connectivity/{arch}.png)")
-        lines.append("")
+        lines += _findings(rows) + ["", f"![{arch}](connectivity/{arch}.png)", ""]
         _plot(arch, rows)
     write_atomic(os.path.join(DOCS, "connectivity.md"), "\n".join(lines) + "\n")
+
+
+def _findings(rows: list[dict]) -> list[str]:
+    """The paper's three claims, checked against these rows (stated as found, whichever way they go)."""
+    out = []
+
+    def first_collapse(method):
+        return min((r["target"] for r in rows if r["method"] == method and r["collapsed"]), default=math.inf)
+
+    sf = [r for r in rows if r["method"] == "SynFlow"]
+    if sf:
+        alive = [r for r in sf if not r["collapsed"]]
+        worst = max((r["effective"] / r["direct"] for r in alive), default=1.0)
+        out.append(f"- SynFlow: effective / direct compression is at most {worst:.3f} while connected; "
+                   + (f"it collapses from {first_collapse('SynFlow'):,.0f}x." if first_collapse("SynFlow") < math.inf
+                      else "it never collapses here."))
+    uni = [r for r in rows if r["method"] == "random+uniform" and not r["collapsed"] and r["direct"] < 1000]
+    if uni:
+        top = max(uni, key=lambda r: r["effective"] / r["direct"])
+        out.append(f"- random+uniform below 1000x direct: effective compression up to "
+                   f"{top['effective'] / top['direct']:,.1f}x the direct one ({top['direct']:,.0f}x direct, "
+                   f"{top['effective']:,.0f}x effective).")
+    fc = {m: first_collapse(m) for m in ("random+uniform", "random+ERK", "random+IGQ")}
+    if all(any(r["method"] == m for r in rows) for m in fc):
+        text = ", ".join(f"{m} {'never' if v == math.inf else f'{v:,.0f}x'}" for m, v in fc.items())
+        verdict = ("above both" if fc["random+IGQ"] > max(fc["random+uniform"], fc["random+ERK"]) else
+                   "above uniform only" if fc["random+IGQ"] > fc["random+uniform"] else "not above uniform")
+        out.append(f"- First collapse (any seed): {text}; IGQ stays connected {verdict}.")
+    return out
 
 
 def _plot(arch: str, rows: list[dict]) -> None:
