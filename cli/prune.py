@@ -13,6 +13,7 @@ from connectome.spec import SpecError
 
 from .analyze import build, model_options
 from .main import main
+from .options import DTYPES
 
 
 @main.command()
@@ -58,7 +59,7 @@ def prune(model, input_shape, weights, trust, input_dtype, tracer, method, spars
     batch = data_mod.batch(dataset, batch_size, seed, root=data_root, download=download) if dataset else None
     log = (lambda msg: click.echo(msg, err=True)) if target == "effective" else None
     p = prune_model(ck.model, method, sparsity, quota=quota, target=target, seed=seed, input_shape=shape,
-                    batch=batch, rounds=rounds, log=log)
+                    batch=batch, rounds=rounds, log=log, tracer=tracer, input_dtype=DTYPES[input_dtype])
     save(ck.model, p.masks, output, masks_only=masks_only)
     res = p.analysis
     click.echo(f"direct sparsity {_floor_pct(res.direct_sparsity)} ({fmt_compression(res.direct_compression)}), "

@@ -43,11 +43,13 @@ class Pruned:
 def prune(model: nn.Module, method: str, sparsity: float, quota: str | None = None, target: str = "direct",
           seed: int = 0, input_shape: Sequence[int] | None = None,
           batch: tuple[torch.Tensor, torch.Tensor] | None = None, rounds: int = 100,
-          log: Callable[[str], None] | None = None) -> Pruned:
+          log: Callable[[str], None] | None = None, tracer: str = "auto",
+          input_dtype: torch.dtype | None = None) -> Pruned:
     """Masks for ``model`` at ``sparsity`` by ``method`` (see ``SCORES``), under an optional layer ``quota``.
 
     ``target="effective"`` makes the *effective* sparsity meet ``sparsity`` (within 0.1%).
-    ``batch`` (inputs, class targets) feeds the data-driven methods (snip, grasp). The model is not changed.
+    ``batch`` (inputs, class targets) feeds the data-driven methods (snip, grasp). ``tracer`` and
+    ``input_dtype`` are those of :func:`connectome.analyze`. The model is not changed.
     """
     spec = SCORES.get(method)
     if spec is None:
@@ -75,7 +77,7 @@ def prune(model: nn.Module, method: str, sparsity: float, quota: str | None = No
                   generator=torch.Generator().manual_seed(seed), input_shape=tuple(input_shape), batch=batch,
                   rounds=rounds, log=log)
     scores = spec.fn(ctx)
-    analyzer = Analyzer(model, input_shape=tuple(input_shape))
+    analyzer = Analyzer(model, input_shape=tuple(input_shape), tracer=tracer, input_dtype=input_dtype)
     if target == "direct":
         masks = select(scores, sparsity, quota, within=start)
         return Pruned(masks, analyzer.run(masks), 1, _count(masks))
