@@ -29,7 +29,8 @@ from .options import DTYPES
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for random scores and data batches.")
 @click.option("--data", "dataset", type=click.Choice(data_mod.DATASETS), default=None,
               help="Data for snip and grasp (local files first; see --data-root, --download).")
-@click.option("--data-root", default=None, metavar="DIR", help="Folder with the dataset's IDX or CSV files.")
+@click.option("--data-root", default=None, metavar="DIR",
+              help="Folder with the dataset's files (MNIST: IDX or CSV; CIFAR-10: python or binary batches).")
 @click.option("--download", is_flag=True, help="Let torchvision download the dataset when no local copy exists.")
 @click.option("--batch-size", type=int, default=256, show_default=True, help="Examples for snip and grasp.")
 @click.option("--rounds", type=int, default=100, show_default=True, help="Rounds of iterative methods (synflow).")
@@ -53,7 +54,8 @@ def prune(model, input_shape, weights, trust, input_dtype, tracer, method, spars
     """
     sparsity = _sparsity(sparsity, compression)
     if dataset is None and SCORES[method].needs_data:
-        raise SpecError(f"--method {method} scores weights on data: add --data mnist or --data fashion-mnist")
+        raise SpecError(f"--method {method} scores weights on data: add --data (mnist or fashion-mnist for "
+                        "1x28x28 inputs, cifar10 for 3x32x32)")
     check_writable(output, inputs=(weights, model))      # a bad -o fails now, not after the pruning
     ck, shape = build(model, input_shape, weights, trust)
     batch = data_mod.batch(dataset, batch_size, seed, root=data_root, download=download) if dataset else None

@@ -57,9 +57,12 @@ def prune(model: nn.Module, method: str, sparsity: float, quota: str | None = No
     if target not in ("direct", "effective"):
         raise PruneError(f"--target must be 'direct' or 'effective', not {target!r}")
     if spec.needs_data and batch is None:
-        raise PruneError(f"{method} scores weights on data: give a batch (--data mnist, fashion-mnist or random)")
+        raise PruneError(f"{method} scores weights on data: give a batch (--data mnist, fashion-mnist or cifar10)")
     if input_shape is None:
         raise PruneError("an input shape is needed (--input-shape)")
+    if spec.needs_data and tuple(batch[0].shape[1:]) != tuple(input_shape[1:]):
+        raise PruneError(f"the data's examples are {_dims(batch[0].shape[1:])} but the model takes "
+                         f"{_dims(input_shape[1:])}: choose data that fits the model (--data)")
     check_sparsity(sparsity)
     log = log or (lambda msg: None)
     names = list(prunable_weights(model))
@@ -82,6 +85,10 @@ def prune(model: nn.Module, method: str, sparsity: float, quota: str | None = No
         masks = select(scores, sparsity, quota, within=start)
         return Pruned(masks, analyzer.run(masks), 1, _count(masks))
     return _effective(analyzer, scores, sparsity, quota, start, log)
+
+
+def _dims(shape) -> str:
+    return "x".join(str(int(d)) for d in shape)
 
 
 def _count(masks: dict[str, torch.Tensor]) -> int:

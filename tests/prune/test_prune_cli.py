@@ -67,7 +67,7 @@ def test_bad_requests_are_one_line(tmp_path):
         (["--method", "random", "--sparsity", "0.9", "--compression", "10", "-o", "x.pt"], "exactly one of"),
         (["--method", "random", "--sparsity", "1.2", "-o", "x.pt"], "--sparsity must lie in [0, 1)"),
         (["--method", "random", "--compression", "0.5", "-o", "x.pt"], "--compression must be 1 or more"),
-        (["--method", "snip", "--sparsity", "0.9", "-o", "x.pt"], "add --data mnist"),
+        (["--method", "snip", "--sparsity", "0.9", "-o", "x.pt"], "add --data (mnist or fashion-mnist"),
         (["--method", "random", "--sparsity", "0.9", "-o", str(tmp_path / "no" / "x.pt")], "no such directory"),
         (["--method", "snip", "--data", "mnist", "--data-root", str(tmp_path), "--sparsity", "0.9",
           "-o", str(tmp_path / "x.pt")], None),
@@ -80,3 +80,12 @@ def test_bad_requests_are_one_line(tmp_path):
         assert r.exit_code == 2, (args, r.output)
         assert r.stderr.count("\n") == 1 and message in r.stderr, r.stderr
     assert not (tmp_path / "no").exists()
+
+
+def test_data_that_does_not_fit_the_model(tmp_path):
+    r = run("prune", "connectome:vgg19", "--method", "snip", "--data", "mnist", "--batch-size", "8",
+            "--sparsity", "0.9", "-o", str(tmp_path / "v.pt"))
+    assert r.exit_code == 2
+    assert r.stderr == ("error: the data's examples are 1x28x28 but the model takes 3x32x32: choose data that "
+                        "fits the model (--data)\n")
+    assert not (tmp_path / "v.pt").exists()
