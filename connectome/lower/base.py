@@ -22,6 +22,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import fx, nn
 
+from ..registry import register
 from ..status import Status
 from ..trace import Traced
 
@@ -44,9 +45,7 @@ def rule(*keys: Any) -> Callable[[RuleFn], RuleFn]:
     """
     def deco(fn: RuleFn) -> RuleFn:
         for k in dict.fromkeys(_packet(k) for k in keys):  # aliases (F.relu_ is torch.relu_) count once
-            if k in RULES:
-                raise RuntimeError(f"duplicate lowering rule for {key_name(k)}: {fn.__module__}.{fn.__name__}")
-            RULES[k] = fn
+            register(RULES, k, fn, "lowering rule for", shown=key_name(k))
         return fn
     return deco
 

@@ -28,6 +28,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from ..registry import register
+
 __all__ = ["PruneError", "QUOTAS", "quota", "uniform", "uniform_plus", "erk", "igq", "kept_counts", "budget",
            "check_sparsity"]
 
@@ -44,9 +46,7 @@ QUOTAS: dict[str, Callable[[Shapes, float], list[float]]] = {}
 def quota(name: str) -> Callable:
     """Register a quota under ``name`` (a second registration of one name is an error)."""
     def deco(fn: Callable[[Shapes, float], list[float]]) -> Callable[[Shapes, float], list[float]]:
-        if name in QUOTAS:
-            raise PruneError(f"quota {name!r} is already registered")
-        QUOTAS[name] = fn
+        register(QUOTAS, name, fn, "quota")
         return fn
     return deco
 

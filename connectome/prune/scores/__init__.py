@@ -12,6 +12,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ...registry import register
+
 __all__ = ["Context", "Method", "SCORES", "score"]
 
 
@@ -43,9 +45,7 @@ SCORES: dict[str, Method] = {}
 def score(name: str, needs_data: bool = False, iterative: bool = False) -> Callable:
     """Register a score function under ``name`` (a second registration of one name is an error)."""
     def deco(fn: Callable[[Context], dict[str, torch.Tensor]]) -> Callable:
-        if name in SCORES:
-            raise ValueError(f"score {name!r} is already registered")
-        SCORES[name] = Method(name, fn, needs_data, iterative)
+        register(SCORES, name, Method(name, fn, needs_data, iterative), "score")
         return fn
     return deco
 
