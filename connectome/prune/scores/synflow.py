@@ -1,6 +1,13 @@
 """SynFlow (Tanaka et al., 2020): data-free, iterative. Each round scores ``|w * dR/dw|`` with ``R`` the
 sum of the outputs of the linearised network (every parameter and buffer replaced by its absolute value,
-float64, input all ones), then prunes to density ``d^(k/rounds)``; the last round's scores are returned."""
+float64, input all ones), then prunes to density ``d^(k/rounds)``; the last round's scores are returned.
+
+The gradient comes from autograd, not from a flow over connectome's unit graph: a unit there (a conv
+channel) lumps spatial positions whose flows differ near the borders, and normalisation layers rescale
+the flow per channel, so the unit graph gives ``R`` exactly only for networks without convolutions or
+norms, where autograd takes milliseconds anyway.
+
+Example: ``prune(model, "synflow", 0.99, input_shape=(1, 3, 32, 32))`` (see ``connectome.prune``)."""
 import torch
 from torch.func import functional_call
 
