@@ -32,7 +32,7 @@ def any_along(u8: torch.Tensor, dim: int) -> torch.Tensor:
     if dim != 1 or u8.dim() != 3 or u8.shape[2] == 1 or not u8.is_contiguous():
         return u8.amax(dim)   # outer and innermost reductions are already vectorised
     O, n, T = u8.shape
-    for b in (8, 16, 32, 64, 128):   # split n = a * b; add the a slabs of b*T bytes lane-wise
+    for b in (16, 8, 32, 64, 128):   # split n = a * b; add the a slabs of b*T bytes lane-wise (16: fastest for 3x3)
         if n % b == 0 and (b * T) % 8 == 0 and n // b <= _LANES:
             try:   # a view whose byte offset is not a multiple of 8 cannot be read as int64
                 lanes = u8.reshape(O, n // b, b * T).view(torch.int64).sum(1)
