@@ -3,7 +3,8 @@
 Each layer keeps 0.1% of its weights, chosen at random. At this compression random pruning usually
 disconnects LeNet entirely (seeds 0-7: all but seed 5 collapse); seed 5 keeps one thin path. Most
 surviving weights attach to a unit with no path from the inputs or none to the outputs; the few that
-still carry signal are drawn one by one, the rest grouped by state. Run: python examples/render_lenet_units.py docs/img/lenet_units.png
+still carry signal are drawn one by one, the rest grouped by state.
+Run: python examples/render_lenet_units.py docs/img/lenet_units.png
 """
 import sys
 

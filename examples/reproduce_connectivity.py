@@ -3,10 +3,11 @@
 For LeNet-300-100, VGG-19 and ResNet-18 (CIFAR forms), direct compression 10x to 10^4x in steps of
 10^0.25, seeds 0-2: random pruning with uniform, ERK and IGQ quotas, global magnitude, SNIP (real MNIST
 for LeNet; CIFAR-10 for the CIFAR models with --cifar-root, since it is not available offline) and
-SynFlow (100 rounds). Without CIFAR-10, the CIFAR models get SNIP on a stand-in instead, reported
-under its own name: FashionMNIST padded to 32 x 32 and repeated over three channels. Each result is the analysis of the pruned model: effective compression and whether
-it collapsed. Results accumulate in a JSON file (a run resumes where it stopped); --report writes the
-table and the plot.
+SynFlow (100 rounds). Without CIFAR-10, the CIFAR models get SNIP on a stand-in instead, reported under
+its own name: FashionMNIST padded to 32 x 32 and repeated over three channels. Each result is the
+analysis of the pruned model: effective compression and whether it collapsed. Results accumulate in a
+JSON file (a run resumes where it stopped); --report writes the table and the plots
+(examples/connectivity_report.py).
 
 Run:
   python examples/reproduce_connectivity.py --archs lenet_300_100            # minutes

@@ -1,4 +1,5 @@
-"""`connectome prune`: the file loads with plain torch + torch.nn.utils.prune and audits clean at the printed sparsity."""
+"""`connectome prune`: the file loads with plain torch + torch.nn.utils.prune and audits clean at the
+printed sparsity."""
 import re
 
 import torch

@@ -24,7 +24,8 @@ def test_top_k_equals_a_stable_sort_with_many_ties():
 
 def test_global_and_per_layer_counts_are_exact():
     g = torch.Generator().manual_seed(1)
-    scores = {"a": torch.rand(30, 40, generator=g), "b": torch.rand(20, 30, generator=g), "c": torch.rand(5, 20, generator=g)}
+    scores = {"a": torch.rand(30, 40, generator=g), "b": torch.rand(20, 30, generator=g),
+              "c": torch.rand(5, 20, generator=g)}
     shapes = [tuple(v.shape) for v in scores.values()]
     for sparsity in (0.5, 0.9, 0.99):
         m = select(scores, sparsity)
