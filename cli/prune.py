@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 
 import click
+import torch
 
 from connectome import data as data_mod
 from connectome.files import check_writable
@@ -26,7 +27,8 @@ from .options import DTYPES
               help="Per-layer densities (selection per layer); without one, all layers compete globally.")
 @click.option("--target", type=click.Choice(["direct", "effective"]), default="direct", show_default=True,
               help="effective: keep more weights directly until the *effective* sparsity meets the target.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for random scores and data batches.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed for the initial weights of a model built from code, random scores and data batches.")
 @click.option("--data", "dataset", type=click.Choice(data_mod.DATASETS), default=None,
               help="Data for snip and grasp (local files first; see --data-root, --download).")
 @click.option("--data-root", default=None, metavar="DIR",
@@ -57,6 +59,7 @@ def prune(model, input_shape, weights, trust, input_dtype, tracer, method, spars
         raise SpecError(f"--method {method} scores weights on data: add --data (mnist or fashion-mnist for "
                         "1x28x28 inputs, cifar10 for 3x32x32)")
     check_writable(output, inputs=(weights, model))      # a bad -o fails now, not after the pruning
+    torch.manual_seed(seed)      # a model built from code starts from the same weights on every run
     ck, shape = build(model, input_shape, weights, trust)
     batch = data_mod.batch(dataset, batch_size, seed, root=data_root, download=download) if dataset else None
     log = (lambda msg: click.echo(msg, err=True)) if target == "effective" else None
@@ -70,6 +73,10 @@ def prune(model, input_shape, weights, trust, input_dtype, tracer, method, spars
                + (", COLLAPSED" if res.collapsed else ""))
     if p.note:
         click.echo(f"note: {p.note}", err=True)
+    if res.collapsed and target == "direct":
+        click.echo("note: no input reaches an output, so every weight is ineffective; --target effective keeps "
+                   "weights until enough are effective, and a --quota (igq, erk) spreads them over the layers",
+                   err=True)
     click.echo(f"wrote {output}: {p.kept:,} of {res.params_total:,} weights kept"
                + (f" after {p.analyses} analyses" if target == "effective" else ""), err=True)
 

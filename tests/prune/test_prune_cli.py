@@ -90,3 +90,24 @@ def test_data_that_does_not_fit_the_model(tmp_path):
     assert r.stderr == ("error: the data's examples are 1x28x28 but the model takes 3x32x32: choose data that "
                         "fits the model (--data)\n")
     assert not (tmp_path / "v.pt").exists()
+
+
+def test_a_collapsed_result_says_how_to_avoid_it(tmp_path):
+    # global magnitude at initialisation empties VGG-19's last layers (docs/connectivity.md: from 18x)
+    r = run("prune", "connectome:vgg19", "--method", "magnitude", "--compression", "100",
+            "-o", str(tmp_path / "v.pt"))
+    assert r.exit_code == 0, r.output
+    assert "COLLAPSED" in r.stdout and "effective sparsity 100.00%" in r.stdout
+    assert "note: no input reaches an output" in r.stderr and "--target effective" in r.stderr
+
+
+def test_the_seed_fixes_the_initial_weights_of_a_model_built_from_code(tmp_path):
+    out = []
+    for i, seed in enumerate(["0", "0", "1"]):
+        path = tmp_path / f"m{i}.pt"
+        r = run("prune", "connectome:lenet_300_100", "--method", "magnitude", "--sparsity", "0.9", "--seed", seed,
+                "--masks-only", "-o", str(path))
+        assert r.exit_code == 0, r.output
+        out.append(torch.load(path, weights_only=True))
+    assert all(torch.equal(out[0][k], out[1][k]) for k in out[0])
+    assert not all(torch.equal(out[0][k], out[2][k]) for k in out[0])
