@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import click
 import torch
@@ -62,9 +63,8 @@ def prune(model, input_shape, weights, trust, input_dtype, tracer, method, spars
     torch.manual_seed(seed)      # a model built from code starts from the same weights on every run
     ck, shape = build(model, input_shape, weights, trust)
     batch = data_mod.batch(dataset, batch_size, seed, root=data_root, download=download) if dataset else None
-    log = (lambda msg: click.echo(msg, err=True)) if target == "effective" else None
     p = prune_model(ck.model, method, sparsity, quota=quota, target=target, seed=seed, input_shape=shape,
-                    batch=batch, rounds=rounds, log=log, tracer=tracer, input_dtype=DTYPES[input_dtype])
+                    batch=batch, rounds=rounds, log=_progress, tracer=tracer, input_dtype=DTYPES[input_dtype])
     save(ck.model, p.masks, output, masks_only=masks_only)
     res = p.analysis
     click.echo(f"direct sparsity {_floor_pct(res.direct_sparsity)} ({fmt_compression(res.direct_compression)}), "
@@ -79,6 +79,14 @@ def prune(model, input_shape, weights, trust, input_dtype, tracer, method, spars
                    err=True)
     click.echo(f"wrote {output}: {p.kept:,} of {res.params_total:,} weights kept"
                + (f" after {p.analyses} analyses" if target == "effective" else ""), err=True)
+
+
+def _progress(msg: str) -> None:
+    """Progress on stderr: every analysis of effective targeting, every tenth round of an iterative method."""
+    m = re.fullmatch(r"\w+ round (\d+)/(\d+)", msg)
+    if m and int(m.group(1)) % 10 and m.group(1) != m.group(2):
+        return
+    click.echo(msg, err=True)
 
 
 def _floor_pct(x: float) -> str:

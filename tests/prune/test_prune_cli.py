@@ -111,3 +111,11 @@ def test_the_seed_fixes_the_initial_weights_of_a_model_built_from_code(tmp_path)
         out.append(torch.load(path, weights_only=True))
     assert all(torch.equal(out[0][k], out[1][k]) for k in out[0])
     assert not all(torch.equal(out[0][k], out[2][k]) for k in out[0])
+
+
+def test_iterative_methods_show_progress(tmp_path):
+    r = run("prune", "connectome:lenet_300_100", "--method", "synflow", "--rounds", "25", "--compression", "100",
+            "-o", str(tmp_path / "s.pt"))
+    assert r.exit_code == 0, r.output
+    rounds = [line for line in r.stderr.splitlines() if "round" in line]
+    assert rounds == ["synflow round 10/25", "synflow round 20/25", "synflow round 25/25"]
