@@ -182,6 +182,12 @@ def _combine_rows(reach: np.ndarray, shifted: np.ndarray, shape: tuple, cdim: in
     if T * P == 1:  # 1x1 kernels on one pattern: a channel is either that pattern or dead
         return Status.from_table(shifted.reshape(1, -1), np.where(reach[:, 0, 0], 0, -1), shape, cdim)
     flat = reach.reshape(K, T * P)
+    full = shifted.reshape(T * P, -1).all(axis=1)
+    if full.any():   # a channel that reaches an everywhere-alive (tap, pattern) is alive everywhere
+        hit = (flat & full).any(axis=1)
+        if hit.any():  # give those channels one row, so that they dedupe into a single all-alive pattern
+            flat = flat.copy()
+            flat[hit] = np.arange(T * P) == int(np.argmax(full))
     uniq, inverse = dedupe_rows(flat)
     if len(uniq) == 0:
         return Status.uniform(shape, cdim, False)
