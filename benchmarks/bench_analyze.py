@@ -2,6 +2,8 @@
 
 resnet50 and vgg19 (torchvision, no pretrained weights) at 224x224, random masks at 90% sparsity.
 "one read" is ``(w != 0)`` over every prunable weight: no method can avoid reading each weight once.
+It is timed as the issue defines it (torch's ``w != 0``) and with numpy's comparison, the faster pass
+on CPU that connectome itself uses, so that neither ratio flatters the other.
 "paper's method" is the path-count oracle (one float64 forward/backward at full resolution), which is
 how "Connectivity Matters" computes effective masks. connectome is timed cold (trace + shapes + lower
 + walk, with its geometry caches emptied first) and warm (re-lower new masks and walk, as a sparse-training loop would). End to end, the CLI is
@@ -17,6 +19,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
@@ -64,8 +67,8 @@ def main() -> None:
     shape = (1, 3, args.size, args.size)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, input {shape}, 90% random masks, "
           f"best of {args.repeat}\n")
-    head = f"{'model':<10}{'read w!=0':>11}{'paper':>10}{'cold':>10}{'warm':>10}" \
-           f"{'cold/read':>11}{'warm/read':>11}{'paper/cold':>12}{'exact':>7}"
+    head = f"{'model':<10}{'read w!=0':>11}{'numpy':>9}{'paper':>10}{'cold':>10}{'warm':>10}" \
+           f"{'cold/read':>11}{'warm/read':>11}{'cold/numpy':>12}{'paper/cold':>12}{'exact':>7}"
     print(head)
     for name in args.models.split(","):
         model = torchvision.models.get_model(name, weights=None).eval()
@@ -77,6 +80,7 @@ def main() -> None:
                     masks[pname] = p != 0  # an initial weight can be exactly 0.0 too
         weights = [p for pname, p in model.named_parameters() if pname in masks]
         read = best(lambda: [(w != 0) for w in weights], args.repeat)
+        read_np = best(lambda: [np.not_equal(w.detach().numpy(), 0) for w in weights], args.repeat)
         paper = best(lambda: oracle_masks(model, [shape], masks), args.repeat)
         cold = best(lambda: cold_analyze(model, shape), args.repeat)
         analyzer = connectome.Analyzer(model, input_shape=shape)
@@ -86,8 +90,9 @@ def main() -> None:
         exact = not any(bad.values())
         if not exact:
             print("  mismatches:", {k: v for k, v in bad.items() if v})
-        print(f"{name:<10}{read * 1e3:>9.1f}ms{paper:>9.2f}s{cold:>9.3f}s{warm:>9.3f}s"
-              f"{cold / read:>10.1f}x{warm / read:>10.1f}x{paper / cold:>11.1f}x{str(exact):>7}")
+        print(f"{name:<10}{read * 1e3:>9.1f}ms{read_np * 1e3:>7.1f}ms{paper:>9.2f}s{cold:>9.3f}s{warm:>9.3f}s"
+              f"{cold / read:>10.1f}x{warm / read:>10.1f}x{cold / read_np:>11.1f}x{paper / cold:>11.1f}x"
+              f"{str(exact):>7}")
     if args.no_e2e:
         return
     exe = os.path.join(os.path.dirname(sys.executable), "connectome")

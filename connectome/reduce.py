@@ -16,6 +16,7 @@ Examples
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 __all__ = ["any_along", "count_true"]
@@ -48,7 +49,10 @@ def count_true(mask: torch.Tensor) -> int:
     >>> count_true(torch.ones(1000, 9, dtype=torch.bool))
     9000
     """
-    if mask.dtype != torch.bool or not mask.is_contiguous() or mask.numel() < 8 * _LANES:
+    small = mask.numel() < 1 << 20            # below ~1M elements numpy's count starts up faster
+    if mask.dtype == torch.bool and mask.device.type == "cpu" and (small or not mask.is_contiguous()):
+        return int(np.count_nonzero(mask.detach().numpy()))
+    if mask.dtype != torch.bool or not mask.is_contiguous() or small:
         return int(torch.count_nonzero(mask))
     flat = mask.reshape(-1).view(torch.uint8)
     if flat.storage_offset() % 8:
