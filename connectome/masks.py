@@ -74,7 +74,10 @@ def nonzero(t: torch.Tensor) -> torch.Tensor:
     t = t.detach()
     if t.device.type == "cpu" and t.dtype in _NUMPY_READS and not t.is_conj() and not t.is_neg() \
             and t.layout == torch.strided:
-        return torch.from_numpy(np.not_equal(t.numpy(), 0))
+        try:
+            return torch.from_numpy(np.not_equal(t.numpy(), 0))
+        except (RuntimeError, TypeError):   # tensor subclasses that have no numpy view
+            pass
     with torch.no_grad():
         return t != 0
 
