@@ -2,7 +2,8 @@
 
 Every quota has one signature, ``quota(shapes, sparsity) -> densities``: the shapes of the prunable
 weights in order (first layer first), the target sparsity, and one density per layer in ``[0, 1]``
-whose kept counts add up to the budget ``round((1 - sparsity) * total)``. :func:`kept_counts` turns
+whose kept counts add up to the budget ``floor((1 - sparsity) * total)``, so that the sparsity reached is
+never below the one asked for. :func:`kept_counts` turns
 densities into whole numbers of weights that add up to the budget exactly.
 
 - ``uniform``: every layer at the same density.
@@ -23,6 +24,7 @@ Examples
 """
 from __future__ import annotations
 
+import math
 from math import prod
 from typing import Callable, Sequence
 
@@ -59,20 +61,31 @@ def check_sparsity(sparsity: float) -> float:
 
 
 def budget(shapes: Shapes, sparsity: float) -> int:
-    """How many weights a sparsity keeps in all: ``round((1 - sparsity) * total)``."""
+    """How many weights a sparsity keeps in all: ``floor((1 - sparsity) * total)``, so that the sparsity
+    reached is never below the one asked for (and a claim of it holds).
+
+    >>> budget([(1000, 1000)], 0.999), budget([(266200,)], 0.9)
+    (1000, 26620)
+    """
     check_sparsity(sparsity)
-    return round((1.0 - sparsity) * sum(prod(s) for s in shapes))
+    return _floor((1.0 - sparsity) * sum(prod(s) for s in shapes))
 
 
-def kept_counts(shapes: Shapes, densities: Sequence[float]) -> list[int]:
-    """Whole kept counts per layer that add up to the budget the densities imply (largest remainders).
+def _floor(x: float) -> int:
+    # (1 - 0.9) * 266200 is 26619.999999999996 in floating point: the float error, not the user, asks for less
+    return math.floor(x + 1e-6)
+
+
+def kept_counts(shapes: Shapes, densities: Sequence[float], total: int | None = None) -> list[int]:
+    """Whole kept counts per layer, by largest remainders, that add up to ``total`` (by default what the
+    densities keep, rounded down as :func:`budget` rounds).
 
     >>> kept_counts([(3,), (3,)], [0.5, 0.5])
     [2, 1]
     """
     sizes = np.array([prod(s) for s in shapes], dtype=np.int64)
     want = np.asarray(densities, dtype=np.float64) * sizes
-    total = int(round(want.sum()))
+    total = _floor(float(want.sum())) if total is None else total
     k = np.minimum(np.floor(want + 1e-9).astype(np.int64), sizes)
     order = np.argsort(-(want - k), kind="stable")
     for i in order:
@@ -165,4 +178,4 @@ def igq(shapes: Shapes, sparsity: float) -> list[float]:
             lo = mid
         else:
             hi = mid
-    return [round(float(d), 12) for d in 1.0 / (1.0 + hi * n)]
+    return (1.0 / (1.0 + hi * n)).tolist()     # keeps k to within float error (kept_counts allows for it)

@@ -1,9 +1,11 @@
 """``connectome.prune.prune``: scores, then selection, aimed at the direct or the effective sparsity.
 
 With ``target="effective"`` the scores stay fixed and a bisection over how many weights to keep
-directly finds the fewest whose *effective* count meets the budget: masks for more kept weights contain
+directly finds where the *effective* count crosses the budget: masks for more kept weights contain
 those for fewer (top-k of fixed scores), so the effective count only grows, and the search needs at
-most ``ceil(log2 N) + 2`` analyses, each on the one trace.
+most ``ceil(log2 N) + 2`` analyses, each on the one trace. Of the two counts either side of the
+crossing, it keeps the one whose effective sparsity is at least the target, so that the target can be
+claimed, unless that one is disconnected or more than 0.1% off.
 
 Examples
 --------
@@ -126,15 +128,20 @@ def _effective(analyzer: Analyzer, scores: dict[str, torch.Tensor], sparsity: fl
         if res.params_effective >= want:
             hi, hi_masks, hi_res = mid, masks, res
         else:
-            lo = mid
+            lo, lo_masks, lo_res = mid, masks, res
+    # hi meets the effective count, lo falls short of it, so lo's sparsity is at least the target: the
+    # one to claim, when it is still connected and within 0.1%
+    over = hi_res.params_effective > want
+    pick_lo = over and not lo_res.collapsed and lo_res.effective_sparsity - sparsity <= 0.001
+    keep, masks, res = (lo, lo_masks, lo_res) if pick_lo else (hi, hi_masks, hi_res)
     bound = math.ceil(math.log2(max(total, 2))) + 2
-    log(f"effective targeting: {runs} analyses (bound {bound}); effective sparsity "
-        f"{hi_res.effective_sparsity:.4%}, direct {hi_res.direct_sparsity:.4%}")
+    log(f"effective targeting: {runs} analyses (bound {bound}); kept {keep:,}, effective sparsity "
+        f"{res.effective_sparsity:.4%}, direct {res.direct_sparsity:.4%}")
     note = None
-    if hi_res.effective_sparsity < sparsity - 0.001:
-        below = lo_res.params_effective if lo == want else at(lo)[1].params_effective
+    if abs(res.effective_sparsity - sparsity) > 0.001:
         note = (f"no number of kept weights gets within 0.1% of effective sparsity {sparsity}: keeping {lo:,} "
-                f"leaves {below:,} effective weights, keeping {hi:,} leaves {hi_res.params_effective:,} (these "
-                "scores disconnect the network until one weight joins a whole region); try a layer quota")
+                f"leaves {lo_res.params_effective:,} effective weights, keeping {hi:,} leaves "
+                f"{hi_res.params_effective:,} (these scores disconnect the network until one weight joins a "
+                "whole region); try a layer quota")
         log(f"effective targeting: {note}")
-    return Pruned(hi_masks, hi_res, runs, hi, note)
+    return Pruned(masks, res, runs, keep, note)

@@ -74,7 +74,8 @@ class Ranking:
     def masks(self, keep: int) -> dict[str, torch.Tensor]:
         """Bool masks keeping ``keep`` weights in all."""
         if self.quota is not None:
-            counts = kept_counts(self.shapes, self.quota(self.shapes, 1.0 - keep / self.total if self.total else 0.0))
+            counts = kept_counts(self.shapes, self.quota(self.shapes, 1.0 - keep / self.total if self.total else 0.0),
+                                 keep)
             out = {}
             for n, shape, size, order, k in zip(self.names, self.shapes, self.sizes, self.orders, counts):
                 m = torch.zeros(size, dtype=torch.bool)
@@ -103,7 +104,7 @@ def select_count(scores: Mapping[str, torch.Tensor], keep: int, quota: str | Non
             raise PruneError(f"unknown quota {quota!r}: choose from {', '.join(sorted(QUOTAS))}")
         shapes = [tuple(scores[n].shape) for n in names]
         total = sum(s.numel() for s in scores.values())
-        counts = kept_counts(shapes, fn(shapes, 1.0 - keep / total if total else 0.0))
+        counts = kept_counts(shapes, fn(shapes, 1.0 - keep / total if total else 0.0), keep)
         return {n: top_k(scored[n], k) for n, k in zip(names, counts)}
     flat = top_k(torch.cat([scored[n].flatten() for n in names]), keep) if names else torch.zeros(0, dtype=torch.bool)
     out, start = {}, 0
@@ -115,5 +116,5 @@ def select_count(scores: Mapping[str, torch.Tensor], keep: int, quota: str | Non
 
 def select(scores: Mapping[str, torch.Tensor], sparsity: float, quota: str | None = None,
            within: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
-    """Masks that keep ``round((1 - sparsity) * total)`` weights: globally, or per layer under ``quota``."""
+    """Masks that keep ``floor((1 - sparsity) * total)`` weights: globally, or per layer under ``quota``."""
     return select_count(scores, budget([tuple(s.shape) for s in scores.values()], sparsity), quota, within)

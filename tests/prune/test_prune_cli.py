@@ -119,3 +119,14 @@ def test_iterative_methods_show_progress(tmp_path):
     assert r.exit_code == 0, r.output
     rounds = [line for line in r.stderr.splitlines() if "round" in line]
     assert rounds == ["synflow round 10/25", "synflow round 20/25", "synflow round 25/25"]
+
+
+def test_the_requested_sparsity_can_be_claimed(tmp_path):
+    # (1 - 0.99913) * 266,200 = 231.6 weights: keeping 232 would fall short of the sparsity asked for
+    out = tmp_path / "p.pt"
+    r = run("prune", "connectome:lenet_300_100", "--method", "random", "--quota", "igq", "--sparsity", "0.99913",
+            "-o", str(out))
+    assert r.exit_code == 0, r.output
+    assert "231 of 266,200 weights kept" in r.stderr
+    r = run("audit", str(out), "--arch", "connectome:lenet_300_100", "--claim-sparsity", "0.99913")
+    assert r.exit_code == 0 and "PASSED" in r.output, r.output

@@ -21,6 +21,7 @@ def test_effective_target_within_a_tenth_of_a_percent(arch, method, quota):
         p = prune(model, method, sparsity, quota=quota, target="effective", input_shape=INPUT_SHAPES[arch],
                   log=log.append)
         assert abs(p.analysis.effective_sparsity - sparsity) <= 0.001, (compression, p.analysis.effective_sparsity)
+        assert p.analysis.effective_sparsity >= sparsity        # the target can be claimed as asked
         assert p.analyses <= bound and p.analyses == sum("analysis" in line for line in log)
         assert p.analysis.direct_sparsity <= p.analysis.effective_sparsity
         assert not p.analysis.collapsed and p.note is None
