@@ -24,7 +24,9 @@ VGG-19 with batch norm and ResNet-18 on 3x32x32), at PyTorch's default initialis
 *direct* compression of 10x to 10^4x in steps of 10^0.25 (`--target direct`), then analysed; the
 *effective* compression counts only the weights on some input-output path. Random pruning keeps
 each layer's quota (uniform, ERK or IGQ); magnitude, SNIP and SynFlow compete globally. SNIP uses
-256 training examples (MNIST for LeNet); SynFlow runs 100 rounds in float64 without data.
+256 training examples (MNIST for LeNet); SynFlow runs 100 rounds in float64 without data. The committed
+results predate budgets rounded down: each run kept `round((1 - s) N)` weights, at most one more than
+`connectome prune` keeps now; the direct compressions in the tables are the ones measured.
 
 **Reading the tables.** Each cell is the median over seeds of the effective compression (`-`: the
 median seed collapsed, with no input-output path left). *First collapse* is the lowest direct
