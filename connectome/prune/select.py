@@ -50,6 +50,10 @@ class Ranking:
 
     Masks for more kept weights contain those for fewer (per layer too, under a quota whose counts grow
     with the budget).
+
+    >>> r = Ranking({"w": torch.tensor([0.1, 0.9, 0.5])})
+    >>> r.masks(1)["w"].tolist(), r.masks(2)["w"].tolist()
+    ([False, True, False], [False, True, True])
     """
 
     def __init__(self, scores: Mapping[str, torch.Tensor], quota: str | None = None,
@@ -93,7 +97,11 @@ class Ranking:
 
 def select_count(scores: Mapping[str, torch.Tensor], keep: int, quota: str | None = None,
                  within: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
-    """Masks keeping ``keep`` weights in all (see :func:`select`); ``within`` limits the candidates."""
+    """Masks keeping ``keep`` weights in all (see :func:`select`); ``within`` limits the candidates.
+
+    >>> select_count({"w": torch.tensor([3.0, 1.0, 2.0])}, 1, within={"w": torch.tensor([False, True, True])})
+    {'w': tensor([False, False,  True])}
+    """
     names = list(scores)
     neg = torch.tensor(float("-inf"), dtype=torch.float64)
     scored = {n: scores[n].double() if within is None else torch.where(within[n].bool(), scores[n].double(), neg)
@@ -116,5 +124,12 @@ def select_count(scores: Mapping[str, torch.Tensor], keep: int, quota: str | Non
 
 def select(scores: Mapping[str, torch.Tensor], sparsity: float, quota: str | None = None,
            within: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
-    """Masks that keep ``floor((1 - sparsity) * total)`` weights: globally, or per layer under ``quota``."""
+    """Masks that keep ``floor((1 - sparsity) * total)`` weights: globally, or per layer under ``quota``.
+
+    >>> s = {"a": torch.tensor([4.0, 3.0, 2.0, 1.0]), "b": torch.tensor([0.5, 0.6, 0.7, 0.8])}
+    >>> {n: m.tolist() for n, m in select(s, 0.5).items()}                   # the 4 best overall
+    {'a': [True, True, True, True], 'b': [False, False, False, False]}
+    >>> {n: m.tolist() for n, m in select(s, 0.5, quota="uniform").items()}  # the 2 best in each
+    {'a': [True, True, False, False], 'b': [False, False, True, True]}
+    """
     return select_count(scores, budget([tuple(s.shape) for s in scores.values()], sparsity), quota, within)
