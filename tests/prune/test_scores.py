@@ -133,3 +133,58 @@ def test_synflow_matches_plain_autograd_on_a_masked_resnet():
         want = (ref_params[n] * ref_params[n].grad).abs()
         assert torch.allclose(got[n], want, rtol=1e-9, atol=0), n
     assert all(int((got[n] > 0).sum()) <= int(masks[n].sum()) for n in names)
+
+
+class _Gated(nn.Module):
+    """Clipping and bending activations and a squeeze-excite gate, as in MobileNets and EfficientNets."""
+
+    def __init__(self, act=nn.ReLU6, act2=nn.Hardswish, gate=nn.Sigmoid, act3=nn.GELU):
+        super().__init__()
+        self.conv = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), act(),
+                                  nn.Conv2d(8, 8, 3, padding=1, groups=8), act2())
+        self.se = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(8, 8, 1), gate())
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(8 * 6 * 6, 4), act3(), nn.Linear(4, 2))
+
+    def forward(self, x):
+        x = self.conv(x)
+        return self.head(x * self.se(x))
+
+
+def test_synflow_linearises_activations():
+    import copy
+
+    from connectome.masks import prunable_weights
+    from connectome.prune.scores.synflow import synflow_scores
+    torch.manual_seed(0)
+    model = _Gated().eval()
+    ref = _Gated(nn.Identity, nn.Identity, nn.Identity, nn.Identity).eval()
+    ref.load_state_dict(model.state_dict())
+    names = list(prunable_weights(model))
+    params = dict(model.named_parameters())
+    masks = {n: torch.rand(params[n].shape, generator=torch.Generator().manual_seed(2)) > 0.3 for n in names}
+    ctx = Context(model, {n: params[n] for n in names}, masks, 0.9, select=None,
+                  generator=torch.Generator().manual_seed(0), input_shape=(1, 3, 6, 6))
+    got = synflow_scores(ctx)
+
+    ref = copy.deepcopy(ref).double()
+    with torch.no_grad():
+        for v in ref.state_dict().values():
+            if v.is_floating_point():
+                v.abs_()
+        ref_params = dict(ref.named_parameters())
+        for n in names:
+            ref_params[n].mul_(masks[n])
+    ref(torch.ones(1, 3, 6, 6, dtype=torch.float64)).sum().backward()
+    for n in names:
+        assert torch.allclose(got[n], (ref_params[n] * ref_params[n].grad).abs(), rtol=1e-9, atol=0), n
+
+
+def test_synflow_keeps_mobilenet_v2_connected():
+    # ReLU6 clips the flow of ones: left in, it stops every gradient behind it and the network collapses
+    torchvision = pytest.importorskip("torchvision")
+    import connectome
+    torch.manual_seed(0)
+    model = torchvision.models.mobilenet_v2().eval()
+    p = connectome.prune.prune(model, "synflow", 0.99, input_shape=(1, 3, 32, 32), rounds=10)
+    assert not p.analysis.collapsed
+    assert p.analysis.effective_compression / p.analysis.direct_compression < 1.05
