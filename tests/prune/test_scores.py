@@ -96,31 +96,22 @@ def test_synflow_prunes_iteratively_to_the_budget_and_keeps_the_network_connecte
     assert not res.collapsed and res.params_effective == res.params_nonzero   # SynFlow keeps only flow
 
 
-def test_synflow_matches_plain_autograd_on_a_masked_resnet():
-    """The reference is SynFlow as its authors state it: a float64 copy of the model with every
-    parameter and buffer made absolute and the masks applied, in eval mode, fed ones; R = sum of the
-    output; score = |w * dR/dw|. Batch norm, residual adds and pooling are all on the path."""
+def _synflow_pair(model, reference, input_shape, seed):
+    """connectome's SynFlow scores of ``model`` under random masks, and SynFlow as its authors state it,
+    by plain autograd on ``reference`` (the same weights): a float64 copy with every parameter and buffer
+    made absolute and the masks applied, in eval mode, fed ones; R = sum of the output; |w * dR/dw|."""
     import copy
 
     from connectome.masks import prunable_weights
-    from connectome.models import resnet18_cifar
     from connectome.prune.scores.synflow import synflow_scores
-    torch.manual_seed(0)
-    model = resnet18_cifar().eval()
-    with torch.no_grad():   # as after training: signed norm parameters and statistics, so that abs() matters
-        for mod in model.modules():
-            if isinstance(mod, nn.BatchNorm2d):
-                mod.weight.normal_(), mod.bias.normal_(), mod.running_mean.normal_()
-                mod.running_var.uniform_(0.5, 2.0)
     names = list(prunable_weights(model))
     params = dict(model.named_parameters())
-    g = torch.Generator().manual_seed(1)
+    g = torch.Generator().manual_seed(seed)
     masks = {n: torch.rand(params[n].shape, generator=g) > 0.7 for n in names}
     ctx = Context(model, {n: params[n] for n in names}, masks, 0.9, select=None,
-                  generator=torch.Generator().manual_seed(0), input_shape=(1, 3, 32, 32))
+                  generator=torch.Generator().manual_seed(0), input_shape=input_shape)
     got = synflow_scores(ctx)
-
-    ref = copy.deepcopy(model).double()
+    ref = copy.deepcopy(reference).double().eval()
     with torch.no_grad():
         for v in ref.state_dict().values():
             if v.is_floating_point():
@@ -128,11 +119,24 @@ def test_synflow_matches_plain_autograd_on_a_masked_resnet():
         ref_params = dict(ref.named_parameters())
         for n in names:
             ref_params[n].mul_(masks[n])
-    ref(torch.ones(1, 3, 32, 32, dtype=torch.float64)).sum().backward()
-    for n in names:
-        want = (ref_params[n] * ref_params[n].grad).abs()
-        assert torch.allclose(got[n], want, rtol=1e-9, atol=0), n
-    assert all(int((got[n] > 0).sum()) <= int(masks[n].sum()) for n in names)
+    ref(torch.ones(input_shape, dtype=torch.float64)).sum().backward()
+    return got, {n: (ref_params[n] * ref_params[n].grad).abs() for n in names}, masks
+
+
+def test_synflow_matches_plain_autograd_on_a_masked_resnet():
+    """Batch norm, residual adds and pooling are all on the path."""
+    from connectome.models import resnet18_cifar
+    torch.manual_seed(0)
+    model = resnet18_cifar().eval()
+    with torch.no_grad():   # as after training: signed norm parameters and statistics, so that abs() matters
+        for mod in model.modules():
+            if isinstance(mod, nn.BatchNorm2d):
+                mod.weight.normal_(), mod.bias.normal_(), mod.running_mean.normal_()
+                mod.running_var.uniform_(0.5, 2.0)
+    got, want, masks = _synflow_pair(model, model, (1, 3, 32, 32), seed=1)
+    for n in want:
+        assert torch.allclose(got[n], want[n], rtol=1e-9, atol=0), n
+        assert int((got[n] > 0).sum()) <= int(masks[n].sum())
 
 
 class _Gated(nn.Module):
@@ -151,32 +155,13 @@ class _Gated(nn.Module):
 
 
 def test_synflow_linearises_activations():
-    import copy
-
-    from connectome.masks import prunable_weights
-    from connectome.prune.scores.synflow import synflow_scores
     torch.manual_seed(0)
     model = _Gated().eval()
-    ref = _Gated(nn.Identity, nn.Identity, nn.Identity, nn.Identity).eval()
-    ref.load_state_dict(model.state_dict())
-    names = list(prunable_weights(model))
-    params = dict(model.named_parameters())
-    masks = {n: torch.rand(params[n].shape, generator=torch.Generator().manual_seed(2)) > 0.3 for n in names}
-    ctx = Context(model, {n: params[n] for n in names}, masks, 0.9, select=None,
-                  generator=torch.Generator().manual_seed(0), input_shape=(1, 3, 6, 6))
-    got = synflow_scores(ctx)
-
-    ref = copy.deepcopy(ref).double()
-    with torch.no_grad():
-        for v in ref.state_dict().values():
-            if v.is_floating_point():
-                v.abs_()
-        ref_params = dict(ref.named_parameters())
-        for n in names:
-            ref_params[n].mul_(masks[n])
-    ref(torch.ones(1, 3, 6, 6, dtype=torch.float64)).sum().backward()
-    for n in names:
-        assert torch.allclose(got[n], (ref_params[n] * ref_params[n].grad).abs(), rtol=1e-9, atol=0), n
+    linear = _Gated(nn.Identity, nn.Identity, nn.Identity, nn.Identity)
+    linear.load_state_dict(model.state_dict())
+    got, want, _ = _synflow_pair(model, linear, (1, 3, 6, 6), seed=2)
+    for n in want:
+        assert torch.allclose(got[n], want[n], rtol=1e-9, atol=0), n
 
 
 def test_synflow_keeps_mobilenet_v2_connected():
