@@ -13,6 +13,8 @@ Examples
 """
 from __future__ import annotations
 
+import gc
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
@@ -151,22 +153,37 @@ class Analyzer:
     def __init__(self, model: nn.Module, example_inputs: Any = None, input_shape: Sequence[int] | None = None,
                  tracer: str = "auto", input_dtype: torch.dtype | None = None):
         self.model = model
-        self.traced: Traced = trace(model, example_inputs, input_shape, tracer, input_dtype)
-        if tracer == "auto" and _opaque_modules(self.traced):
-            # fx keeps every torch.nn module whole; for those without a rule (nn.TransformerEncoderLayer),
-            # torch.export sees inside, down to ops that have rules
-            try:
-                self.traced = trace(model, example_inputs, input_shape, "export", input_dtype)
-            except TraceError:
-                pass
-        self.kinds = prunable_weights(model)
+        with _gc_paused():
+            self.traced: Traced = trace(model, example_inputs, input_shape, tracer, input_dtype)
+            if tracer == "auto" and _opaque_modules(self.traced):
+                # fx keeps every torch.nn module whole; for those without a rule (nn.TransformerEncoderLayer),
+                # torch.export sees inside, down to ops that have rules
+                try:
+                    self.traced = trace(model, example_inputs, input_shape, "export", input_dtype)
+                except TraceError:
+                    pass
+            self.kinds = prunable_weights(model)
 
     def run(self, masks: Mapping[str, torch.Tensor] | None = None) -> Analysis:
         """Analyse with ``masks`` (name -> 0/1 tensor) overriding the model's own masks."""
-        source = MaskSource(self.model, masks)
-        graph = lower(self.traced, source)
-        w = walk(graph)
-        return _result(self.traced, graph, w, source, self.kinds)
+        with _gc_paused():
+            source = MaskSource(self.model, masks)
+            graph = lower(self.traced, source)
+            w = walk(graph)
+            return _result(self.traced, graph, w, source, self.kinds)
+
+
+@contextmanager
+def _gc_paused():
+    # tracing and lowering make thousands of small objects and no garbage cycles; a collection in the
+    # middle (the gen-2 threshold is crossed every few analyses) costs 10 ms and frees nothing
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def analyze(model: nn.Module, example_inputs: Any = None, input_shape: Sequence[int] | None = None,

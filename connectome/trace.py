@@ -47,15 +47,20 @@ class Traced:
     _folded: dict[fx.Node, Any] = field(default_factory=dict, repr=False)
     opaque_weights: set[str] = field(default_factory=set)  # parameters used through computed weights
     _modules: dict[str, nn.Module] = field(default_factory=dict, repr=False)
+    _dep: dict[fx.Node, bool] | None = field(default=None, repr=False)
 
     def depends_on_input(self) -> dict[fx.Node, bool]:
-        """Per node: whether its value can depend on a model input (else it is a constant)."""
+        """Per node: whether its value can depend on a model input (else it is a constant). Computed once:
+        the graph does not change after tracing."""
+        if self._dep is not None and len(self._dep) == len(self.graph.nodes):
+            return self._dep
         dep: dict[fx.Node, bool] = {}
         inputs = set(self.inputs)
         for n in self.graph.nodes:
             found = [False]
             fx.node.map_arg((n.args, n.kwargs), lambda a: found.__setitem__(0, found[0] or dep.get(a, False)))
             dep[n] = n in inputs or found[0]
+        self._dep = dep
         return dep
 
     def constant(self, arg: Any, overrides: dict[fx.Node, Any] | None = None) -> Any:
