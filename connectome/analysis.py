@@ -221,7 +221,8 @@ def _result(traced: Traced, graph: UnitGraph, w: Walk, source: MaskSource, kinds
         else:  # used by an op we cannot see into: never call it ineffective
             eff[name] = mask.clone()
             unsupported.append({"node": "", "op": name, "reason": "weight used by an op without a rule"})
-        layers.append(_layer_row(name, kinds[name], mask, eff[name], owners.get(name), graph, w))
+        layers.append(_layer_row(name, kinds[name], mask, eff[name], owners.get(name), graph, w,
+                                 source.count(name)))
     collapsed = not any(any_alive(w.fwd.get(n)) for n in traced.outputs)
     shapes = [list(traced.vals[n].shape) for n in traced.inputs if isinstance(traced.vals.get(n), torch.Tensor)]
     return Analysis(eff, masks, dict(kinds), layers, collapsed, unsupported, w, traced.tracer, shapes)
@@ -252,7 +253,7 @@ def _referenced(traced: Traced) -> set[str]:
 
 
 def _layer_row(name: str, kind: str, mask: torch.Tensor, eff: torch.Tensor, owner, graph: UnitGraph,
-               w: Walk) -> dict:
+               w: Walk, nonzero: int) -> dict:
     layer = name[: -len(".weight")] if name.endswith(".weight") else name
     units_in = units_out = dead_in = dead_out = 0
     if owner is not None:
@@ -278,7 +279,6 @@ def _layer_row(name: str, kind: str, mask: torch.Tensor, eff: torch.Tensor, owne
     elif mask.dim() >= 2:
         units_in, units_out = int(mask.shape[1]), int(mask.shape[0])
         dead_in = dead_out = units_out
-    nonzero = count_true(mask)
     same = eff.data_ptr() == mask.data_ptr() and eff.shape == mask.shape and eff.stride() == mask.stride()
     effective = nonzero if same else count_true(eff)   # all-alive layers return their mask itself
     return {"name": layer, "kind": kind, "numel": mask.numel(), "nonzero": nonzero,

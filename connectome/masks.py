@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .reduce import count_true
+
 __all__ = ["MaskSource", "prunable_weights", "PRUNABLE_KINDS", "nonzero"]
 
 # module type -> (parameter attribute names, kind label)
@@ -109,6 +111,7 @@ class MaskSource(Mapping[str, torch.Tensor]):
         self.model = model
         self.explicit = {k: torch.as_tensor(v).bool() for k, v in (masks or {}).items()}
         self._cache: dict[str, torch.Tensor] = {}
+        self._counts: dict[str, int] = {}
         self._modules: dict[str, nn.Module] = {}
 
     def get(self, name: str, default=None) -> torch.Tensor | None:  # type: ignore[override]
@@ -118,7 +121,14 @@ class MaskSource(Mapping[str, torch.Tensor]):
         if mask is None:
             return default
         self._cache[name] = mask
+        self._counts[name] = count_true(mask)      # now, while the new mask is still in cache
         return mask
+
+    def count(self, name: str) -> int:
+        """How many weights the mask of ``name`` keeps (counted once, when it is read)."""
+        if name not in self._counts:
+            self[name]                             # reads the mask, and counts it
+        return self._counts[name]
 
     def __getitem__(self, name: str) -> torch.Tensor:
         m = self.get(name)

@@ -44,6 +44,11 @@ class Mixing(Op):
         self.taps: list[Tap] = list(taps) if taps is not None else [(None,) * n_pos]
         self.to_param = to_param or (lambda m: m.reshape(self.weights[0].mask.shape))
         self._cache: dict = {}
+        self._any_in = self._any_out = None
+        if groups == 1 and weight is not None:
+            # the mask was read a moment ago and is still in cache: reduce it now, once for both walks
+            self._any_in = any_along(self._u8(), 1).numpy() > 0      # (O, T): reads some input channel
+            self._any_out = self._u8().amax(0).numpy() > 0           # (Ig, T): read by some output channel
 
     @staticmethod
     def linear(weight: Weight | None, mask: torch.Tensor, in_shape: tuple, out_shape: tuple) -> "Mixing":
@@ -83,6 +88,8 @@ class Mixing(Op):
     def _reach_forward(self, idx: np.ndarray, P: int) -> np.ndarray:
         """(O, T, P): output channel o sees input pattern p through tap t."""
         O, ig, T = self.conn.shape
+        if self._any_in is not None and P == 1 and (idx == 0).all():
+            return self._any_in[:, :, None]
         if self.groups == 1:
             return _group_reach(self._u8(), idx, P, dim=1).transpose(1, 2, 0) if P else np.zeros((O, T, 0), bool)
         pin = torch.from_numpy(self._pin(idx))
@@ -94,6 +101,8 @@ class Mixing(Op):
     def _reach_backward(self, idx: np.ndarray, Q: int) -> np.ndarray:
         """(I, T, Q): input channel i reaches output pattern q through tap t."""
         O, ig, T = self.conn.shape
+        if self._any_out is not None and Q == 1 and (idx == 0).all():
+            return self._any_out[:, :, None]
         if self.groups == 1:
             return _group_reach(self._u8(), idx, Q, dim=0).transpose(1, 2, 0)
         og = O // self.groups
