@@ -88,6 +88,12 @@ def prune(model: nn.Module, method: str, sparsity: float, quota: str | None = No
                   generator=torch.Generator().manual_seed(seed), input_shape=tuple(input_shape), batch=batch,
                   rounds=rounds, log=log)
     scores = spec.fn(ctx)
+    if not any(bool((sc > 0).any()) for sc in scores.values()):
+        zero = [n for n in names if not bool(start[n].any()) or not bool(weights[n].detach().ne(0).any())]
+        why = (f": {', '.join(zero[:3])} {'is' if len(zero) == 1 else 'are'} all zero and cut every path (a "
+               "zero-initialised classifier head, as in torchvision's ViT)") if zero else ""
+        raise PruneError(f"{method} scores every weight 0, so it cannot rank them{why}; load trained weights "
+                         "(--weights) or choose another method")
     analyzer = Analyzer(model, input_shape=tuple(input_shape), tracer=tracer, input_dtype=input_dtype)
     if target == "direct":
         masks = select(scores, sparsity, quota, within=start)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from connectome.models import INPUT_SHAPES, MODELS
-from connectome.prune import prune
+from connectome.prune import PruneError, prune
 
 
 @pytest.mark.parametrize("arch", ["lenet_300_100", "vgg19", "resnet18"])
@@ -69,3 +69,16 @@ def test_bad_requests():
         prune(model, "snip", 0.9, input_shape=(1, 1, 28, 28))
     with pytest.raises(ValueError, match=r"sparsity must lie in \[0, 1\]"):
         prune(model, "random", 1.5, input_shape=(1, 1, 28, 28))
+
+
+def test_scores_that_are_all_zero_are_refused():
+    # torchvision's ViT starts with a zero classifier head: no flow, no gradient reaches any weight
+    m = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    torch.nn.init.zeros_(m[2].weight)
+    with pytest.raises(PruneError, match="synflow scores every weight 0, so it cannot rank them: 2.weight is all "
+                                         "zero and cut every path"):
+        prune(m, "synflow", 0.5, input_shape=(1, 4), rounds=3)
+    for p in m.parameters():
+        torch.nn.init.zeros_(p)
+    with pytest.raises(PruneError, match="magnitude scores every weight 0.*: 0.weight, 2.weight are all zero"):
+        prune(m, "magnitude", 0.5, input_shape=(1, 4))
