@@ -11,7 +11,10 @@ import sys
 from connectome.files import write_atomic
 
 ARCHS = ["lenet_300_100", "vgg19", "resnet18"]
-METHODS = ["random+uniform", "random+ERK", "random+IGQ", "magnitude", "SNIP", "SNIP (stand-in data)", "SynFlow"]
+# the report's rows, in order: name -> (score, quota) for connectome.prune
+METHODS = {"random+uniform": ("random", "uniform"), "random+ERK": ("random", "erk"), "random+IGQ": ("random", "igq"),
+           "magnitude": ("magnitude", None), "SNIP": ("snip", None), "SNIP (stand-in data)": ("snip", None),
+           "SynFlow": ("synflow", None)}
 QUOTAS = ("random+uniform", "random+ERK", "random+IGQ")
 STAND_IN = "SNIP (stand-in data)"
 

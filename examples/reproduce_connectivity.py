@@ -24,15 +24,12 @@ import time
 import torch
 
 import connectivity_report
-from connectivity_report import ARCHS, STAND_IN
+from connectivity_report import ARCHS, METHODS, STAND_IN
 from connectome import data
 from connectome.files import write_atomic
 from connectome.models import INPUT_SHAPES, MODELS
 from connectome.prune import prune
 
-METHODS = {"random+uniform": ("random", "uniform"), "random+ERK": ("random", "erk"), "random+IGQ": ("random", "igq"),
-           "magnitude": ("magnitude", None), "SNIP": ("snip", None), "SNIP (stand-in data)": ("snip", None),
-           "SynFlow": ("synflow", None)}
 COMPRESSIONS = [10 ** (1 + 0.25 * i) for i in range(13)]
 HERE = os.path.dirname(os.path.abspath(__file__))
 DOCS = os.path.join(HERE, "..", "docs")
