@@ -52,7 +52,7 @@ class Traced:
     def depends_on_input(self) -> dict[fx.Node, bool]:
         """Per node: whether its value can depend on a model input (else it is a constant). Computed once:
         the graph does not change after tracing."""
-        if self._dep is not None and len(self._dep) == len(self.graph.nodes):
+        if self._dep is not None:
             return self._dep
         dep: dict[fx.Node, bool] = {}
         inputs = set(self.inputs)

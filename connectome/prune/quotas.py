@@ -117,7 +117,7 @@ def uniform(shapes: Shapes, sparsity: float) -> list[float]:
     >>> uniform([(4, 4), (2, 4)], 0.75)
     [0.25, 0.25]
     """
-    budget(shapes, sparsity)
+    check_sparsity(sparsity)
     return [1.0 - sparsity] * len(shapes)
 
 

@@ -26,9 +26,10 @@ from torch import nn
 
 from ..analysis import Analysis, Analyzer
 from ..masks import MaskSource, prunable_weights
+from ..reduce import count_true
 from .quotas import PruneError, budget, check_sparsity
 from .scores import SCORES, Context
-from .select import Ranking, select
+from .select import Ranking, quota_fn, select
 
 __all__ = ["Pruned", "prune"]
 
@@ -72,6 +73,7 @@ def prune(model: nn.Module, method: str, sparsity: float, quota: str | None = No
         raise PruneError(f"the data's examples are {_dims(batch[0].shape[1:])} but the model takes "
                          f"{_dims(input_shape[1:])}: choose data that fits the model (--data)")
     check_sparsity(sparsity)
+    quota_fn(quota)                 # an unknown quota fails now, not after the scores (100 rounds of synflow)
     log = log or (lambda msg: None)
     names = list(prunable_weights(model))
     if not names:
@@ -106,7 +108,7 @@ def _dims(shape) -> str:
 
 
 def _count(masks: dict[str, torch.Tensor]) -> int:
-    return sum(int(m.sum()) for m in masks.values())
+    return sum(count_true(m) for m in masks.values())
 
 
 def _effective(analyzer: Analyzer, scores: dict[str, torch.Tensor], sparsity: float, quota: str | None,

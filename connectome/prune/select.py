@@ -15,13 +15,14 @@ Examples
 """
 from __future__ import annotations
 
-from typing import Mapping
+import math
+from typing import Callable, Mapping
 
 import torch
 
 from .quotas import QUOTAS, PruneError, budget, kept_counts
 
-__all__ = ["select", "select_count", "top_k", "Ranking"]
+__all__ = ["select", "select_count", "top_k", "Ranking", "quota_fn"]
 
 
 def top_k(scores: torch.Tensor, k: int) -> torch.Tensor:
@@ -45,6 +46,46 @@ def top_k(scores: torch.Tensor, k: int) -> torch.Tensor:
     return keep.view(scores.shape)
 
 
+def quota_fn(quota: str | None) -> Callable | None:
+    """The registered quota called ``quota`` (None for global selection), or a :class:`PruneError`.
+
+    >>> quota_fn("igq").__name__, quota_fn(None)
+    ('igq', None)
+    """
+    if quota is None:
+        return None
+    fn = QUOTAS.get(quota)
+    if fn is None:
+        raise PruneError(f"unknown quota {quota!r}: choose from {', '.join(sorted(QUOTAS))}")
+    return fn
+
+
+def _candidates(scores: Mapping[str, torch.Tensor], within: Mapping[str, torch.Tensor] | None
+                ) -> dict[str, torch.Tensor]:
+    """Flat float64 scores; NaN and weights outside ``within`` score ``-inf``, so they are taken last."""
+    out = {}
+    for n, sc in scores.items():
+        flat = torch.nan_to_num(sc.detach().double().flatten(), nan=float("-inf"))
+        if within is not None:
+            flat = flat.masked_fill(~within[n].bool().flatten(), float("-inf"))
+        out[n] = flat
+    return out
+
+
+def _layer_counts(fn: Callable, shapes: list[tuple[int, ...]], keep: int) -> list[int]:
+    total = sum(math.prod(s) for s in shapes)
+    return kept_counts(shapes, fn(shapes, 1.0 - keep / total if total else 0.0), keep)
+
+
+def _split(flat: torch.Tensor, shapes: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
+    out, start = {}, 0
+    for n, shape in shapes.items():
+        size = math.prod(shape)
+        out[n] = flat[start:start + size].view(shape)
+        start += size
+    return out
+
+
 class Ranking:
     """Scores sorted once, so that masks for any number of kept weights cost one scatter (targeting).
 
@@ -58,41 +99,28 @@ class Ranking:
 
     def __init__(self, scores: Mapping[str, torch.Tensor], quota: str | None = None,
                  within: Mapping[str, torch.Tensor] | None = None):
-        self.names = list(scores)
-        self.shapes = [tuple(scores[n].shape) for n in self.names]
-        self.sizes = [scores[n].numel() for n in self.names]
-        self.total = sum(self.sizes)
-        self.quota = QUOTAS.get(quota) if quota is not None else None
-        if quota is not None and self.quota is None:
-            raise PruneError(f"unknown quota {quota!r}: choose from {', '.join(sorted(QUOTAS))}")
-        neg = torch.tensor(float("-inf"), dtype=torch.float64)
-        flat = [torch.nan_to_num(scores[n].detach().double().flatten(), nan=float("-inf")) for n in self.names]
-        if within is not None:
-            flat = [torch.where(within[n].bool().flatten(), f, neg) for n, f in zip(self.names, flat)]
+        self.shapes = {n: tuple(sc.shape) for n, sc in scores.items()}
+        self.quota = quota_fn(quota)
+        flat = _candidates(scores, within)
         if self.quota is not None:
-            self.orders = [torch.argsort(f, descending=True, stable=True) for f in flat]
+            self.orders = [torch.argsort(f, descending=True, stable=True) for f in flat.values()]
         else:
-            cat = torch.cat(flat) if flat else torch.zeros(0, dtype=torch.float64)
+            cat = torch.cat(list(flat.values())) if flat else torch.zeros(0, dtype=torch.float64)
             self.order = torch.argsort(cat, descending=True, stable=True)
 
     def masks(self, keep: int) -> dict[str, torch.Tensor]:
         """Bool masks keeping ``keep`` weights in all."""
         if self.quota is not None:
-            counts = kept_counts(self.shapes, self.quota(self.shapes, 1.0 - keep / self.total if self.total else 0.0),
-                                 keep)
+            counts = _layer_counts(self.quota, list(self.shapes.values()), keep)
             out = {}
-            for n, shape, size, order, k in zip(self.names, self.shapes, self.sizes, self.orders, counts):
-                m = torch.zeros(size, dtype=torch.bool)
+            for (n, shape), order, k in zip(self.shapes.items(), self.orders, counts):
+                m = torch.zeros(math.prod(shape), dtype=torch.bool)
                 m[order[:k]] = True
                 out[n] = m.view(shape)
             return out
-        flat = torch.zeros(self.total, dtype=torch.bool)
+        flat = torch.zeros(len(self.order), dtype=torch.bool)
         flat[self.order[:keep]] = True
-        out, start = {}, 0
-        for n, shape, size in zip(self.names, self.shapes, self.sizes):
-            out[n] = flat[start:start + size].view(shape)
-            start += size
-        return out
+        return _split(flat, self.shapes)
 
 
 def select_count(scores: Mapping[str, torch.Tensor], keep: int, quota: str | None = None,
@@ -102,24 +130,15 @@ def select_count(scores: Mapping[str, torch.Tensor], keep: int, quota: str | Non
     >>> select_count({"w": torch.tensor([3.0, 1.0, 2.0])}, 1, within={"w": torch.tensor([False, True, True])})
     {'w': tensor([False, False,  True])}
     """
-    names = list(scores)
-    neg = torch.tensor(float("-inf"), dtype=torch.float64)
-    scored = {n: scores[n].double() if within is None else torch.where(within[n].bool(), scores[n].double(), neg)
-              for n in names}
-    if quota is not None:
-        fn = QUOTAS.get(quota)
-        if fn is None:
-            raise PruneError(f"unknown quota {quota!r}: choose from {', '.join(sorted(QUOTAS))}")
-        shapes = [tuple(scores[n].shape) for n in names]
-        total = sum(s.numel() for s in scores.values())
-        counts = kept_counts(shapes, fn(shapes, 1.0 - keep / total if total else 0.0), keep)
-        return {n: top_k(scored[n], k) for n, k in zip(names, counts)}
-    flat = top_k(torch.cat([scored[n].flatten() for n in names]), keep) if names else torch.zeros(0, dtype=torch.bool)
-    out, start = {}, 0
-    for n in names:
-        out[n] = flat[start:start + scores[n].numel()].view(scores[n].shape)
-        start += scores[n].numel()
-    return out
+    fn = quota_fn(quota)
+    shapes = {n: tuple(sc.shape) for n, sc in scores.items()}
+    flat = _candidates(scores, within)
+    if fn is not None:
+        counts = _layer_counts(fn, list(shapes.values()), keep)
+        return {n: top_k(f, k).view(shapes[n]) for (n, f), k in zip(flat.items(), counts)}
+    if not flat:
+        return {}
+    return _split(top_k(torch.cat(list(flat.values())), keep), shapes)
 
 
 def select(scores: Mapping[str, torch.Tensor], sparsity: float, quota: str | None = None,
