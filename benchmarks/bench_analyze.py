@@ -28,9 +28,11 @@ import connectome  # noqa: E402
 from oracle import oracle_masks, random_masks  # noqa: E402
 
 
-def best(fn, repeat: int) -> float:
+def best(fn, repeat: int, setup=None) -> float:
     times = []
     for _ in range(repeat):
+        if setup is not None:
+            setup()
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)
@@ -44,11 +46,6 @@ def clear_caches() -> None:
             for v in list(vars(mod).values()):
                 if hasattr(v, "cache_clear") and getattr(v, "__module__", None) == name:
                     v.cache_clear()
-
-
-def cold_analyze(model, shape):
-    clear_caches()
-    return connectome.analyze(model, input_shape=shape)
 
 
 def process_time(code: list[str], repeat: int) -> float:
@@ -82,7 +79,7 @@ def main() -> None:
         read = best(lambda: [(w != 0) for w in weights], args.repeat)
         read_np = best(lambda: [np.not_equal(w.detach().numpy(), 0) for w in weights], args.repeat)
         paper = best(lambda: oracle_masks(model, [shape], masks), args.repeat)
-        cold = best(lambda: cold_analyze(model, shape), args.repeat)
+        cold = best(lambda: connectome.analyze(model, input_shape=shape), args.repeat, setup=clear_caches)
         analyzer = connectome.Analyzer(model, input_shape=shape)
         warm = best(lambda: analyzer.run(), args.repeat)
         res, ref = analyzer.run(), oracle_masks(model, [shape], masks)

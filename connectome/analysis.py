@@ -168,6 +168,7 @@ class Analyzer:
         """Analyse with ``masks`` (name -> 0/1 tensor) overriding the model's own masks."""
         with _gc_paused():
             source = MaskSource(self.model, masks)
+            source.prefetch(self.kinds)
             graph = lower(self.traced, source)
             w = walk(graph)
             return _result(self.traced, graph, w, source, self.kinds)
@@ -195,7 +196,8 @@ def analyze(model: nn.Module, example_inputs: Any = None, input_shape: Sequence[
     else ``weight != 0``. With ``input_shape``, inputs are float32 unless ``input_dtype`` says otherwise
     (``torch.long`` for token ids).
     """
-    return Analyzer(model, example_inputs, input_shape, tracer, input_dtype).run(masks)
+    with _gc_paused():   # one pause for both steps: re-enabling the collector costs a young-generation pass
+        return Analyzer(model, example_inputs, input_shape, tracer, input_dtype).run(masks)
 
 
 def _result(traced: Traced, graph: UnitGraph, w: Walk, source: MaskSource, kinds: dict[str, str]) -> Analysis:

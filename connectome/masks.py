@@ -15,7 +15,9 @@ Examples
 """
 from __future__ import annotations
 
-from typing import Iterator, Mapping
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Iterable, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -78,8 +80,7 @@ def nonzero(t: torch.Tensor) -> torch.Tensor:
     [False, True, True]
     """
     t = t.detach()
-    if t.device.type == "cpu" and t.dtype in _NUMPY_READS and not t.is_conj() and not t.is_neg() \
-            and t.layout == torch.strided:
+    if _numpy_readable(t):
         try:
             return torch.from_numpy(np.not_equal(t.numpy(), 0))
         except (RuntimeError, TypeError):   # tensor subclasses that have no numpy view
@@ -88,12 +89,38 @@ def nonzero(t: torch.Tensor) -> torch.Tensor:
         return t != 0
 
 
+def _numpy_readable(t: torch.Tensor) -> bool:
+    return t.device.type == "cpu" and t.dtype in _NUMPY_READS and not t.is_conj() and not t.is_neg() \
+        and t.layout == torch.strided
+
+
+def _read_arrays(jobs: list[tuple[str, tuple[np.ndarray, ...], np.ndarray]]) -> list[tuple[str, np.ndarray, int]]:
+    out = []
+    for name, arrays, mask in jobs:
+        np.not_equal(arrays[0], 0, out=mask)
+        for extra in arrays[1:]:
+            mask &= np.not_equal(extra, 0)
+        out.append((name, mask, int(np.count_nonzero(mask))))
+    return out
+
+
 def _tensor(module: nn.Module, attr: str) -> torch.Tensor | None:
     for name in (attr + "_orig", attr):
         v = getattr(module, name, None)
         if isinstance(v, torch.Tensor):
             return v
     return None
+
+
+_POOL: list[ThreadPoolExecutor] = []
+_POOL_LOCK = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor:
+    with _POOL_LOCK:   # one worker for the whole process, started on first use
+        if not _POOL:
+            _POOL.append(ThreadPoolExecutor(1, thread_name_prefix="connectome-read"))
+        return _POOL[0]
 
 
 class MaskSource(Mapping[str, torch.Tensor]):
@@ -123,6 +150,60 @@ class MaskSource(Mapping[str, torch.Tensor]):
         self._cache[name] = mask
         self._counts[name] = count_true(mask)      # now, while the new mask is still in cache
         return mask
+
+    def prefetch(self, names: Iterable[str]) -> None:
+        """Read and count the masks of ``names`` now, on two threads when torch may use two.
+
+        numpy's comparison and count release the GIL, so a second thread halves the one pass over the
+        weights that no analysis can avoid. Results are the same as reading one at a time.
+
+        >>> m = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 2))
+        >>> s = MaskSource(m); s.prefetch(["0.weight", "1.weight"]); s.count("1.weight")
+        8
+        """
+        jobs, total = {}, 0
+        for n in dict.fromkeys(names):
+            if n in self._cache or n in self.explicit:
+                continue
+            arrays = self._arrays(n)
+            if arrays is None:
+                self.get(n)        # not a plain CPU array: torch reads it, on this thread
+            else:
+                jobs[n] = arrays
+                total += arrays[0].size
+        # each mask its own allocation: one buffer for all of them would be big enough for numpy to ask
+        # for huge pages, and the kernel may stall to compact memory for them
+        work = [(n, arrays, np.empty(arrays[0].shape, bool)) for n, arrays in jobs.items()]
+        if torch.get_num_threads() < 2 or total < 1 << 20:
+            done = _read_arrays(work)
+        else:
+            # largest first onto the less loaded half, so that both finish together; the worker runs
+            # numpy only: a torch op there would start a second OpenMP team competing for the cores
+            halves: tuple[list, list] = ([], [])
+            load = [0, 0]
+            for job in sorted(work, key=lambda j: j[2].size, reverse=True):
+                i = load.index(min(load))
+                halves[i].append(job)
+                load[i] += job[2].size
+            background = _pool().submit(_read_arrays, halves[1])
+            done = _read_arrays(halves[0]) + background.result()
+        for n, mask, count in done:
+            self._cache[n], self._counts[n] = torch.from_numpy(mask), count
+
+    def _arrays(self, name: str) -> tuple[np.ndarray, ...] | None:
+        """The weight (and prune's mask buffer) as numpy views, or None where numpy cannot read them."""
+        w = self.weight(name)
+        if w is None:
+            return None
+        mod_name, _, attr = name.rpartition(".")
+        buf = getattr(self._module(mod_name), attr + "_mask", None)
+        tensors = (w,) if buf is None else (w, buf)
+        if not all(isinstance(t, torch.Tensor) and _numpy_readable(t) and t.shape == w.shape for t in tensors):
+            return None
+        try:
+            return tuple(t.detach().numpy() for t in tensors)
+        except (RuntimeError, TypeError):
+            return None
 
     def count(self, name: str) -> int:
         """How many weights the mask of ``name`` keeps (counted once, when it is read)."""

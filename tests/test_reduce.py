@@ -1,6 +1,7 @@
 """The fast reductions and the numpy read equal torch's own on every shape, offset, density and dtype."""
 import pytest
 import torch
+import torch.nn.utils.prune
 from hypothesis import given, settings, strategies as st
 
 from connectome.masks import nonzero
@@ -55,3 +56,35 @@ def test_nonzero_equals_torch_comparison(dtype):
         assert got.dtype == torch.bool and torch.equal(got, t.detach() != 0)
     special = torch.tensor([0.0, -0.0, float("nan"), float("inf"), 1e-45])
     assert nonzero(special).tolist() == [False, False, True, True, True]
+
+
+def _pruned_net() -> torch.nn.Module:
+    """Big enough for two threads (> 2^20 weights), with every way a mask can be stored."""
+    g = torch.Generator().manual_seed(1)
+    net = torch.nn.Sequential(torch.nn.Linear(1024, 1100), torch.nn.Conv2d(64, 128, 3), torch.nn.Linear(300, 5),
+                              torch.nn.Linear(8, 8).to(torch.bfloat16), torch.nn.Linear(16, 4))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.mul_((torch.rand(p.shape, generator=g) > 0.5).to(p.dtype))
+    # prune's form: a kept weight can be exactly zero and a pruned one nonzero in weight_orig
+    torch.nn.utils.prune.random_unstructured(net[0], "weight", amount=0.7)
+    net[0].weight_orig.data[0, :10] = 0.0
+    torch.nn.utils.prune.random_unstructured(net[2], "weight", amount=0.3)
+    return net
+
+
+def test_prefetch_reads_and_counts_what_one_at_a_time_reads():
+    from connectome.masks import MaskSource, prunable_weights
+    net = _pruned_net()
+    names = list(prunable_weights(net))
+    explicit = {"4.weight": torch.ones(4, 16)}
+    one, both = MaskSource(net, explicit), MaskSource(net, explicit)
+    both.prefetch(names)
+    assert set(both) == set(names) - {"4.weight"}   # explicit masks need no read
+    for n in names:
+        expect = one[n]
+        mod = net[int(n.split(".")[0])]
+        ref = (getattr(mod, "weight_orig", mod.weight) != 0) & (getattr(mod, "weight_mask", 1) != 0)
+        ref = explicit[n].bool() if n in explicit else ref
+        assert torch.equal(expect, ref) and torch.equal(both[n], expect), n
+        assert both.count(n) == one.count(n) == int(ref.sum()), n
