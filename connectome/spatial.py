@@ -23,8 +23,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .reduce import all_distinct
+
 __all__ = ["DimMap", "conv_taps", "transposed_taps", "adaptive_map", "interp_map", "apply_taps",
-           "all_alive_taps", "per_tap_all_alive", "window_taps"]
+           "all_alive_taps", "per_tap_all_alive", "per_tap_all_alive_cols", "window_taps"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -64,8 +66,7 @@ class DimMap:
     def injective(self) -> bool:
         if self.src is None:
             return False
-        s = self.src[self.src >= 0]
-        return len(np.unique(s)) == len(s)
+        return all_distinct(self.src[self.src >= 0])
 
     def apply(self, t: np.ndarray, axis: int) -> np.ndarray:
         """Forward: output positions alive where they read an alive input position."""
@@ -143,6 +144,47 @@ def per_tap_all_alive(taps: tuple, pos_shape: tuple, transpose: bool) -> np.ndar
     out = out.reshape(len(taps), 1, -1)
     out.flags.writeable = False
     return out
+
+
+@lru_cache(maxsize=4096)
+def per_tap_all_alive_cols(taps: tuple, pos_shape: tuple, transpose: bool) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`per_tap_all_alive` as its distinct position columns ``(T, 1, C)`` and, per position, its
+    column ``(S,)`` (read-only, cached).
+
+    Positions that every tap treats alike (the interior, away from padding) share a column, so ORs
+    over taps run on a few columns instead of every position: ``per_tap_all_alive(...)[..., cols]``.
+
+    >>> taps = tuple((t,) for t in conv_taps(6, 6, 3, 1, 1))
+    >>> table, cols = per_tap_all_alive_cols(taps, (6,), False)
+    >>> table.shape, bool((table[..., cols] == per_tap_all_alive(taps, (6,), False)).all())
+    ((3, 1, 3), True)
+    """
+    T = len(taps)
+    table = np.ones((T,) + (1,) * len(pos_shape), bool)
+    cols = np.zeros((), np.int64)
+    for d, n in enumerate(pos_shape):
+        vecs = np.stack([np.ones(n, bool) if tap[d] is None else
+                         (tap[d].is_read if transpose else tap[d].reads) for tap in taps])
+        uniq, inv = _distinct_columns(vecs)   # positions of dim d that every tap treats alike
+        shape = [T] + [1] * len(pos_shape)
+        shape[d + 1] = uniq.shape[1]
+        table = table & uniq.reshape(shape)
+        cols = cols[..., None] * uniq.shape[1] + inv.reshape(-1)
+    table = table.reshape(T, 1, -1)
+    cols = cols.reshape(-1)
+    table.flags.writeable = cols.flags.writeable = False
+    return table, cols
+
+
+def _distinct_columns(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct columns of a 2-D bool array and, per column, which of them it is."""
+    if m.shape[0] <= 62:   # one integer key per column; np.unique(axis=...) is ~50x slower
+        keys = (np.int64(1) << np.arange(m.shape[0], dtype=np.int64)) @ m.astype(np.int64)
+    else:
+        packed = np.ascontiguousarray(np.packbits(m, axis=0).T)
+        keys = packed.view(np.dtype((np.void, packed.shape[1]))).ravel()
+    _, first, inv = np.unique(keys, return_index=True, return_inverse=True)
+    return m[:, first], inv.reshape(-1)
 
 
 def _padded_index(y: np.ndarray, n: int, mode: str) -> np.ndarray:

@@ -114,6 +114,11 @@ class Status:
         return Status(tuple(shape), _norm_dim(cdim, len(shape)), t, new)
 
     @staticmethod
+    def from_unique_table(table: np.ndarray, idx: np.ndarray, shape: Sequence[int], cdim: int) -> "Status":
+        """From a table whose rows are already distinct and non-empty (as :func:`dedupe_rows` leaves them)."""
+        return Status(tuple(shape), _norm_dim(cdim, len(shape)), table, np.asarray(idx, np.int64))
+
+    @staticmethod
     def from_full(arr: np.ndarray, cdim: int) -> "Status":
         """From a bool array of the tensor's full shape."""
         arr = np.asarray(arr, bool)

@@ -88,3 +88,11 @@ def test_prefetch_reads_and_counts_what_one_at_a_time_reads():
         ref = explicit[n].bool() if n in explicit else ref
         assert torch.equal(expect, ref) and torch.equal(both[n], expect), n
         assert both.count(n) == one.count(n) == int(ref.sum()), n
+
+
+@settings(max_examples=200, deadline=None)
+@given(values=st.lists(st.integers(-5, 40), max_size=30))
+def test_all_distinct_equals_set_size(values):
+    from connectome.reduce import all_distinct
+    import numpy as np
+    assert all_distinct(np.array(values, dtype=np.int64)) == (len(set(values)) == len(values))

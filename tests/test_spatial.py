@@ -1,3 +1,5 @@
+import itertools
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -64,3 +66,29 @@ def test_interp_nearest_and_bilinear_support():
     assert lin[0].tolist() == [True, False] and lin[1].tolist() == [True, True]
     ac = interp_map(3, 5, "bilinear", True, None).matrix()  # align_corners: even outputs hit inputs exactly
     assert ac[0].tolist() == [True, False, False] and ac[2].tolist() == [False, True, False]
+
+
+@pytest.mark.parametrize("transpose", [False, True])
+@pytest.mark.parametrize("geometry", [
+    [(9, 3, 2, 1, 1), (7, 3, 1, 1, 1)],          # strided 3x3
+    [(12, 7, 2, 3, 1), (12, 7, 2, 3, 1)],        # a stem 7x7: padding on both sides
+    [(6, 3, 1, 2, 2), None],                      # dilated, and a dim no tap moves
+    [(8, 5, 1, 2, 1)] * 3,                        # 3-D, 125 taps: more than one int64 key holds
+])
+def test_distinct_columns_rebuild_the_all_alive_table(geometry, transpose):
+    from connectome.spatial import per_tap_all_alive, per_tap_all_alive_cols
+    per_dim, pos = [], []
+    for g in geometry:
+        if g is None:
+            per_dim.append((None,))
+            pos.append(4)
+            continue
+        n_in, k, s, p, d = g
+        n_out = (n_in + 2 * p - d * (k - 1) - 1) // s + 1
+        per_dim.append(conv_taps(n_in, n_out, k, s, p, d))
+        pos.append(n_in if transpose else n_out)
+    taps = tuple(itertools.product(*per_dim))
+    table, cols = per_tap_all_alive_cols(taps, tuple(pos), transpose)
+    full = per_tap_all_alive(taps, tuple(pos), transpose)
+    assert table.shape[:2] == full.shape[:2] and table.shape[2] < full.shape[2]
+    assert (table[..., cols] == full).all()

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ..reduce import any_along
-from ..spatial import DimMap, apply_taps, per_tap_all_alive
+from ..spatial import DimMap, apply_taps, per_tap_all_alive, per_tap_all_alive_cols
 from ..status import Status, dedupe_rows
 from .base import Op, Weight
 
@@ -42,6 +42,7 @@ class Mixing(Op):
         self.in_shape, self.out_shape, self.cdim = tuple(in_shape), tuple(out_shape), cdim
         n_pos = len(in_shape) - 1
         self.taps: list[Tap] = list(taps) if taps is not None else [(None,) * n_pos]
+        self._tap_key = tuple(tuple(t) for t in self.taps)   # the key of the cached all-alive tables
         self.to_param = to_param or (lambda m: m.reshape(self.weights[0].mask.shape))
         self._cache: dict = {}
         self._any_in = self._any_out = None
@@ -71,7 +72,7 @@ class Mixing(Op):
     def _shifted(self, s: Status, transpose: bool = False) -> np.ndarray:
         """(T, P, S') table after each tap's position maps (cached: forward and effective share it)."""
         if len(s.table) == 1 and s.table.all():
-            return per_tap_all_alive(tuple(tuple(t) for t in self.taps), tuple(s.pos_shape), transpose)
+            return per_tap_all_alive(self._tap_key, tuple(s.pos_shape), transpose)
         key = (transpose, s.table.shape, s.table.tobytes())
         hit = self._cache.get(key)
         if hit is None:
@@ -120,15 +121,22 @@ class Mixing(Op):
         P = len(s.table)
         if P == 0:
             return Status.uniform(self.out_shape, self.cdim, False)
-        return _combine_rows(self._reach_forward(s.idx, P), self._shifted(s), self.out_shape, self.cdim)
+        return self._combine(self._reach_forward(s.idx, P), s, False, self.out_shape)
 
     def backward(self, ins: list[Status], out: Status, grad: Status) -> list[Status | None]:
         g = grad.with_cdim(self.cdim)
         Q = len(g.table)
         if Q == 0:
             return [None]
-        return [_combine_rows(self._reach_backward(g.idx, Q), self._shifted(g, transpose=True), self.in_shape,
-                              self.cdim)]
+        return [self._combine(self._reach_backward(g.idx, Q), g, True, self.in_shape)]
+
+    def _combine(self, reach: np.ndarray, s: Status, transpose: bool, shape: tuple) -> Status:
+        K, T, P = reach.shape
+        if P == 1 and T > 1 and s.table.all() and not reach.all():
+            # one all-alive pattern through channel-dependent taps: OR over the few distinct columns
+            table, cols = per_tap_all_alive_cols(self._tap_key, tuple(s.pos_shape), transpose)
+            return _combine_rows(reach, table, shape, self.cdim, cols)
+        return _combine_rows(reach, self._shifted(s, transpose), shape, self.cdim)
 
     def effective(self, ins: list[Status], grad: Status | None) -> dict[str, torch.Tensor]:
         if not self.weights:
@@ -182,14 +190,21 @@ def _group_reach(u8: torch.Tensor, idx: np.ndarray, n: int, dim: int) -> np.ndar
     return out
 
 
-def _combine_rows(reach: np.ndarray, shifted: np.ndarray, shape: tuple, cdim: int) -> Status:
-    """Channel k's pattern = OR over (tap t, pattern p) with ``reach[k, t, p]`` of ``shifted[t, p]``."""
+def _combine_rows(reach: np.ndarray, shifted: np.ndarray, shape: tuple, cdim: int,
+                  cols: np.ndarray | None = None) -> Status:
+    """Channel k's pattern = OR over (tap t, pattern p) with ``reach[k, t, p]`` of ``shifted[t, p]``.
+
+    With ``cols``, ``shifted`` holds distinct position columns only and position s is column ``cols[s]``.
+    """
     K, T, P = reach.shape
+
+    def widen(rows: np.ndarray) -> np.ndarray:
+        return rows if cols is None else rows[:, cols]
     if K and reach.all():  # every channel sees every (tap, pattern): one pattern for all
         row = np.logical_or.reduce(shifted.reshape(T * P, -1), axis=0)[None]
-        return Status.from_table(row, np.zeros(K, np.int64), shape, cdim)
+        return Status.from_table(widen(row), np.zeros(K, np.int64), shape, cdim)
     if T * P == 1:  # 1x1 kernels on one pattern: a channel is either that pattern or dead
-        return Status.from_table(shifted.reshape(1, -1), np.where(reach[:, 0, 0], 0, -1), shape, cdim)
+        return Status.from_table(widen(shifted.reshape(1, -1)), np.where(reach[:, 0, 0], 0, -1), shape, cdim)
     flat = reach.reshape(K, T * P)
     full = shifted.reshape(T * P, -1).all(axis=1)
     if full.any():   # a channel that reaches an everywhere-alive (tap, pattern) is alive everywhere
@@ -205,4 +220,9 @@ def _combine_rows(reach: np.ndarray, shifted: np.ndarray, shape: tuple, cdim: in
         rows = np.stack([np.logical_or.reduce(flat[u]) for u in uniq])
     else:  # torch, not numpy: numpy's BLAS threads spin after each call and starve torch's reductions
         rows = (torch.from_numpy(uniq.astype(np.float32)) @ torch.from_numpy(flat.astype(np.float32))).numpy() > 0
-    return Status.from_table(rows, inverse, shape, cdim)
+    if cols is None:
+        return Status.from_table(rows, inverse, shape, cdim)
+    # rows equal on the distinct columns are equal everywhere: dedupe narrow, then widen
+    table, remap = dedupe_rows(rows)
+    idx = np.where(inverse >= 0, remap[np.maximum(inverse, 0)], -1) if len(remap) else np.full(K, -1, np.int64)
+    return Status.from_unique_table(table[:, cols], idx, shape, cdim)

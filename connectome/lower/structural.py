@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from ..reduce import all_distinct
 from ..status import Status
 from .base import Ctx, Op, rule
 
@@ -131,7 +132,7 @@ class IndexMap(Op):
                 sel = np.nonzero(src_in == j)[0]
                 ks = src_ch[sel]
                 c_in = self.in_shapes[j][self.in_cdims[j]] if self.in_shapes[j] else 1
-                if len(np.unique(ks)) == len(ks):
+                if all_distinct(ks):
                     idx = np.full(c_in, -1, np.int64)
                     idx[ks] = g.idx[sel]
                     res[j] = Status(self.in_shapes[j], self.in_cdims[j], g.table, idx)
