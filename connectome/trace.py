@@ -204,7 +204,9 @@ def _trace_fx(model: nn.Module, inputs: tuple) -> Traced:
     if len(placeholders) < len(inputs):
         raise TraceError(f"{type(model).__name__}.forward takes {len(placeholders)} inputs, got {len(inputs)}")
     traced = Traced(model, graph, "fx", placeholders[: len(inputs)], [], {}, model, constants=constants)
-    traced.vals = _MetaRun(model, graph, constants).run(inputs, placeholders)
+    run = _MetaRun(model, graph, constants)
+    traced.vals = run.run(inputs, placeholders)
+    traced._modules.update(run.submodules)   # every call_module target, by the names fx gave them
     traced.outputs = _output_nodes(graph, traced.vals)
     return traced
 
@@ -292,12 +294,14 @@ class _MetaRun(fx.Interpreter):
         if target in _BROADCASTING and not kwargs and len(args) == 2 and \
                 all(isinstance(a, torch.Tensor) for a in args):  # meta dispatch of add costs ~0.2 ms
             a, b = args
-            return torch.empty(torch.broadcast_shapes(a.shape, b.shape), dtype=torch.promote_types(a.dtype, b.dtype),
-                               device="meta")
+            shape = _broadcast(tuple(a.shape), tuple(b.shape))
+            if shape is not None:
+                return torch.empty(shape, dtype=torch.promote_types(a.dtype, b.dtype), device="meta")
         return super().call_function(target, args, kwargs)
 
     def call_module(self, target, args, kwargs):
-        mod = self.fetch_attr(target)
+        mod = self.submodules.get(target)
+        mod = mod if mod is not None else self.fetch_attr(target)
         shape = _leaf_shape(mod, args, kwargs)
         if shape is not None:
             return torch.empty(shape, dtype=args[0].dtype, device="meta")
@@ -308,6 +312,25 @@ class _MetaRun(fx.Interpreter):
 _BROADCASTING = (operator.add, operator.sub, operator.mul, operator.iadd, torch.add, torch.sub)
 _SAME_SHAPE = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.Tanh, nn.Identity,
                nn.Dropout, nn.Dropout2d, nn.LeakyReLU, nn.ELU, nn.Mish, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+def _broadcast(a: tuple, b: tuple) -> tuple | None:
+    """``torch.broadcast_shapes`` for plain int shapes (torch's goes through symbolic-shape checks, ~60 us);
+    None where they do not broadcast, so that torch raises its own error.
+
+    >>> _broadcast((8, 1, 5), (3, 1)), _broadcast((2, 3), (4, 3))
+    ((8, 3, 5), None)
+    """
+    if a == b:
+        return a
+    n = max(len(a), len(b))
+    a, b = (1,) * (n - len(a)) + a, (1,) * (n - len(b)) + b
+    out = []
+    for x, y in zip(a, b):
+        if x != y and x != 1 and y != 1:
+            return None
+        out.append(y if x == 1 else x)
+    return tuple(out)
 
 
 def _leaf_shape(mod: nn.Module, args, kwargs) -> tuple[int, ...] | None:
