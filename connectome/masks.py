@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterable, Iterator, Mapping
+from typing import Iterable, Iterator, Mapping, NamedTuple
 
 import numpy as np
 import torch
@@ -94,13 +94,27 @@ def _numpy_readable(t: torch.Tensor) -> bool:
         and t.layout == torch.strided
 
 
-def _read_arrays(jobs: list[tuple[str, tuple[np.ndarray, ...], np.ndarray]]) -> list[tuple[str, np.ndarray, int]]:
+class Reduced(NamedTuple):
+    """A mask's reductions over its first dim, taken while it is still in cache from the read."""
+
+    rows: np.ndarray | None   # (out,): the row keeps some weight; only for 1x1 kernels and matrices
+    cols: np.ndarray          # (prod(shape[1:]),): some row keeps this (input, tap)
+
+
+def _read_arrays(jobs: list[tuple[str, tuple[np.ndarray, ...], np.ndarray]]
+                 ) -> list[tuple[str, np.ndarray, int, Reduced | None]]:
     out = []
     for name, arrays, mask in jobs:
         np.not_equal(arrays[0], 0, out=mask)
         for extra in arrays[1:]:
             mask &= np.not_equal(extra, 0)
-        out.append((name, mask, int(np.count_nonzero(mask))))
+        reduced = None
+        if mask.ndim >= 2 and mask.size:
+            flat = mask.reshape(mask.shape[0], -1)
+            one_tap = all(d == 1 for d in mask.shape[2:])
+            reduced = Reduced(np.logical_or.reduce(flat, axis=1) if one_tap else None,
+                              np.logical_or.reduce(flat, axis=0))
+        out.append((name, mask, int(np.count_nonzero(mask)), reduced))
     return out
 
 
@@ -139,6 +153,7 @@ class MaskSource(Mapping[str, torch.Tensor]):
         self.explicit = {k: torch.as_tensor(v).bool() for k, v in (masks or {}).items()}
         self._cache: dict[str, torch.Tensor] = {}
         self._counts: dict[str, int] = {}
+        self._reduced: dict[str, Reduced] = {}
         self._modules: dict[str, nn.Module] = {}
 
     def get(self, name: str, default=None) -> torch.Tensor | None:  # type: ignore[override]
@@ -187,8 +202,10 @@ class MaskSource(Mapping[str, torch.Tensor]):
                 load[i] += job[2].size
             background = _pool().submit(_read_arrays, halves[1])
             done = _read_arrays(halves[0]) + background.result()
-        for n, mask, count in done:
+        for n, mask, count, reduced in done:
             self._cache[n], self._counts[n] = torch.from_numpy(mask), count
+            if reduced is not None:
+                self._reduced[n] = reduced
 
     def _arrays(self, name: str) -> tuple[np.ndarray, ...] | None:
         """The weight (and prune's mask buffer) as numpy views, or None where numpy cannot read them."""
@@ -204,6 +221,10 @@ class MaskSource(Mapping[str, torch.Tensor]):
             return tuple(t.detach().numpy() for t in tensors)
         except (RuntimeError, TypeError):
             return None
+
+    def reduced(self, name: str) -> "Reduced | None":
+        """Reductions of the mask of ``name`` taken when :meth:`prefetch` read it (None otherwise)."""
+        return self._reduced.get(name)
 
     def count(self, name: str) -> int:
         """How many weights the mask of ``name`` keeps (counted once, when it is read)."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -26,7 +26,8 @@ import torch
 from .reduce import all_distinct
 
 __all__ = ["DimMap", "conv_taps", "transposed_taps", "adaptive_map", "interp_map", "apply_taps",
-           "all_alive_taps", "per_tap_all_alive", "per_tap_all_alive_cols", "window_taps"]
+           "all_alive_taps", "per_tap_all_alive", "per_tap_all_alive_cols", "Columns",
+           "window_taps"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -146,17 +147,33 @@ def per_tap_all_alive(taps: tuple, pos_shape: tuple, transpose: bool) -> np.ndar
     return out
 
 
+class Columns(NamedTuple):
+    """An all-alive tap table stored by distinct position columns: position ``s`` is column ``cols[s]``."""
+
+    table: np.ndarray   # (T, 1, C)
+    cols: np.ndarray    # (S,)
+    order: np.ndarray   # positions sorted by column
+    starts: np.ndarray  # where each column's run begins in ``order``
+
+    def widen(self, rows: np.ndarray) -> np.ndarray:
+        """``(K, C)`` per-column values as ``(K, S)`` per-position values."""
+        return rows[:, self.cols]
+
+    def narrow(self, rows: np.ndarray) -> np.ndarray:
+        """``(K, S)`` bool rows as ``(K, C)``: column c is alive where some position of it is."""
+        return np.logical_or.reduceat(rows[:, self.order], self.starts, axis=1)
+
+
 @lru_cache(maxsize=4096)
-def per_tap_all_alive_cols(taps: tuple, pos_shape: tuple, transpose: bool) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`per_tap_all_alive` as its distinct position columns ``(T, 1, C)`` and, per position, its
-    column ``(S,)`` (read-only, cached).
+def per_tap_all_alive_cols(taps: tuple, pos_shape: tuple, transpose: bool) -> Columns:
+    """:func:`per_tap_all_alive` by its distinct position columns (read-only, cached).
 
     Positions that every tap treats alike (the interior, away from padding) share a column, so ORs
-    over taps run on a few columns instead of every position: ``per_tap_all_alive(...)[..., cols]``.
+    over taps run on a few columns instead of every position.
 
     >>> taps = tuple((t,) for t in conv_taps(6, 6, 3, 1, 1))
-    >>> table, cols = per_tap_all_alive_cols(taps, (6,), False)
-    >>> table.shape, bool((table[..., cols] == per_tap_all_alive(taps, (6,), False)).all())
+    >>> c = per_tap_all_alive_cols(taps, (6,), False)
+    >>> c.table.shape, bool((c.widen(c.table[:, 0])[:, None] == per_tap_all_alive(taps, (6,), False)).all())
     ((3, 1, 3), True)
     """
     T = len(taps)
@@ -172,8 +189,11 @@ def per_tap_all_alive_cols(taps: tuple, pos_shape: tuple, transpose: bool) -> tu
         cols = cols[..., None] * uniq.shape[1] + inv.reshape(-1)
     table = table.reshape(T, 1, -1)
     cols = cols.reshape(-1)
-    table.flags.writeable = cols.flags.writeable = False
-    return table, cols
+    order = np.argsort(cols, kind="stable")
+    starts = np.flatnonzero(np.r_[True, cols[order][1:] != cols[order][:-1]])
+    for a in (table, cols, order, starts):
+        a.flags.writeable = False
+    return Columns(table, cols, order, starts)
 
 
 def _distinct_columns(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

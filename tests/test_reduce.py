@@ -88,6 +88,14 @@ def test_prefetch_reads_and_counts_what_one_at_a_time_reads():
         ref = explicit[n].bool() if n in explicit else ref
         assert torch.equal(expect, ref) and torch.equal(both[n], expect), n
         assert both.count(n) == one.count(n) == int(ref.sum()), n
+        red = both.reduced(n)
+        if n in explicit or mod.weight.dtype == torch.bfloat16:   # given, or read by torch: nothing to reuse
+            assert red is None
+            continue
+        flat = ref.reshape(ref.shape[0], -1)
+        assert torch.equal(torch.from_numpy(red.cols), flat.any(0)), n
+        one_tap = ref.dim() == 2   # a conv's rows are reduced only for 1x1 kernels
+        assert (red.rows is None) != one_tap and (not one_tap or torch.equal(torch.from_numpy(red.rows), flat.any(1)))
 
 
 @settings(max_examples=200, deadline=None)

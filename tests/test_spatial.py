@@ -1,5 +1,6 @@
 import itertools
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -88,7 +89,13 @@ def test_distinct_columns_rebuild_the_all_alive_table(geometry, transpose):
         per_dim.append(conv_taps(n_in, n_out, k, s, p, d))
         pos.append(n_in if transpose else n_out)
     taps = tuple(itertools.product(*per_dim))
-    table, cols = per_tap_all_alive_cols(taps, tuple(pos), transpose)
+    c = per_tap_all_alive_cols(taps, tuple(pos), transpose)
     full = per_tap_all_alive(taps, tuple(pos), transpose)
-    assert table.shape[:2] == full.shape[:2] and table.shape[2] < full.shape[2]
-    assert (table[..., cols] == full).all()
+    assert c.table.shape[:2] == full.shape[:2] and c.table.shape[2] < full.shape[2]
+    assert (c.table[..., c.cols] == full).all()
+    # narrowing per-position rows ORs each column's positions
+    rows = np.random.default_rng(0).random((5, full.shape[2])) < 0.01
+    expect = np.zeros((5, c.table.shape[2]), bool)
+    for s, col in enumerate(c.cols):
+        expect[:, col] |= rows[:, s]
+    assert (c.narrow(rows) == expect).all()

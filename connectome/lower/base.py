@@ -111,6 +111,7 @@ class Weight:
     kind: str
     mask: torch.Tensor
     index: torch.Tensor | None = None
+    reduced: Any = None   # masks.Reduced when the mask was prefetched
 
     def to_param(self, m: torch.Tensor, shape: tuple) -> torch.Tensor:
         """An operand-shaped effective mask as a parameter-shaped one."""
@@ -234,7 +235,7 @@ class Ctx:
         mask = self.masks.get(name)
         if mask is None:
             raise LowerError(f"no mask for weight {name!r} at node {self.node.name}")
-        return Weight(name, kind, mask)
+        return Weight(name, kind, mask, reduced=self.masks.reduced(name))
 
 
 def tensor_args(traced: Traced, node: fx.Node) -> list[fx.Node]:

@@ -37,7 +37,9 @@ def make_conv(ctx: Ctx, x: Any, weight: Weight | None, wshape: Sequence[int], st
     per_dim = []
     for d in range(n):
         a, b = in_shape[cdim + 1 + d], out_shape[cdim + 1 + d]
-        if transposed:
+        if k[d] == 1 and stride[d] == 1 and padding[d] == 0 and a == b:
+            per_dim.append((None,))   # position y reads y: the identity, as for a linear layer
+        elif transposed:
             per_dim.append(transposed_taps(a, b, k[d], stride[d], padding[d], dilation[d]))
         else:
             per_dim.append(conv_taps(a, b, k[d], stride[d], padding[d], dilation[d], mode))

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ..reduce import any_along
-from ..spatial import DimMap, apply_taps, per_tap_all_alive, per_tap_all_alive_cols
+from ..spatial import Columns, DimMap, apply_taps, per_tap_all_alive, per_tap_all_alive_cols
 from ..status import Status, dedupe_rows
 from .base import Op, Weight
 
@@ -47,9 +47,17 @@ class Mixing(Op):
         self._cache: dict = {}
         self._any_in = self._any_out = None
         if groups == 1 and weight is not None:
-            # the mask was read a moment ago and is still in cache: reduce it now, once for both walks
-            self._any_in = any_along(self._u8(), 1).numpy() > 0      # (O, T): reads some input channel
-            self._any_out = self._u8().amax(0).numpy() > 0           # (Ig, T): read by some output channel
+            # reduce the mask once for both walks; prefetch took some of these while reading it
+            O, ig, T = self.conn.shape
+            red = weight.reduced if _views_mask(self.conn, weight.mask) else None
+            if red is not None and T == 1 and red.rows is not None:
+                self._any_in = red.rows[:, None]                          # (O, T): reads some input channel
+            else:
+                self._any_in = any_along(self._u8(), 1).numpy() > 0
+            if red is not None:
+                self._any_out = red.cols.reshape(ig, T)                   # (Ig, T): read by some output channel
+            else:
+                self._any_out = self._u8().amax(0).numpy() > 0
 
     @staticmethod
     def linear(weight: Weight | None, mask: torch.Tensor, in_shape: tuple, out_shape: tuple) -> "Mixing":
@@ -130,12 +138,18 @@ class Mixing(Op):
             return [None]
         return [self._combine(self._reach_backward(g.idx, Q), g, True, self.in_shape)]
 
+    def _columns(self, s: Status, transpose: bool) -> Columns | None:
+        """The all-alive tap table by distinct columns, where it is big: many taps over many positions
+        (a stem's 7x7 at 224x224). Small tables are cheaper to build whole than to compress."""
+        if len(self.taps) > 1 and len(s.table) == 1 and len(self.taps) * s.table.shape[1] >= 1 << 16 and \
+                s.table.all():
+            return per_tap_all_alive_cols(self._tap_key, tuple(s.pos_shape), transpose)
+        return None
+
     def _combine(self, reach: np.ndarray, s: Status, transpose: bool, shape: tuple) -> Status:
-        K, T, P = reach.shape
-        if P == 1 and T > 1 and s.table.all() and not reach.all():
-            # one all-alive pattern through channel-dependent taps: OR over the few distinct columns
-            table, cols = per_tap_all_alive_cols(self._tap_key, tuple(s.pos_shape), transpose)
-            return _combine_rows(reach, table, shape, self.cdim, cols)
+        c = self._columns(s, transpose)
+        if c is not None:
+            return _combine_rows(reach, c.table, shape, self.cdim, c)
         return _combine_rows(reach, self._shifted(s, transpose), shape, self.cdim)
 
     def effective(self, ins: list[Status], grad: Status | None) -> dict[str, torch.Tensor]:
@@ -149,8 +163,13 @@ class Mixing(Op):
         if grad is None or len(s.table) == 0 or len(grad.table) == 0:
             return torch.zeros_like(self.conn)
         g = grad.with_cdim(self.cdim)
-        sh = self._shifted(s)                                           # (T, P, S_out)
-        E = (sh[:, :, None, :] & g.table[None, None]).any(-1).transpose(1, 2, 0)  # (P, Q, T)
+        gt = g.table
+        c = self._columns(s, False)
+        if c is not None:
+            sh, gt = c.table, c.narrow(gt)
+        else:
+            sh = self._shifted(s)                                       # (T, P, S_out)
+        E = (sh[:, :, None, :] & gt[None, None]).any(-1).transpose(1, 2, 0)  # (P, Q, T)
         P, Q, T = E.shape
         pin = self._pin(s.idx)
         if P == 1 and Q == 1:  # the common case: one pattern each side, gates are per channel and per tap
@@ -169,6 +188,13 @@ class Mixing(Op):
         qout = torch.from_numpy(np.where(g.idx >= 0, g.idx, Q)).unsqueeze(1)
         eff = self.conn & ext_t[pin, qout]
         return eff
+
+
+def _views_mask(conn: torch.Tensor, mask: torch.Tensor) -> bool:
+    """``conn`` is ``mask`` reshaped to (out, in, taps) without reordering: the mask's reductions over
+    its first dim are ``conn``'s."""
+    return conn.data_ptr() == mask.data_ptr() and conn.is_contiguous() and mask.is_contiguous() and \
+        mask.dim() >= 1 and conn.shape[0] == mask.shape[0] and conn.numel() == mask.numel()
 
 
 def _group_reach(u8: torch.Tensor, idx: np.ndarray, n: int, dim: int) -> np.ndarray:
@@ -191,15 +217,15 @@ def _group_reach(u8: torch.Tensor, idx: np.ndarray, n: int, dim: int) -> np.ndar
 
 
 def _combine_rows(reach: np.ndarray, shifted: np.ndarray, shape: tuple, cdim: int,
-                  cols: np.ndarray | None = None) -> Status:
+                  cols: Columns | None = None) -> Status:
     """Channel k's pattern = OR over (tap t, pattern p) with ``reach[k, t, p]`` of ``shifted[t, p]``.
 
-    With ``cols``, ``shifted`` holds distinct position columns only and position s is column ``cols[s]``.
+    With ``cols``, ``shifted`` holds the distinct position columns of ``cols`` only.
     """
     K, T, P = reach.shape
 
     def widen(rows: np.ndarray) -> np.ndarray:
-        return rows if cols is None else rows[:, cols]
+        return rows if cols is None else cols.widen(rows)
     if K and reach.all():  # every channel sees every (tap, pattern): one pattern for all
         row = np.logical_or.reduce(shifted.reshape(T * P, -1), axis=0)[None]
         return Status.from_table(widen(row), np.zeros(K, np.int64), shape, cdim)
@@ -225,4 +251,4 @@ def _combine_rows(reach: np.ndarray, shifted: np.ndarray, shape: tuple, cdim: in
     # rows equal on the distinct columns are equal everywhere: dedupe narrow, then widen
     table, remap = dedupe_rows(rows)
     idx = np.where(inverse >= 0, remap[np.maximum(inverse, 0)], -1) if len(remap) else np.full(K, -1, np.int64)
-    return Status.from_unique_table(table[:, cols], idx, shape, cdim)
+    return Status.from_unique_table(cols.widen(table), idx, shape, cdim)
