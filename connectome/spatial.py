@@ -152,8 +152,7 @@ class Columns(NamedTuple):
 
     table: np.ndarray   # (T, 1, C)
     cols: np.ndarray    # (S,)
-    order: np.ndarray   # positions sorted by column
-    starts: np.ndarray  # where each column's run begins in ``order``
+    dims: tuple         # per position dim: (its positions sorted by class, where each class begins)
 
     def widen(self, rows: np.ndarray) -> np.ndarray:
         """``(K, C)`` per-column values as ``(K, S)`` per-position values."""
@@ -161,7 +160,10 @@ class Columns(NamedTuple):
 
     def narrow(self, rows: np.ndarray) -> np.ndarray:
         """``(K, S)`` bool rows as ``(K, C)``: column c is alive where some position of it is."""
-        return np.logical_or.reduceat(rows[:, self.order], self.starts, axis=1)
+        r = rows.reshape((len(rows),) + tuple(len(order) for order, _ in self.dims))
+        for d, (order, starts) in enumerate(self.dims):   # classes are per dim: reduce one dim at a time
+            r = np.logical_or.reduceat(np.take(r, order, axis=d + 1), starts, axis=d + 1)
+        return r.reshape(len(rows), -1)
 
 
 @lru_cache(maxsize=4096)
@@ -179,6 +181,7 @@ def per_tap_all_alive_cols(taps: tuple, pos_shape: tuple, transpose: bool) -> Co
     T = len(taps)
     table = np.ones((T,) + (1,) * len(pos_shape), bool)
     cols = np.zeros((), np.int64)
+    dims = []
     for d, n in enumerate(pos_shape):
         vecs = np.stack([np.ones(n, bool) if tap[d] is None else
                          (tap[d].is_read if transpose else tap[d].reads) for tap in taps])
@@ -187,13 +190,12 @@ def per_tap_all_alive_cols(taps: tuple, pos_shape: tuple, transpose: bool) -> Co
         shape[d + 1] = uniq.shape[1]
         table = table & uniq.reshape(shape)
         cols = cols[..., None] * uniq.shape[1] + inv.reshape(-1)
+        order = np.argsort(inv, kind="stable")
+        dims.append((order, np.searchsorted(inv[order], np.arange(uniq.shape[1]))))
     table = table.reshape(T, 1, -1)
     cols = cols.reshape(-1)
-    order = np.argsort(cols, kind="stable")
-    starts = np.flatnonzero(np.r_[True, cols[order][1:] != cols[order][:-1]])
-    for a in (table, cols, order, starts):
-        a.flags.writeable = False
-    return Columns(table, cols, order, starts)
+    table.flags.writeable = cols.flags.writeable = False
+    return Columns(table, cols, tuple(dims))
 
 
 def _distinct_columns(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -137,7 +137,7 @@ class Traced:
 
 
 def as_inputs(example_inputs: Any = None, input_shape: Sequence[int] | None = None,
-              input_dtype: torch.dtype | None = None) -> tuple:
+              input_dtype: torch.dtype | None = None, device: str | None = None) -> tuple:
     """Normalise example inputs: a tensor, a tuple of tensors, or shapes (float32 unless ``input_dtype``).
 
     Token models take integer ids: ``input_dtype=torch.long``.
@@ -149,7 +149,8 @@ def as_inputs(example_inputs: Any = None, input_shape: Sequence[int] | None = No
         raise TraceError("no example input: pass example_inputs or input_shape (e.g. 1,3,32,32)")
     if example_inputs is None:
         shapes = input_shape if input_shape and isinstance(input_shape[0], (list, tuple)) else [input_shape]
-        return tuple(torch.zeros(tuple(int(d) for d in s), dtype=input_dtype or torch.float32) for s in shapes)
+        return tuple(torch.zeros(tuple(int(d) for d in s), dtype=input_dtype or torch.float32, device=device)
+                     for s in shapes)
     if isinstance(example_inputs, torch.Tensor):
         return (example_inputs,)
     return tuple(example_inputs)
@@ -164,7 +165,8 @@ def trace(model: nn.Module, example_inputs: Any = None, input_shape: Sequence[in
     """
     if not isinstance(model, nn.Module):
         raise TraceError(f"expected a torch.nn.Module, got {type(model).__name__}")
-    inputs = as_inputs(example_inputs, input_shape, input_dtype)
+    # fx needs shapes only: zeros from a shape are made on the meta device, and for real only if export runs
+    inputs = as_inputs(example_inputs, input_shape, input_dtype, device="meta")
     # eval mode for tracing; restore exactly the modules that were training (mixed modes included)
     training = [m for m in model.modules() if m.training]
     for m in training:
@@ -183,6 +185,7 @@ def trace(model: nn.Module, example_inputs: Any = None, input_shape: Sequence[in
         if tracer not in ("auto", "fx", "export", "export-core"):
             raise TraceError(f"unknown tracer {tracer!r}: use auto, fx, export or export-core")
         try:
+            inputs = as_inputs(example_inputs, input_shape, input_dtype)
             return _trace_export(model, inputs, core=tracer == "export-core")
         except Exception as e:
             why = f"torch.export failed: {_short(e)}"
