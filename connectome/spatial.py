@@ -128,6 +128,23 @@ def all_alive_taps(taps: tuple, pos_shape: tuple, transpose: bool) -> np.ndarray
     return out
 
 
+def _tap_vectors(taps: tuple, d: int, transpose: bool) -> np.ndarray | None:
+    """``(T, n_d)``: per tap, the positions of dim ``d`` that its map reads (or, transposed, that are
+    read); None where no tap moves dim ``d``. Built once per distinct map (3, not 9, for a 3x3)."""
+    maps = [tap[d] for tap in taps]
+    if all(m is None for m in maps):
+        return None
+    slot: dict[int, int] = {}
+    rows, index = [], []
+    for m in maps:
+        if id(m) not in slot:
+            slot[id(m)] = len(rows)
+            rows.append(m.is_read if transpose else m.reads)
+        index.append(slot[id(m)])
+    distinct = np.stack(rows)
+    return distinct if len(rows) == len(maps) else distinct[index]
+
+
 @lru_cache(maxsize=4096)
 def per_tap_all_alive(taps: tuple, pos_shape: tuple, transpose: bool) -> np.ndarray:
     """``(T, 1, S)``: each tap applied alone to one all-alive row (read-only, cached).
@@ -135,14 +152,19 @@ def per_tap_all_alive(taps: tuple, pos_shape: tuple, transpose: bool) -> np.ndar
     A tap applied to all-alive positions is the outer product of one vector per dim, so all taps
     together are one broadcast AND of ``(T, n_d)`` stacks.
     """
-    out = np.ones((len(taps),) + (1,) * len(pos_shape), bool)
+    T = len(taps)
+    out = np.ones((T,) + (1,) * len(pos_shape), bool)
+    full = []
     for d, n in enumerate(pos_shape):  # a map changes a dim's length (stride, transposed conv)
-        vecs = np.stack([np.ones(n, bool) if tap[d] is None else
-                         (tap[d].is_read if transpose else tap[d].reads) for tap in taps])
-        shape = [len(taps)] + [1] * len(pos_shape)
+        vecs = _tap_vectors(taps, d, transpose)
+        if vecs is None:
+            full.append(n)
+            continue
+        shape = [T] + [1] * len(pos_shape)
         shape[d + 1] = vecs.shape[1]
+        full.append(vecs.shape[1])
         out = out & vecs.reshape(shape)
-    out = out.reshape(len(taps), 1, -1)
+    out = np.broadcast_to(out, (T,) + tuple(full)).reshape(T, 1, -1)
     out.flags.writeable = False
     return out
 
@@ -183,8 +205,9 @@ def per_tap_all_alive_cols(taps: tuple, pos_shape: tuple, transpose: bool) -> Co
     cols = np.zeros((), np.int64)
     dims = []
     for d, n in enumerate(pos_shape):
-        vecs = np.stack([np.ones(n, bool) if tap[d] is None else
-                         (tap[d].is_read if transpose else tap[d].reads) for tap in taps])
+        vecs = _tap_vectors(taps, d, transpose)
+        if vecs is None:                      # every position of dim d alike
+            vecs = np.ones((T, n), bool)
         uniq, inv = _distinct_columns(vecs)   # positions of dim d that every tap treats alike
         shape = [T] + [1] * len(pos_shape)
         shape[d + 1] = uniq.shape[1]
