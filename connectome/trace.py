@@ -371,7 +371,28 @@ def _leaf_shape(mod: nn.Module, args, kwargs) -> tuple[int, ...] | None:
         k, s, p, d = mod.kernel_size, mod.stride, mod.padding, mod.dilation
         sp = tuple((n + 2 * p[i] - d[i] * (k[i] - 1) - 1) // s[i] + 1 for i, n in enumerate(x[2:]))
         return (x[0], mod.out_channels) + sp if all(v > 0 for v in sp) else None
+    if isinstance(mod, _ADAPTIVE) and not getattr(mod, "return_indices", False):
+        n = int(type(mod).__name__[-2])
+        size = mod.output_size if isinstance(mod.output_size, (tuple, list)) else (mod.output_size,) * n
+        if len(x) > n and len(size) == n:
+            return x[:-n] + tuple(x[len(x) - n + i] if v is None else int(v) for i, v in enumerate(size))
+    if type(mod) in _POOLS and not mod.ceil_mode and not getattr(mod, "return_indices", False):
+        n = int(type(mod).__name__[-2])
+        k, s, p = (_ntuple(getattr(mod, a), n) for a in ("kernel_size", "stride", "padding"))
+        d = _ntuple(getattr(mod, "dilation", 1), n)
+        if len(x) > n:
+            sp = tuple((m + 2 * p[i] - d[i] * (k[i] - 1) - 1) // s[i] + 1 for i, m in enumerate(x[-n:]))
+            return x[:-n] + sp if all(v > 0 for v in sp) else None
     return None
+
+
+_ADAPTIVE = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d,
+             nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d)
+_POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)
+
+
+def _ntuple(v: Any, n: int) -> tuple[int, ...]:
+    return tuple(int(e) for e in v) if isinstance(v, (tuple, list)) else (int(v),) * n
 
 
 def _to_meta(x: Any) -> Any:

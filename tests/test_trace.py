@@ -37,3 +37,20 @@ class Mixed(nn.Module):
 def test_same_graph_as_fx(make):
     model = make().eval()   # each tracer gets its own copy: both leave tensor constants on the module
     assert str(_Tracer().trace(copy.deepcopy(model))) == str(fx.Tracer().trace(copy.deepcopy(model)))
+
+
+@pytest.mark.parametrize("mod,shape", [
+    (nn.AdaptiveAvgPool2d((1, 1)), (2, 3, 7, 9)), (nn.AdaptiveAvgPool2d((None, 4)), (1, 3, 7, 9)),
+    (nn.AdaptiveMaxPool1d(5), (2, 4, 11)), (nn.AdaptiveAvgPool3d(2), (1, 2, 5, 6, 7)),
+    (nn.AdaptiveAvgPool2d(3), (3, 7, 9)),            # no batch dim
+    (nn.MaxPool2d(3, 2, 1), (1, 8, 112, 112)), (nn.MaxPool2d(2), (1, 3, 7, 7)),
+    (nn.MaxPool2d(3, 1, 1, dilation=2), (1, 2, 9, 9)), (nn.MaxPool1d(4, 3, 2), (2, 3, 17)),
+    (nn.AvgPool2d(2, 2), (1, 4, 9, 8)), (nn.AvgPool3d(3, 2, 1), (1, 1, 7, 8, 9)), (nn.AvgPool1d(3), (2, 10)),
+    (nn.MaxPool2d(3, 2, ceil_mode=True), (1, 1, 8, 8)),   # formula declines: torch computes it
+    (nn.Conv2d(3, 8, 3, 2, 1), (1, 3, 15, 16)), (nn.Linear(6, 2), (4, 5, 6)),
+])
+def test_shape_formulas_match_torch(mod, shape):
+    from connectome.trace import _leaf_shape
+    got = _leaf_shape(mod, (torch.empty(shape, device="meta"),), {})
+    assert got is None or got == tuple(mod(torch.zeros(shape)).shape)
+    assert got is not None or getattr(mod, "ceil_mode", False)
