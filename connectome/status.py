@@ -19,6 +19,7 @@ Examples
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import cached_property
 from math import prod
 from typing import Callable, Sequence
 
@@ -145,6 +146,10 @@ class Status:
         return self.idx >= 0
 
     def any(self) -> bool:
+        return self._any
+
+    @cached_property
+    def _any(self) -> bool:   # asked many times per status in a walk; statuses are never changed in place
         return bool((self.idx >= 0).any())
 
     def is_full(self) -> bool:
@@ -238,12 +243,29 @@ def combine(statuses: Sequence[Status], fn: Callable[..., np.ndarray]) -> Status
     if all(len(st.table) == 1 and (st.idx == 0).all() for st in statuses):  # one pattern everywhere
         row = fn(*[st.table for st in statuses])
         return Status.from_table(row, np.zeros(first.channels, np.int64), first.shape, first.cdim)
-    keys = np.stack([s.idx for s in statuses], axis=1)
-    uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
+    uniq, inverse = _distinct_tuples([s.idx for s in statuses], [len(s.table) for s in statuses])
     s = first.table.shape[1]
     tables = [np.concatenate([st.table, np.zeros((1, s), bool)]) for st in statuses]
     rows = fn(*[tables[j][uniq[:, j]] for j in range(len(statuses))])
     return Status.from_table(rows, inverse.ravel(), first.shape, first.cdim)
+
+
+def _distinct_tuples(idxs: list[np.ndarray], sizes: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct rows of ``stack(idxs, axis=1)`` (entries in ``[-1, size)``) and each row's index among
+    them, as ``np.unique(..., axis=0)`` gives them, through one integer key per row (~10x faster)."""
+    radix = [n + 1 for n in sizes]
+    if float(np.prod(np.array(radix, dtype=np.float64))) >= 2.0 ** 62:
+        uniq, inverse = np.unique(np.stack(idxs, axis=1), axis=0, return_inverse=True)
+        return uniq, inverse.ravel()
+    key = np.zeros(len(idxs[0]), np.int64)
+    for idx, r in zip(idxs, radix):     # the first status is the most significant digit: sorted as rows
+        key = key * r + (idx + 1)
+    ukey, inverse = np.unique(key, return_inverse=True)
+    uniq = np.empty((len(ukey), len(idxs)), np.int64)
+    for j in range(len(idxs) - 1, -1, -1):
+        ukey, digit = np.divmod(ukey, radix[j])
+        uniq[:, j] = digit - 1
+    return uniq, inverse.ravel()
 
 
 def union(statuses: Sequence[Status]) -> Status:

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from connectome.status import Status, combine, dedupe_rows, union
 
@@ -67,3 +68,15 @@ def test_rows_match_full_layout(shape):
     arr = np.random.default_rng(2).random(shape) > 0.5
     s = Status.from_full(arr, len(shape) - 1)
     assert (np.moveaxis(arr, -1, 0).reshape(shape[-1], -1) == s.rows()).all()
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data(), k=st.integers(1, 4), c=st.integers(1, 40))
+def test_distinct_tuples_equal_numpy_unique_rows(data, k, c):
+    import numpy as np
+    from connectome.status import _distinct_tuples
+    sizes = [data.draw(st.integers(0, 6)) for _ in range(k)]
+    idxs = [np.array(data.draw(st.lists(st.integers(-1, n - 1), min_size=c, max_size=c)), np.int64) for n in sizes]
+    uniq, inverse = _distinct_tuples(idxs, sizes)
+    ref_u, ref_i = np.unique(np.stack(idxs, axis=1), axis=0, return_inverse=True)
+    assert np.array_equal(uniq, ref_u) and np.array_equal(inverse, ref_i.ravel())
