@@ -120,10 +120,19 @@ def _read_arrays(jobs: list[tuple[str, tuple[np.ndarray, ...], np.ndarray]]
 
 def _tensor(module: nn.Module, attr: str) -> torch.Tensor | None:
     for name in (attr + "_orig", attr):
-        v = getattr(module, name, None)
+        v = _member(module, name)
         if isinstance(v, torch.Tensor):
             return v
     return None
+
+
+def _member(module: nn.Module, name: str):
+    """``getattr(module, name, None)`` without the raised-and-caught AttributeError (~5 us each) that
+    ``nn.Module.__getattr__`` costs for a name the module lacks."""
+    for table in (module._parameters, module._buffers, module.__dict__):
+        if name in table:
+            return table[name]
+    return getattr(module, name, None) if hasattr(type(module), name) else None
 
 
 _POOL: list[ThreadPoolExecutor] = []
@@ -213,7 +222,7 @@ class MaskSource(Mapping[str, torch.Tensor]):
         if w is None:
             return None
         mod_name, _, attr = name.rpartition(".")
-        buf = getattr(self._module(mod_name), attr + "_mask", None)
+        buf = _member(self._module(mod_name), attr + "_mask")
         tensors = (w,) if buf is None else (w, buf)
         if not all(isinstance(t, torch.Tensor) and _numpy_readable(t) and t.shape == w.shape for t in tensors):
             return None
@@ -268,7 +277,7 @@ class MaskSource(Mapping[str, torch.Tensor]):
         if w is None:
             return None
         mod_name, _, attr = name.rpartition(".")
-        buf = getattr(self._module(mod_name), attr + "_mask", None)
+        buf = _member(self._module(mod_name), attr + "_mask")
         if isinstance(buf, torch.Tensor):
             return nonzero(buf) & nonzero(w)
         return nonzero(w)
