@@ -15,6 +15,7 @@ Examples
 """
 from __future__ import annotations
 
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable, Iterator, Mapping, NamedTuple
@@ -135,15 +136,19 @@ def _member(module: nn.Module, name: str):
     return getattr(module, name, None) if hasattr(type(module), name) else None
 
 
-_POOL: list[ThreadPoolExecutor] = []
+_POOL: dict[int, ThreadPoolExecutor] = {}
 _POOL_LOCK = threading.Lock()
 
 
 def _pool() -> ThreadPoolExecutor:
-    with _POOL_LOCK:   # one worker for the whole process, started on first use
-        if not _POOL:
-            _POOL.append(ThreadPoolExecutor(1, thread_name_prefix="connectome-read"))
-        return _POOL[0]
+    """One reader thread per process, started on first use. Keyed by pid: a child forked after the
+    parent started its reader inherits the executor but not the thread, and would wait forever."""
+    with _POOL_LOCK:
+        pid = os.getpid()
+        if pid not in _POOL:
+            _POOL.clear()
+            _POOL[pid] = ThreadPoolExecutor(1, thread_name_prefix="connectome-read")
+        return _POOL[pid]
 
 
 class MaskSource(Mapping[str, torch.Tensor]):

@@ -104,3 +104,31 @@ def test_all_distinct_equals_set_size(values):
     from connectome.reduce import all_distinct
     import numpy as np
     assert all_distinct(np.array(values, dtype=np.int64)) == (len(set(values)) == len(values))
+
+
+def test_prefetch_in_a_forked_child_after_the_parent_read():
+    # the parent's reader thread does not survive fork(); the child must start its own, not wait on it
+    import multiprocessing
+    from connectome.masks import MaskSource, prunable_weights
+    net = _pruned_net()
+    names = list(prunable_weights(net))
+    MaskSource(net).prefetch(names)   # the parent's reader thread now exists
+    ctx = multiprocessing.get_context("fork")
+    out = ctx.Queue()
+    child = ctx.Process(target=_child_counts, args=(net, names, out))   # fork: nothing is pickled
+    child.start()
+    try:
+        counts = out.get(timeout=60)
+    finally:
+        child.join(5)
+        if child.is_alive():
+            child.kill()
+    one = MaskSource(net)
+    assert counts == [one.count(n) for n in names]
+
+
+def _child_counts(net, names, out):
+    from connectome.masks import MaskSource
+    s = MaskSource(net)
+    s.prefetch(names)
+    out.put([s.count(n) for n in names])
