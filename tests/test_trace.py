@@ -36,7 +36,10 @@ class Mixed(nn.Module):
                                   torchvision.models.mobilenet_v3_small])
 def test_same_graph_as_fx(make):
     model = make().eval()   # each tracer gets its own copy: both leave tensor constants on the module
-    assert str(_Tracer().trace(copy.deepcopy(model))) == str(fx.Tracer().trace(copy.deepcopy(model)))
+    ours, theirs = _Tracer().trace(copy.deepcopy(model)), fx.Tracer().trace(copy.deepcopy(model))
+    assert str(ours) == str(theirs)
+    stacks = [(n.meta.get("nn_module_stack"), m.meta.get("nn_module_stack")) for n, m in zip(ours.nodes, theirs.nodes)]
+    assert all(a == b and type(a) is type(b) for a, b in stacks) and any(a for a, _ in stacks)
 
 
 @pytest.mark.parametrize("mod,shape", [
