@@ -36,8 +36,9 @@ class Mixed(nn.Module):
                                   torchvision.models.mobilenet_v3_small])
 def test_same_graph_as_fx(make):
     model = make().eval()   # each tracer gets its own copy: both leave tensor constants on the module
-    ours, theirs = _Tracer().trace(copy.deepcopy(model)), fx.Tracer().trace(copy.deepcopy(model))
-    assert str(ours) == str(theirs)
+    a, b = _Tracer(), fx.Tracer()
+    ours, theirs = a.trace(copy.deepcopy(model)), b.trace(copy.deepcopy(model))
+    assert str(ours) == str(theirs) and a.node_name_to_scope == b.node_name_to_scope
     stacks = [(n.meta.get("nn_module_stack"), m.meta.get("nn_module_stack")) for n, m in zip(ours.nodes, theirs.nodes)]
     assert all(a == b and type(a) is type(b) for a, b in stacks) and any(a for a, _ in stacks)
 
