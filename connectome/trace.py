@@ -238,9 +238,9 @@ class _FastScope(_Scope or object):   # type: ignore[misc]
 
 
 class _Tracer(fx.Tracer):
-    """fx's tracer with a short path for the arguments nearly every call has: proxies, plain constants
-    and tuples or lists of them (fx checks each against parameters, buffers and modules first), and a
-    cheaper snapshot of the module stack each node records."""
+    """fx's tracer with a short path for the arguments nearly every call has (proxies, plain constants,
+    and tuples, lists or keyword dicts of them: fx checks each against parameters, buffers and modules
+    first), and cheaper snapshots of the module stack and scope, which fx copies at every node."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -259,6 +259,8 @@ class _Tracer(fx.Tracer):
             return tuple(self.create_arg(x) for x in a)
         if t is list:
             return [self.create_arg(x) for x in a]
+        if t is dict and all(type(k) is str for k in a):   # every call's kwargs
+            return {k: self.create_arg(v) for k, v in a.items()}
         return super().create_arg(a)
 
 
