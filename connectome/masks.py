@@ -265,6 +265,8 @@ class MaskSource(Mapping[str, torch.Tensor]):
         return None if module is None else _tensor(module, attr)
 
     def _module(self, name: str) -> nn.Module | None:
+        if not self._modules:   # one walk over the modules: cheaper than get_submodule for each weight
+            self._modules.update(self.model.named_modules(remove_duplicate=False))
         if name not in self._modules:
             try:
                 self._modules[name] = self.model.get_submodule(name)
