@@ -181,10 +181,12 @@ class MaskSource(Mapping[str, torch.Tensor]):
         return mask
 
     def prefetch(self, names: Iterable[str]) -> None:
-        """Read and count the masks of ``names`` now, on two threads when torch may use two.
+        """Read, count and reduce (:class:`Reduced`) the masks of ``names`` now, on two threads when
+        torch may use two.
 
-        numpy's comparison and count release the GIL, so a second thread halves the one pass over the
-        weights that no analysis can avoid. Results are the same as reading one at a time.
+        numpy's comparison, count and reductions release the GIL, so a second thread halves the one
+        pass over the weights that no analysis can avoid. Masks and counts are the same as reading one
+        at a time; explicit masks, and weights numpy cannot view (bfloat16, GPU), are left to :meth:`get`.
 
         >>> m = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 2))
         >>> s = MaskSource(m); s.prefetch(["0.weight", "1.weight"]); s.count("1.weight")
