@@ -54,7 +54,7 @@ def process_time(code: list[str], repeat: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--models", default="resnet50,vgg19")
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--no-e2e", action="store_true", help="skip the end-to-end CLI timing")
