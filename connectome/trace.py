@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import operator
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -24,6 +23,8 @@ from typing import Any, Sequence
 
 import torch
 from torch import fx, nn
+
+from .shapes import MetaRun, ShapeError, to_meta
 
 __all__ = ["Traced", "TraceError", "trace", "as_inputs"]
 
@@ -208,8 +209,13 @@ def _trace_fx(model: nn.Module, inputs: tuple) -> Traced:
     if len(placeholders) < len(inputs):
         raise TraceError(f"{type(model).__name__}.forward takes {len(placeholders)} inputs, got {len(inputs)}")
     traced = Traced(model, graph, "fx", placeholders[: len(inputs)], [], {}, model, constants=constants)
-    run = _MetaRun(model, graph, constants)
-    traced.vals = run.run(inputs, placeholders)
+    run = MetaRun(model, graph, constants)
+    try:
+        traced.vals = run.run(inputs, placeholders)
+    except ShapeError as e:
+        cause = e.__cause__ or e
+        raise TraceError(f"shape propagation failed at {_where(e.node)}: {_short(cause)}; "
+                         "is the input shape right?") from cause
     traced._modules.update(run.submodules)   # every call_module target, by the names fx gave them
     traced.outputs = _output_nodes(graph, traced.vals)
     return traced
@@ -227,14 +233,11 @@ class _ModuleStack(collections.OrderedDict):
         return collections.OrderedDict(self)
 
 
-_Scope = getattr(fx.proxy, "Scope", None)
-
-
-class _FastScope(_Scope or object):   # type: ignore[misc]
+class _FastScope(fx.proxy.Scope):
     """fx copies the current scope at every module call, by ``copy.copy`` (~4 us) too."""
 
-    def __copy__(self):
-        return _Scope(self.module_path, self.module_type)
+    def __copy__(self) -> fx.proxy.Scope:
+        return fx.proxy.Scope(self.module_path, self.module_type)
 
 
 class _Tracer(fx.Tracer):
@@ -246,7 +249,7 @@ class _Tracer(fx.Tracer):
         super().__init__()
         if isinstance(getattr(self, "module_stack", None), collections.OrderedDict):
             self.module_stack = _ModuleStack(self.module_stack)
-        if _Scope is not None and type(getattr(self, "scope", None)) is _Scope:
+        if type(getattr(self, "scope", None)) is fx.proxy.Scope:
             self.scope = _FastScope(self.scope.module_path, self.scope.module_type)
 
     def create_arg(self, a: Any) -> Any:
@@ -295,141 +298,13 @@ def _trace_export(model: nn.Module, inputs: tuple, core: bool = False) -> Traced
             user.append(node)
         elif spec.target is not None:
             param_nodes[node] = spec.target
-    vals = {n: _to_meta(n.meta.get("val")) for n in ep.graph.nodes}
+    vals = {n: to_meta(n.meta.get("val")) for n in ep.graph.nodes}
     out_node = next(n for n in ep.graph.nodes if n.op == "output")
     outs = [a for a, spec in zip(out_node.args[0], ep.graph_signature.output_specs)
             if spec.kind == OutputKind.USER_OUTPUT and isinstance(a, fx.Node)]
     root = ep.graph_module
     return Traced(model, ep.graph, "export-core" if core else "export", user, outs, vals, root, param_nodes,
                   dict(ep.constants))
-
-
-class _MetaRun(fx.Interpreter):
-    """Runs the graph on meta tensors: shapes and dtypes only, no arithmetic."""
-
-    def __init__(self, model: nn.Module, graph: fx.Graph, constants: dict[str, torch.Tensor]):
-        super().__init__(model, garbage_collect_values=False, graph=graph)
-        self.constants = constants
-        self.vals: dict[fx.Node, Any] = {}
-
-    def run(self, inputs: tuple, placeholders: list[fx.Node]) -> dict[fx.Node, Any]:
-        args = [_to_meta(x) for x in inputs]
-        for p in placeholders[len(inputs):]:
-            default = p.args[0] if p.args else None
-            args.append(_to_meta(default))
-        given = dict(zip(placeholders, args))
-        env = self.vals
-        # fx.Interpreter.run's per-node bookkeeping (tracebacks, current-node context) costs more than
-        # the meta arithmetic; this loop does the same dispatch without it
-        for n in self.graph.nodes:
-            if n.op == "output":
-                break
-            try:
-                if n.op == "placeholder":
-                    out = given.get(n)
-                else:
-                    a = fx.node.map_arg(n.args, env.__getitem__)
-                    k = fx.node.map_arg(n.kwargs, env.__getitem__)
-                    out = getattr(self, n.op)(n.target, a, k)
-            except TraceError:
-                raise
-            except Exception as e:
-                raise TraceError(f"shape propagation failed at {_where(n)}: {_short(e)}; is the input shape right?") from e
-            env[n] = out
-        return env
-
-    def get_attr(self, target, args, kwargs):
-        if target in self.constants:
-            return _to_meta(self.constants[target])
-        return _to_meta(super().get_attr(target, args, kwargs))
-
-    def call_function(self, target, args, kwargs):
-        if target in _BROADCASTING and not kwargs and len(args) == 2 and \
-                all(isinstance(a, torch.Tensor) for a in args):  # meta dispatch of add costs ~0.2 ms
-            a, b = args
-            shape = _broadcast(tuple(a.shape), tuple(b.shape))
-            if shape is not None:
-                return torch.empty(shape, dtype=torch.promote_types(a.dtype, b.dtype), device="meta")
-        return super().call_function(target, args, kwargs)
-
-    def call_module(self, target, args, kwargs):
-        mod = self.submodules.get(target)
-        mod = mod if mod is not None else self.fetch_attr(target)
-        shape = _leaf_shape(mod, args, kwargs)
-        if shape is not None:
-            return torch.empty(shape, dtype=args[0].dtype, device="meta")
-        state = {k: _to_meta(v) for k, v in mod.state_dict(keep_vars=True).items()}
-        return torch.func.functional_call(mod, state, tuple(args), dict(kwargs))
-
-
-_BROADCASTING = (operator.add, operator.sub, operator.mul, operator.iadd, torch.add, torch.sub)
-_SAME_SHAPE = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.Tanh, nn.Identity,
-               nn.Dropout, nn.Dropout2d, nn.LeakyReLU, nn.ELU, nn.Mish, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-
-
-def _broadcast(a: tuple, b: tuple) -> tuple | None:
-    """``torch.broadcast_shapes`` for plain int shapes (torch's goes through symbolic-shape checks, ~60 us);
-    None where they do not broadcast, so that torch raises its own error.
-
-    >>> _broadcast((8, 1, 5), (3, 1)), _broadcast((2, 3), (4, 3))
-    ((8, 3, 5), None)
-    """
-    if a == b:
-        return a
-    n = max(len(a), len(b))
-    a, b = (1,) * (n - len(a)) + a, (1,) * (n - len(b)) + b
-    out = []
-    for x, y in zip(a, b):
-        if x != y and x != 1 and y != 1:
-            return None
-        out.append(y if x == 1 else x)
-    return tuple(out)
-
-
-def _leaf_shape(mod: nn.Module, args, kwargs) -> tuple[int, ...] | None:
-    """Output shape of the most common layers by formula (functional_call on meta costs ~0.3 ms each)."""
-    if kwargs or len(args) != 1 or not isinstance(args[0], torch.Tensor):
-        return None
-    x = tuple(args[0].shape)
-    if type(mod) in _SAME_SHAPE:
-        return x
-    if type(mod) is nn.Linear and x and x[-1] == mod.in_features:
-        return x[:-1] + (mod.out_features,)
-    if type(mod) in (nn.Conv1d, nn.Conv2d, nn.Conv3d) and isinstance(mod.padding, tuple) and \
-            len(x) == mod.weight.dim() and x[1] == mod.in_channels:
-        k, s, p, d = mod.kernel_size, mod.stride, mod.padding, mod.dilation
-        sp = tuple((n + 2 * p[i] - d[i] * (k[i] - 1) - 1) // s[i] + 1 for i, n in enumerate(x[2:]))
-        return (x[0], mod.out_channels) + sp if all(v > 0 for v in sp) else None
-    if isinstance(mod, _ADAPTIVE) and not getattr(mod, "return_indices", False):
-        n = int(type(mod).__name__[-2])
-        size = mod.output_size if isinstance(mod.output_size, (tuple, list)) else (mod.output_size,) * n
-        if len(x) > n and len(size) == n:
-            return x[:-n] + tuple(x[len(x) - n + i] if v is None else int(v) for i, v in enumerate(size))
-    if type(mod) in _POOLS and not mod.ceil_mode and not getattr(mod, "return_indices", False):
-        n = int(type(mod).__name__[-2])
-        k, s, p = (_ntuple(getattr(mod, a), n) for a in ("kernel_size", "stride", "padding"))
-        d = _ntuple(getattr(mod, "dilation", 1), n)
-        if len(x) > n:
-            sp = tuple((m + 2 * p[i] - d[i] * (k[i] - 1) - 1) // s[i] + 1 for i, m in enumerate(x[-n:]))
-            return x[:-n] + sp if all(v > 0 for v in sp) else None
-    return None
-
-
-_ADAPTIVE = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d,
-             nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d)
-_POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)
-
-
-def _ntuple(v: Any, n: int) -> tuple[int, ...]:
-    return tuple(int(e) for e in v) if isinstance(v, (tuple, list)) else (int(v),) * n
-
-
-def _to_meta(x: Any) -> Any:
-    if isinstance(x, torch.Tensor):
-        return torch.empty(x.shape, dtype=x.dtype, device="meta")
-    if isinstance(x, (list, tuple)):
-        return type(x)(_to_meta(v) for v in x)
-    return x
 
 
 def _output_nodes(graph: fx.Graph, vals: dict) -> list[fx.Node]:

@@ -54,7 +54,7 @@ def test_same_graph_as_fx(make):
     (nn.Conv2d(3, 8, 3, 2, 1), (1, 3, 15, 16)), (nn.Linear(6, 2), (4, 5, 6)),
 ])
 def test_shape_formulas_match_torch(mod, shape):
-    from connectome.trace import _leaf_shape
+    from connectome.shapes import _leaf_shape
     got = _leaf_shape(mod, (torch.empty(shape, device="meta"),), {})
     assert got is None or got == tuple(mod(torch.zeros(shape)).shape)
     assert got is not None or getattr(mod, "ceil_mode", False)
