@@ -58,3 +58,10 @@ def test_shape_formulas_match_torch(mod, shape):
     got = _leaf_shape(mod, (torch.empty(shape, device="meta"),), {})
     assert got is None or got == tuple(mod(torch.zeros(shape)).shape)
     assert got is not None or getattr(mod, "ceil_mode", False)
+
+
+def test_shape_error_names_the_node_and_asks_about_the_input():
+    from connectome.trace import TraceError, trace
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+    with pytest.raises(TraceError, match=r"shape propagation failed at node _0 \(call_module 0\).*input shape right"):
+        trace(model, input_shape=(1, 5, 8, 8), tracer="fx")
