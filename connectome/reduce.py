@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["any_along", "count_true", "all_distinct"]
+__all__ = ["any_along", "count_true", "all_distinct", "distinct_rows"]
 
 _LANES = 255   # int64 lanes one add may combine before a byte could overflow
 
@@ -75,3 +75,23 @@ def all_distinct(values: np.ndarray) -> bool:
         return True
     s = np.sort(values, axis=None)
     return bool((s[1:] != s[:-1]).all())
+
+
+def distinct_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For a 2-D bool array with at least one column: the index of the first occurrence of each
+    distinct row (in sorted-key order) and, per row, which distinct row it is.
+
+    Rows are sorted by one key each: an integer for up to 62 columns, packed bytes beyond, both much
+    faster than ``np.unique(axis=0)``.
+
+    >>> first, inverse = distinct_rows(np.array([[1, 0], [0, 0], [1, 0]], dtype=bool))
+    >>> first.tolist(), inverse.tolist()
+    ([1, 0], [1, 0, 1])
+    """
+    if rows.shape[1] <= 62:
+        keys = rows.astype(np.int64) @ (np.int64(1) << np.arange(rows.shape[1], dtype=np.int64))
+    else:
+        packed = np.packbits(rows, axis=1)
+        keys = packed.view(np.dtype((np.void, packed.shape[1]))).ravel()
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    return first, inverse.reshape(-1)

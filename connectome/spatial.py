@@ -23,7 +23,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import torch
 
-from .reduce import all_distinct
+from .reduce import all_distinct, distinct_rows
 
 __all__ = ["DimMap", "conv_taps", "transposed_taps", "adaptive_map", "interp_map", "apply_taps",
            "all_alive_taps", "per_tap_all_alive", "per_tap_all_alive_cols", "Columns",
@@ -223,13 +223,8 @@ def per_tap_all_alive_cols(taps: tuple, pos_shape: tuple, transpose: bool) -> Co
 
 def _distinct_columns(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The distinct columns of a 2-D bool array and, per column, which of them it is."""
-    if m.shape[0] <= 62:   # one integer key per column; np.unique(axis=...) is ~50x slower
-        keys = (np.int64(1) << np.arange(m.shape[0], dtype=np.int64)) @ m.astype(np.int64)
-    else:
-        packed = np.ascontiguousarray(np.packbits(m, axis=0).T)
-        keys = packed.view(np.dtype((np.void, packed.shape[1]))).ravel()
-    _, first, inv = np.unique(keys, return_index=True, return_inverse=True)
-    return m[:, first], inv.reshape(-1)
+    first, inv = distinct_rows(np.ascontiguousarray(m.T))
+    return m[:, first], inv
 
 
 def _padded_index(y: np.ndarray, n: int, mode: str) -> np.ndarray:

@@ -25,6 +25,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from .reduce import distinct_rows
 from .spatial import DimMap, apply_taps
 
 __all__ = ["Status", "dedupe_rows", "combine", "union", "any_alive", "slots"]
@@ -43,17 +44,12 @@ def dedupe_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return np.zeros((0, rows.shape[1]), bool), np.zeros(0, np.int64)
     if rows.shape[1] == 0:
         return np.zeros((0, 0), bool), np.full(n, -1, np.int64)
-    if rows.shape[1] <= 62:  # narrow rows: one integer key each, much faster to sort than byte strings
-        keys = rows.astype(np.int64) @ (np.int64(1) << np.arange(rows.shape[1], dtype=np.int64))
-    else:
-        packed = np.packbits(rows, axis=1)
-        keys = packed.view(np.dtype((np.void, packed.shape[1]))).ravel()
-    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    first, inverse = distinct_rows(rows)
     table = rows[first]
     keep = table.any(axis=1)
     remap = np.full(len(table), -1, np.int64)
     remap[keep] = np.arange(int(keep.sum()))
-    return table[keep], remap[inverse.ravel()]
+    return table[keep], remap[inverse]
 
 
 @dataclass(frozen=True, eq=False)
