@@ -225,13 +225,8 @@ class MaskSource(Mapping[str, torch.Tensor]):
 
     def _arrays(self, name: str) -> tuple[np.ndarray, ...] | None:
         """The weight (and prune's mask buffer) as numpy views, or None where numpy cannot read them."""
-        w = self.weight(name)
-        if w is None:
-            return None
-        mod_name, _, attr = name.rpartition(".")
-        buf = _member(self._module(mod_name), attr + "_mask")
-        tensors = (w,) if buf is None else (w, buf)
-        if not all(isinstance(t, torch.Tensor) and _numpy_readable(t) and t.shape == w.shape for t in tensors):
+        tensors = self._stored(name)
+        if tensors is None or not all(_numpy_readable(t) and t.shape == tensors[0].shape for t in tensors):
             return None
         try:
             return tuple(t.detach().numpy() for t in tensors)
@@ -277,16 +272,24 @@ class MaskSource(Mapping[str, torch.Tensor]):
         return self._modules[name]
 
     def _read(self, name: str) -> torch.Tensor | None:
-        w = self.weight(name)
+        tensors = self._stored(name)
         if name in self.explicit:
             m = self.explicit[name]
-            if w is not None and tuple(m.shape) != tuple(w.shape):
-                raise ValueError(f"mask for {name} has shape {tuple(m.shape)}, weight has {tuple(w.shape)}")
+            if tensors is not None and tuple(m.shape) != tuple(tensors[0].shape):
+                raise ValueError(f"mask for {name} has shape {tuple(m.shape)}, weight has {tuple(tensors[0].shape)}")
             return m
+        if tensors is None:
+            return None
+        mask = nonzero(tensors[0])
+        for extra in tensors[1:]:
+            mask &= nonzero(extra)
+        return mask
+
+    def _stored(self, name: str) -> tuple[torch.Tensor, ...] | None:
+        """The weight, and prune's ``<name>_mask`` buffer when there is one: what a mask is read from."""
+        w = self.weight(name)
         if w is None:
             return None
         mod_name, _, attr = name.rpartition(".")
         buf = _member(self._module(mod_name), attr + "_mask")
-        if isinstance(buf, torch.Tensor):
-            return nonzero(buf) & nonzero(w)
-        return nonzero(w)
+        return (w, buf) if isinstance(buf, torch.Tensor) else (w,)
