@@ -24,6 +24,7 @@ from torch import fx, nn
 
 from .lower import UnitGraph, lower
 from .masks import MaskSource, prunable_weights
+from .names import WeightNames
 from .reduce import count_true
 from .status import Status, any_alive
 from .trace import TraceError, Traced, trace
@@ -118,7 +119,7 @@ class Analysis:
 
     def _owner_node(self, layer: str) -> Any:
         for node, op in self.walk.graph.ops.items():
-            if any(w.name in (layer, layer + ".weight") for w in op.weights):
+            if any(k in (layer, layer + ".weight") for w in op.weights for k in w.keys):
                 return node
         raise KeyError(f"no prunable layer {layer!r} is used by the traced graph")
 
@@ -162,12 +163,13 @@ class Analyzer:
                     self.traced = trace(model, example_inputs, input_shape, "export", input_dtype)
                 except TraceError:
                     pass
-            self.kinds = prunable_weights(model)
+            self.names = WeightNames(model)
+            self.kinds = prunable_weights(model, self.names)
 
     def run(self, masks: Mapping[str, torch.Tensor] | None = None) -> Analysis:
         """Analyse with ``masks`` (name -> 0/1 tensor) overriding the model's own masks."""
         with _gc_paused():
-            source = MaskSource(self.model, masks)
+            source = MaskSource(self.model, masks, self.names)
             source.prefetch(self.kinds)
             graph = lower(self.traced, source)
             w = walk(graph)
@@ -202,29 +204,43 @@ def analyze(model: nn.Module, example_inputs: Any = None, input_shape: Sequence[
 
 def _result(traced: Traced, graph: UnitGraph, w: Walk, source: MaskSource, kinds: dict[str, str]) -> Analysis:
     owners: dict[str, tuple[fx.Node, str]] = {}
+    uses: dict[str, int] = {}
+    support: dict[str, torch.Tensor] = {}
     kinds = dict(kinds)  # weights found only through ops join this run's list, not the Analyzer's
     for node, op in graph.ops.items():
         for wt in op.weights:
-            owners.setdefault(wt.name, (node, wt.kind))
-            kinds.setdefault(wt.name, wt.kind)
-    referenced = _referenced(traced)
+            for key in wt.keys:
+                owners.setdefault(key, (node, wt.kind))
+                kinds.setdefault(key, wt.kind)
+                uses[key] = uses.get(key, 0) + 1
+            for key, sup in wt.support.items():   # computed weights: zeros the computation made nonzero
+                support[key] = support[key] | sup if key in support else sup
+    referenced = {source.names.key(r) for r in _referenced(traced)}
     masks, eff, layers = {}, {}, []
     unsupported = list(graph.unsupported)
     for name, kind in kinds.items():
         mask = source.get(name)
         if mask is None:
             continue
+        nonzero = source.count(name)
+        if name in support and not bool((support[name] <= mask).all()):
+            mask = mask | support[name]
+            nonzero = count_true(mask)
         masks[name] = mask
         if name in w.effective:
             eff[name] = w.effective[name]
+            if name in source.names.renormalized and eff[name].any():
+                eff[name] = mask.clone()   # zeroing one entry rescales all: one effective entry keeps them all
         elif name in owners or not any(name == r or name.startswith(r + ".") or r == name + "_orig"
                                        for r in referenced):
             eff[name] = torch.zeros_like(mask)   # owned but never reached, or only in constant computations
         else:  # used by an op we cannot see into: never call it ineffective
             eff[name] = mask.clone()
             unsupported.append({"node": "", "op": name, "reason": "weight used by an op without a rule"})
-        layers.append(_layer_row(name, kinds[name], mask, eff[name], owners.get(name), graph, w,
-                                 source.count(name)))
+        row = _layer_row(name, kinds[name], mask, eff[name], owners.get(name), graph, w, nonzero)
+        row["shared_with"] = source.names.aliases(name)
+        row["uses"] = uses.get(name, 0)
+        layers.append(row)
     collapsed = not any(any_alive(w.fwd.get(n)) for n in traced.outputs)
     shapes = [list(traced.vals[n].shape) for n in traced.inputs if isinstance(traced.vals.get(n), torch.Tensor)]
     return Analysis(eff, masks, dict(kinds), layers, collapsed, unsupported, w, traced.tracer, shapes)

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .names import WeightNames
 from .reduce import count_true
 
 __all__ = ["MaskSource", "prunable_weights", "PRUNABLE_KINDS", "nonzero"]
@@ -51,21 +52,25 @@ def _kind_of(module: nn.Module) -> tuple[tuple[str, ...], str] | None:
     return None
 
 
-def prunable_weights(model: nn.Module) -> dict[str, str]:
-    """Every prunable weight of the model by layer type: name -> kind, in module order.
+def prunable_weights(model: nn.Module, names: WeightNames | None = None) -> dict[str, str]:
+    """Every prunable weight of the model by layer type: key -> kind, in module order.
+
+    A tensor used by several layers (a head tied to the embedding) is listed once, under its key
+    (:class:`~connectome.names.WeightNames`), with the kind of its first layer.
 
     >>> prunable_weights(torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8), torch.nn.Linear(8, 2)))
     {'0.weight': 'conv2d', '2.weight': 'linear'}
     """
+    names = names or WeightNames(model)
     found: dict[str, str] = {}
-    for mod_name, module in model.named_modules():
+    for mod_name, module in model.named_modules(remove_duplicate=False):
         spec = _kind_of(module)
         if spec is None:
             continue
         attrs, kind = spec
         for attr in attrs:
             if _tensor(module, attr) is not None:
-                found[f"{mod_name}.{attr}" if mod_name else attr] = kind
+                found.setdefault(names.key(f"{mod_name}.{attr}" if mod_name else attr), kind)
     return found
 
 
@@ -162,15 +167,18 @@ class MaskSource(Mapping[str, torch.Tensor]):
     True
     """
 
-    def __init__(self, model: nn.Module, masks: Mapping[str, torch.Tensor] | None = None):
+    def __init__(self, model: nn.Module, masks: Mapping[str, torch.Tensor] | None = None,
+                 names: WeightNames | None = None):
         self.model = model
-        self.explicit = {k: torch.as_tensor(v).bool() for k, v in (masks or {}).items()}
+        self.names = names or WeightNames(model)
+        self.explicit = {self.names.key(k): torch.as_tensor(v).bool() for k, v in (masks or {}).items()}
         self._cache: dict[str, torch.Tensor] = {}
         self._counts: dict[str, int] = {}
         self._reduced: dict[str, Reduced] = {}
         self._modules: dict[str, nn.Module] = {}
 
     def get(self, name: str, default=None) -> torch.Tensor | None:  # type: ignore[override]
+        name = self.names.key(name)
         if name in self._cache:
             return self._cache[name]
         mask = self._read(name)
@@ -193,7 +201,7 @@ class MaskSource(Mapping[str, torch.Tensor]):
         8
         """
         jobs, total = {}, 0
-        for n in dict.fromkeys(names):
+        for n in dict.fromkeys(self.names.key(n) for n in names):
             if n in self._cache or n in self.explicit:
                 continue
             arrays = self._arrays(n)
@@ -235,10 +243,11 @@ class MaskSource(Mapping[str, torch.Tensor]):
 
     def reduced(self, name: str) -> "Reduced | None":
         """Reductions of the mask of ``name`` taken when :meth:`prefetch` read it (None otherwise)."""
-        return self._reduced.get(name)
+        return self._reduced.get(self.names.key(name))
 
     def count(self, name: str) -> int:
         """How many weights the mask of ``name`` keeps (counted once, when it is read)."""
+        name = self.names.key(name)
         if name not in self._counts:
             self[name]                             # reads the mask, and counts it
         return self._counts[name]
@@ -256,8 +265,8 @@ class MaskSource(Mapping[str, torch.Tensor]):
         return len(self._cache)
 
     def weight(self, name: str) -> torch.Tensor | None:
-        """The weight tensor itself (``_orig`` for pruned parameters)."""
-        mod_name, _, attr = name.rpartition(".")
+        """The weight tensor itself (``_orig`` for pruned parameters, the output of a parametrization)."""
+        mod_name, _, attr = self.names.key(name).rpartition(".")
         module = self._module(mod_name)
         return None if module is None else _tensor(module, attr)
 
@@ -286,10 +295,15 @@ class MaskSource(Mapping[str, torch.Tensor]):
         return mask
 
     def _stored(self, name: str) -> tuple[torch.Tensor, ...] | None:
-        """The weight, and prune's ``<name>_mask`` buffer when there is one: what a mask is read from."""
+        """The weight, and prune's ``<name>_mask`` buffer (or weight norm's ``_g``) when there is one: what
+        a mask is read from."""
         w = self.weight(name)
         if w is None:
             return None
         mod_name, _, attr = name.rpartition(".")
-        buf = _member(self._module(mod_name), attr + "_mask")
+        module = self._module(mod_name)
+        buf = _member(module, attr + "_mask")
+        v, g = module._parameters.get(attr + "_v"), module._parameters.get(attr + "_g")
+        if v is not None and g is not None:   # hook-style weight norm: weight = g * v / |v|, fresh from both
+            return (v, g)
         return (w, buf) if isinstance(buf, torch.Tensor) else (w,)

@@ -81,7 +81,8 @@ class MetaRun(fx.Interpreter):
         shape = _leaf_shape(mod, args, kwargs)
         if shape is not None:
             return torch.empty(shape, dtype=args[0].dtype, device="meta")
-        state = {k: to_meta(v) for k, v in mod.state_dict(keep_vars=True).items()}
+        # parameters and every buffer: a parametrization's mask buffer is not in the state_dict
+        state = {k: to_meta(v) for k, v in (*mod.named_parameters(), *mod.named_buffers())}
         return torch.func.functional_call(mod, state, tuple(args), dict(kwargs))
 
 

@@ -122,7 +122,7 @@ class Status:
         if arr.ndim == 0:
             return Status.from_rows(arr.reshape(1, 1), (), 0)
         cdim = _norm_dim(cdim, arr.ndim)
-        rows = np.moveaxis(arr, cdim, 0).reshape(arr.shape[cdim], -1)
+        rows = np.moveaxis(arr, cdim, 0).reshape(arr.shape[cdim], prod(arr.shape[:cdim] + arr.shape[cdim + 1:]))
         return Status.from_rows(rows, arr.shape, cdim)
 
     # ---- views ----------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import operator
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from typing import Any, Sequence
 import torch
 from torch import fx, nn
 
+from .mutation import functionalize
 from .shapes import MetaRun, ShapeError, to_meta
 
 __all__ = ["Traced", "TraceError", "trace", "as_inputs"]
@@ -65,10 +67,12 @@ class Traced:
         self._dep = dep
         return dep
 
-    def constant(self, arg: Any, overrides: dict[fx.Node, Any] | None = None) -> Any:
+    def constant(self, arg: Any, overrides: dict[fx.Node, Any] | None = None, grad: bool = False) -> Any:
         """Evaluate, with real tensors, a node that does not depend on the model inputs.
 
-        ``overrides`` replaces the values of some nodes (nothing is cached then).
+        ``overrides`` replaces the values of some nodes (and memoises this evaluation's values, instead of
+        the shared cache: pass a fresh dict); with ``grad`` autograd
+        records the computation (for leaves in ``overrides`` that require it).
         """
         if not isinstance(arg, fx.Node):
             return arg
@@ -84,15 +88,17 @@ class Traced:
             if value is None:
                 raise ValueError(f"no value for {arg.name}")
         elif arg.op in ("call_function", "call_method"):
-            args = fx.node.map_arg(arg.args, lambda a: self.constant(a, overrides))
-            kwargs = fx.node.map_arg(arg.kwargs, lambda a: self.constant(a, overrides))
-            with torch.no_grad():
+            args = fx.node.map_arg(arg.args, lambda a: self.constant(a, overrides, grad))
+            kwargs = fx.node.map_arg(arg.kwargs, lambda a: self.constant(a, overrides, grad))
+            with torch.enable_grad() if grad else torch.no_grad():
                 value = arg.target(*args, **kwargs) if arg.op == "call_function" else \
                     getattr(args[0], arg.target)(*args[1:], **kwargs)
         else:
             raise ValueError(f"{arg.name} ({arg.op}) cannot be evaluated ahead of time")
         if overrides is None:
             self._folded[arg] = value
+        else:   # the caller's table memoises this evaluation
+            overrides[arg] = value
         return value
 
     def param_ancestors(self, arg: fx.Node) -> list[fx.Node]:
@@ -189,6 +195,8 @@ def trace(model: nn.Module, example_inputs: Any = None, input_shape: Sequence[in
         try:
             inputs = as_inputs(example_inputs, input_shape, input_dtype)
             return _trace_export(model, inputs, core=tracer == "export-core")
+        except TraceError:
+            raise
         except Exception as e:
             why = f"torch.export failed: {_short(e)}"
             if tracer == "auto" and fx_error is not None:
@@ -205,6 +213,7 @@ def _trace_fx(model: nn.Module, inputs: tuple) -> Traced:
         graph = _Tracer().trace(model)  # no GraphModule: its code generation costs a third of the trace
     finally:
         constants = _restore(model, before)
+    functionalize(graph, model)   # reads after an in-place write read what it wrote
     placeholders = [n for n in graph.nodes if n.op == "placeholder"]
     if len(placeholders) < len(inputs):
         raise TraceError(f"{type(model).__name__}.forward takes {len(placeholders)} inputs, got {len(inputs)}")
@@ -214,6 +223,8 @@ def _trace_fx(model: nn.Module, inputs: tuple) -> Traced:
         traced.vals = run.run(inputs, placeholders)
     except ShapeError as e:
         cause = e.__cause__ or e
+        if _data_dependent(e.node):
+            raise TraceError(_DATA_DEPENDENT.format(where=_where(e.node))) from cause
         raise TraceError(f"shape propagation failed at {_where(e.node)}: {_short(cause)}; "
                          "is the input shape right?") from cause
     traced._modules.update(run.submodules)   # every call_module target, by the names fx gave them
@@ -286,10 +297,13 @@ def _trace_export(model: nn.Module, inputs: tuple, core: bool = False) -> Traced
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ep = export(model, inputs, strict=False)
-            if core:
-                ep = ep.run_decompositions()
+            # functional form: in-place writes into views become slice_scatter, copy, index_put...
+            ep = ep.run_decompositions() if core else ep.run_decompositions({})
     finally:
         logging.disable(quiet)
+    dynamic = _unbacked(ep.graph)
+    if dynamic is not None:
+        raise TraceError(_DATA_DEPENDENT.format(where=_where(dynamic)))
     nodes = {n.name: n for n in ep.graph.nodes}
     user, param_nodes = [], {}
     for spec in ep.graph_signature.input_specs:
@@ -305,6 +319,33 @@ def _trace_export(model: nn.Module, inputs: tuple, core: bool = False) -> Traced
     root = ep.graph_module
     return Traced(model, ep.graph, "export-core" if core else "export", user, outs, vals, root, param_nodes,
                   dict(ep.constants))
+
+
+_DATA_DEPENDENT = ("{where} makes a shape that depends on the input values (data-dependent routing, such as "
+                   "experts dispatched with nonzero or a boolean mask); connectome needs shapes fixed by the input "
+                   "shape: route with a dense mask (torch.where, or multiply by a one-hot gate) instead")
+_DATA_DEPENDENT_OPS = frozenset({"nonzero", "masked_select", "unique", "unique_consecutive", "argwhere",
+                                 "nonzero_static", "_unique2", "unique_dim", "masked_scatter", "repeat_interleave"})
+
+
+def _data_dependent(n: fx.Node) -> bool:
+    """Whether node ``n`` has an output shape that depends on values (nonzero, indexing by a mask)."""
+    target = n.target if isinstance(n.target, str) else getattr(n.target, "__name__", "")
+    if str(target).split(".")[0] in _DATA_DEPENDENT_OPS:
+        return True
+    if n.op == "call_function" and n.target is operator.getitem and len(n.args) > 1:
+        idx = n.args[1] if isinstance(n.args[1], tuple) else (n.args[1],)
+        return any(isinstance(i, fx.Node) and getattr(i.meta.get("val"), "dtype", None) == torch.bool for i in idx)
+    return False
+
+
+def _unbacked(ep_graph: fx.Graph) -> fx.Node | None:
+    """The first node of an exported graph whose output shape depends on values (an unbacked symbol)."""
+    for n in ep_graph.nodes:
+        v = n.meta.get("val")
+        if isinstance(v, torch.Tensor) and not all(isinstance(d, int) for d in v.shape):
+            return n
+    return None
 
 
 def _output_nodes(graph: fx.Graph, vals: dict) -> list[fx.Node]:

@@ -58,6 +58,15 @@ def _merge(a: Any, b: Any) -> Any:
     return tuple(_merge(x, y) for x, y in zip(a, b))
 
 
+def _param_shape(g: UnitGraph, key: str) -> tuple:
+    mask = g.masks.get(key) if g.masks is not None else None
+    if mask is not None:
+        return tuple(mask.shape)
+    param = g.traced.attr(key)
+    param = param if param is not None else g.traced.attr(key + "_orig")
+    return tuple(param.shape)
+
+
 def walk(g: UnitGraph) -> Walk:
     """Run both walks and compute effective masks for every weight the graph's ops own."""
     t = g.traced
@@ -89,9 +98,9 @@ def walk(g: UnitGraph) -> Walk:
         owned = {w.name: w for w in op.weights}
         for name, m in op.effective([fwd.get(a) for a in g.args[node]], grad if any_alive(grad) else None).items():
             w = owned.get(name)
-            if w is not None and w.index is not None:
-                param = g.traced.attr(name)
-                param = param if param is not None else g.traced.attr(name + "_orig")
-                m = w.to_param(m, tuple(param.shape))
-            effective[name] = effective[name] | m if name in effective else m
+            for key, pm in (w.back(m, lambda k: _param_shape(g, k)) if w is not None else {name: m}).items():
+                effective[key] = effective[key] | pm if key in effective else pm
+    from .relevance import constant_weights
+    for key, m in constant_weights(g, fwd, bwd).items():   # constants that meet live signal in a product
+        effective[key] = effective[key] | m if key in effective else m
     return Walk(g, fwd, bwd, effective)

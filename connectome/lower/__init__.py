@@ -22,11 +22,11 @@ from torch import fx
 
 from ..masks import MaskSource
 from ..trace import Traced
-from . import attention, bilinear, conv, elementwise, embedding, linear, misc, norm, positional, structural  # noqa: F401
+from . import attention, bilinear, conv, elementwise, embedding, linear, misc, norm, positional, scatter, structural  # noqa: F401
 from .base import RULES, Ctx, LowerError, Op, find_rule, key_name, tensor_args
 from .misc import Constant, Fallback
 
-__all__ = ["UnitGraph", "lower", "RULES", "Op"]
+__all__ = ["UnitGraph", "lower", "lower_node", "RULES", "Op"]
 
 
 @dataclass
@@ -38,6 +38,7 @@ class UnitGraph:
     args: dict[fx.Node, list[fx.Node]]          # the tensor arguments each op reads, in order
     unsupported: list[dict] = field(default_factory=list)
     rule_of: dict[fx.Node, Any] = field(default_factory=dict)   # the rule function that lowered each node
+    masks: MaskSource | None = None                              # where the weights' masks came from
 
 
 def _is_value(v: Any) -> bool:
@@ -83,7 +84,27 @@ def lower(traced: Traced, masks: MaskSource) -> UnitGraph:
         ops[node], args[node] = op, list(data)
         if isinstance(out, torch.Tensor):
             hints[node] = _hint(op, out, [traced.vals.get(a) for a in data], [hints.get(a) for a in data])
-    return UnitGraph(traced, ops, args, unsupported, rule_of)
+    return UnitGraph(traced, ops, args, unsupported, rule_of, masks)
+
+
+def lower_node(traced: Traced, node: fx.Node, masks: MaskSource) -> tuple[Op, list[fx.Node]] | None:
+    """The op of one node by its rule, with the arguments it reads; None without a rule or if the rule fails.
+
+    :func:`lower` folds nodes that do not depend on the inputs into constants; the walk for constants
+    that meet live signal (:mod:`connectome.relevance`) lowers them one by one with this.
+    """
+    targs = tensor_args(traced, node)
+    _, fn = find_rule(traced, node)
+    if fn is None:
+        return None
+    try:
+        op = fn(Ctx(node, traced, masks, targs, [_default_cdim(traced.vals[a]) if isinstance(
+            traced.vals.get(a), torch.Tensor) else 1 for a in targs]))
+    except Exception:
+        return None
+    if op is None:
+        return None
+    return op, list(op.data if op.data is not None else (targs if op.multi else targs[:1]))
 
 
 def _hint(op: Op, out: torch.Tensor, ins: list, in_hints: list) -> int:

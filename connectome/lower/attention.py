@@ -57,6 +57,7 @@ class SDPA(Op):
     """``F.scaled_dot_product_attention(q, k, v)``; shapes (..., L, E), (..., S, E), (..., S, Ev)."""
 
     multi = True
+    couples = True
 
     def __init__(self, order: list[int], out_shape: tuple):
         self.order, self.out_shape = order, out_shape
@@ -108,6 +109,7 @@ class _TupleFirst(Op):
     def __init__(self, op: Op, n: int):
         self.op, self.n = op, n
         self.weights = op.weights
+        self.couples = op.couples
 
     def effective(self, ins, grad):
         return self.op.effective(ins, grad[0] if grad is not None else None)
@@ -128,6 +130,7 @@ class ProjectedAttention(Op):
     """
 
     multi = True
+    couples = True
 
     def __init__(self, order: list[int], shapes: list[tuple], masks: list[torch.Tensor], out_weight: Weight,
                  attn_shape: tuple, heads: int, owned: list[Weight], packed: bool, to_blE, from_blE,

@@ -101,10 +101,12 @@ def key_name(k: Any) -> str:
 
 @dataclass
 class Weight:
-    """A prunable weight an op owns: its parameter name, kind and 0/1 mask (bool).
+    """A prunable weight an op reads: its key (:class:`~connectome.names.WeightNames`), kind and 0/1 mask.
 
     When the op reads a view of the parameter (a slice, a transpose), ``mask`` has the operand's
-    shape and ``index`` holds, per operand element, its flat index in the parameter.
+    shape and ``index`` holds, per operand element, its flat index in the parameter. When it reads a
+    tensor computed from parameters (``s * W``, a standardised ``W``), ``mask`` is the computed tensor's
+    support and ``back`` maps an operand-shaped mask to the parameters the operand depends on.
     """
 
     name: str
@@ -112,6 +114,13 @@ class Weight:
     mask: torch.Tensor
     index: torch.Tensor | None = None
     reduced: Any = None   # masks.Reduced when the mask was prefetched
+    backmap: Callable[[torch.Tensor], dict[str, torch.Tensor]] | None = None
+    keys: tuple[str, ...] = ()       # every parameter key behind the operand (default: ``name``)
+    support: dict[str, torch.Tensor] = field(default_factory=dict)   # computed support, per key
+
+    def __post_init__(self) -> None:
+        if not self.keys:
+            self.keys = (self.name,)
 
     def to_param(self, m: torch.Tensor, shape: tuple) -> torch.Tensor:
         """An operand-shaped effective mask as a parameter-shaped one."""
@@ -121,6 +130,12 @@ class Weight:
         full[self.index.reshape(-1)[m.reshape(-1)]] = True
         return full.reshape(shape)
 
+    def back(self, m: torch.Tensor, shape: Callable[[str], tuple]) -> dict[str, torch.Tensor]:
+        """The operand-shaped effective mask ``m`` as parameter-shaped masks, by key."""
+        if self.backmap is not None:
+            return self.backmap(m)
+        return {self.name: self.to_param(m, shape(self.name))}
+
 
 class Op:
     """How liveness flows through one node. Subclasses override ``forward`` and ``backward``."""
@@ -128,6 +143,7 @@ class Op:
     weights: Sequence[Weight] = ()
     supported: bool = True
     multi: bool = False            # reads every tensor argument (else only the first, or ``data``)
+    couples: bool = False          # multiplies or normalises its inputs together (a constant there matters)
     data: list | None = None       # the argument nodes it reads, when not the default
 
     def forward(self, ins: list[Status]) -> Value:
@@ -192,46 +208,26 @@ class Ctx:
         return self.tensor_args.index(arg)
 
     def weight(self, arg: Any, kind: str) -> Weight | None:
-        """Resolve the node feeding a weight operand to a named prunable parameter and its mask.
+        """Resolve the node feeding a weight operand to the prunable parameters behind it and its mask.
 
-        Follows ``torch.nn.utils.prune``'s ``weight_orig * weight_mask`` when export traced it.
-        Returns None when the weight is computed from activations (then it is not a parameter).
+        A parameter, or ``torch.nn.utils.prune``'s ``weight_orig * weight_mask`` when export traced it,
+        is that weight; a tensor computed from parameters alone (``W.t()``, ``s * W``, a parametrization
+        that export inlined) is traced back to them (:mod:`connectome.lower.computed`). Returns None
+        when the operand depends on the model inputs (then it is an activation, not a weight).
         """
         name = self.traced.attr_name(arg)
         if name is None and isinstance(arg, fx.Node) and arg.op == "call_function" and \
                 getattr(arg.target, "__name__", "") in ("mul", "mul.Tensor") and len(arg.args) == 2:
             names = [self.traced.attr_name(a) for a in arg.args]
             if all(names) and any(n.endswith("_orig") for n in names):
-                name = next(n for n in names if n.endswith("_orig"))[: -len("_orig")]
+                name = next(n for n in names if n.endswith("_orig"))
         if name is None:
-            return self._weight_view(arg, kind)
-        name = name[: -len("_orig")] if name.endswith("_orig") else name
+            from .computed import computed_weight
+            return computed_weight(self, arg, kind)
         return self.named_weight(name, kind)
 
-    def _weight_view(self, arg: Any, kind: str) -> Weight | None:
-        """A weight operand computed from one parameter by data movement only: that parameter, viewed."""
-        if not isinstance(arg, fx.Node) or self.traced.depends_on_input().get(arg, True):
-            return None
-        sources = self.traced.param_ancestors(arg)
-        names = [self.traced.attr_name(n) for n in sources]
-        if len(sources) == 1:
-            name = names[0][: -len("_orig")] if names[0].endswith("_orig") else names[0]
-            param = self.traced.attr(names[0])
-            mask = self.masks.get(name)
-            if param is not None and mask is not None:
-                numbered = torch.arange(1, param.numel() + 1, dtype=torch.float64).reshape(param.shape)
-                try:
-                    r = self.traced.constant(arg, {sources[0]: numbered})
-                except Exception:
-                    r = None
-                if isinstance(r, torch.Tensor) and r.dtype == torch.float64 and (r >= 1).all() and \
-                        (r == r.round()).all():
-                    index = (r - 1).long()
-                    return Weight(name, kind, mask.reshape(-1)[index], index)
-        self.traced.opaque_weights.update(n for n in names if n)
-        return None
-
     def named_weight(self, name: str, kind: str) -> Weight:
+        name = self.masks.names.key(name)
         mask = self.masks.get(name)
         if mask is None:
             raise LowerError(f"no mask for weight {name!r} at node {self.node.name}")

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..status import Status
-from .base import Ctx, Op, rule
+from ..status import Status, union
+from .base import Ctx, Op, Weight, rule
 from .mixing import Mixing
 
 aten = torch.ops.aten
@@ -25,39 +25,91 @@ __all__ = ["Bilinear"]
 
 
 class Bilinear(Op):
-    """``out = f(a, b)`` for a bilinear torch function ``f`` of two activations."""
+    """``out = f(a, b)`` for a bilinear torch function ``f`` of two operands.
+
+    One operand may be a prunable weight (``wslot`` 0 or 1: a raw parameter in ``einsum``, ``W @ x``,
+    ``addmm``): it is dead from input and may be nonzero exactly where its mask is 1, and its effective
+    mask is where it joins an alive factor to an output that is alive to the outputs.
+    """
 
     multi = True
+    couples = True
 
-    def __init__(self, f: Callable, shapes: list[tuple], out_shape: tuple, order: list[int]):
+    def __init__(self, f: Callable, shapes: list[tuple], out_shape: tuple, order: list[int],
+                 weight: Weight | None = None, wslot: int | None = None):
         self.f, self.shapes, self.out_shape, self.order = f, shapes, out_shape, order
+        self.wslot = wslot if weight is not None else None
+        self.weights = [weight] if weight is not None else []
 
-    def _fab(self, ins: list[Status]) -> tuple[Status, Status]:
-        return ins[self.order[0]], ins[self.order[1]]
+    def _operands(self, ins: list[Status]) -> tuple[list[torch.Tensor], list[torch.Tensor], bool, bool]:
+        """Alive-from-input and may-be-nonzero, as float tensors, of both factors; and their ``zero``."""
+        alive, maybe, zeros = [], [], []
+        for k, j in enumerate(self.order):
+            if k == self.wslot:
+                m = self.weights[0].mask.to(torch.float32)
+                alive.append(torch.zeros_like(m))
+                maybe.append(m)
+                zeros.append(False)     # a weight is a nonzero constant where its mask is 1
+                continue
+            s = ins[j]
+            f = _t(s.full())
+            alive.append(f)
+            maybe.append(f if s.zero else torch.ones_like(f))
+            zeros.append(s.zero)
+        return alive, maybe, zeros[0], zeros[1]
 
     def forward(self, ins: list[Status]) -> Status:
-        a, b = self._fab(ins)
-        fa, fb = _t(a.full()), _t(b.full())
-        ma, mb = (fa if a.zero else torch.ones_like(fa)), (fb if b.zero else torch.ones_like(fb))
+        (fa, fb), (ma, mb), za, zb = self._operands(ins)
         out = (self.f(fa, mb) + self.f(ma, fb)) > 0
-        return Status.from_full(out.numpy(), -1).with_zero(a.zero or b.zero)
+        return Status.from_full(out.numpy(), -1).with_zero(za or zb)
 
-    def backward(self, ins: list[Status], out: Status, grad: Status) -> list[Status | None]:
-        a, b = self._fab(ins)
-        fa, fb = _t(a.full()), _t(b.full())
-        ma, mb = (fa if a.zero else torch.ones_like(fa)), (fb if b.zero else torch.ones_like(fb))
+    def _grads(self, ins: list[Status], grad: Status) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Where each factor reaches an alive-to-output element of the product (through the other)."""
+        (fa, fb), (ma, mb), _, _ = self._operands(ins)
         g = _t(grad.full())
         A = torch.zeros_like(fa, requires_grad=True)
         B = torch.zeros_like(fb, requires_grad=True)
+        # a weight factor counts only where it meets alive signal: its partner's alive part, not its may-be part
+        oa = fa if self.wslot == 1 else ma
+        ob = fb if self.wslot == 0 else mb
         with torch.enable_grad():
-            ga, = torch.autograd.grad((self.f(A, mb) * g).sum(), A, allow_unused=True)
-            gb, = torch.autograd.grad((self.f(ma, B) * g).sum(), B, allow_unused=True)
+            ga, = torch.autograd.grad((self.f(A, ob) * g).sum(), A, allow_unused=True)
+            gb, = torch.autograd.grad((self.f(oa, B) * g).sum(), B, allow_unused=True)
+        return ga, gb
+
+    def backward(self, ins: list[Status], out: Status, grad: Status) -> list[Status | None]:
+        ga, gb = self._grads(ins, grad)
         res: list[Status | None] = [None] * len(ins)
-        parts = [Status.from_full((ga > 0).numpy() if ga is not None else np.zeros(a.shape, bool), -1),
-                 Status.from_full((gb > 0).numpy() if gb is not None else np.zeros(b.shape, bool), -1)]
-        for k, j in enumerate(self.order):
-            res[j] = parts[k] if res[j] is None else _or(res[j], parts[k])
+        for k, (j, gr) in enumerate(zip(self.order, (ga, gb))):
+            if k == self.wslot:
+                continue
+            shape = ins[j].shape
+            part = Status.from_full((gr > 0).numpy() if gr is not None else np.zeros(shape, bool), -1)
+            res[j] = part if res[j] is None else _or(res[j], part)
         return res
+
+    def effective(self, ins: list[Status], grad: Status | None) -> dict[str, torch.Tensor]:
+        if not self.weights:
+            return {}
+        w = self.weights[0]
+        if grad is None:
+            return {w.name: torch.zeros_like(w.mask)}
+        gr = self._grads(ins, grad)[self.wslot]
+        return {w.name: w.mask & (gr > 0) if gr is not None else torch.zeros_like(w.mask)}
+
+
+def product(ctx: Ctx, f: Callable, a, b, kind: str = "linear") -> Op:
+    """The op for ``f(a, b)``, bilinear: a product of activations, or of an activation and a weight."""
+    shapes = [ctx.shape(a), ctx.shape(b)]
+    dep = ctx.traced.depends_on_input()
+    for slot, w in ((1, b), (0, a)):
+        other = a if slot == 1 else b
+        if isinstance(w, torch.fx.Node) and not dep.get(w, True) and dep.get(other, False):
+            weight = ctx.weight(w, kind)
+            if weight is not None:
+                op = Bilinear(f, shapes, tuple(ctx.out.shape), _order(ctx, [a, b]), weight, slot)
+                return op
+    return Bilinear(f, shapes, tuple(ctx.out.shape), _order(ctx, [a, b]))
 
 
 def _or(a: Status, b: Status) -> Status:
@@ -90,7 +142,7 @@ def matmul(ctx: Ctx) -> Op:
         op = Mixing.linear(wt, wt.mask, ctx.shape(a), out_shape)
         op.data = [a]
         return op
-    return Bilinear(lambda x, y: torch.matmul(x, y), [ctx.shape(a), ctx.shape(b)], out_shape, _order(ctx, [a, b]))
+    return product(ctx, torch.matmul, a, b)
 
 
 @rule(torch.einsum, aten.einsum)
@@ -104,12 +156,66 @@ def einsum(ctx: Ctx) -> Op:
     if len(ops) != 2 or not all(o in ctx.tensor_args for o in ops):
         from .misc import Fallback
         return Fallback(ctx.out, [ctx.val(a) for a in ctx.tensor_args], "einsum with more than two operands")
-    return Bilinear(lambda x, y: torch.einsum(eq, x, y), [ctx.shape(o) for o in ops], tuple(ctx.out.shape),
-                    _order(ctx, ops))
+    return product(ctx, lambda x, y: torch.einsum(eq, x, y), ops[0], ops[1])
 
 
 def linear_with_computed_weight(ctx: Ctx) -> Op:
     """``F.linear(x, w)`` where ``w`` is an activation rather than a parameter."""
     x, w = ctx.arg(0, "input"), ctx.arg(1, "weight")
-    return Bilinear(lambda a, b: F.linear(a, b), [ctx.shape(x), ctx.shape(w)], tuple(ctx.out.shape),
-                    _order(ctx, [x, w]))
+    return product(ctx, F.linear, x, w)
+
+
+@rule(torch.baddbmm, ".baddbmm", aten.baddbmm, torch.addbmm, ".addbmm", aten.addbmm)
+def baddbmm(ctx: Ctx) -> Op:
+    """``beta * input + alpha * (b1 @ b2)``, batched (``addbmm`` sums over the batch too)."""
+    b1, b2 = ctx.arg(1, "batch1"), ctx.arg(2, "batch2")
+    summed = getattr(ctx.node.target, "__name__", str(ctx.node.target)).lstrip(".").startswith("addbmm") or \
+        "addbmm" in str(ctx.node.target)
+    f = (lambda x, y: torch.bmm(x, y).sum(0)) if summed else torch.bmm
+    return plus_term(ctx, product(ctx, f, b1, b2), ctx.arg(0, "input"))
+
+
+@rule(torch.tensordot, aten.tensordot)
+def tensordot(ctx: Ctx) -> Op:
+    a, b = ctx.arg(0, "a"), ctx.arg(1, "b")
+    dims = ctx.concrete(ctx.arg(2, "dims", 2))
+    if isinstance(ctx.node.target, torch._ops.OpOverload):   # aten.tensordot(a, b, dims_a, dims_b)
+        dims = (ctx.concrete(ctx.arg(2, "dims_self")), ctx.concrete(ctx.arg(3, "dims_other")))
+    return product(ctx, lambda x, y: torch.tensordot(x, y, dims), a, b)
+
+
+class PlusTerm(Op):
+    """``inner(...) + term``, with ``term`` an activation broadcast to the output (``addmm``'s input).
+
+    ``reads`` are the positions, among this op's inputs, of the inputs ``inner`` reads.
+    """
+
+    multi = True
+
+    def __init__(self, inner: Op, reads: list[int], term: int, out_shape: tuple):
+        self.inner, self.reads, self.term, self.out_shape = inner, reads, term, out_shape
+        self.weights = inner.weights
+
+    def forward(self, ins: list[Status]) -> Status:
+        from .elementwise import aligned
+        a, t = aligned([self.inner.forward([ins[i] for i in self.reads]), ins[self.term]], self.out_shape)
+        return union([a, t]).with_zero(a.zero and t.zero)
+
+    def backward(self, ins: list[Status], out: Status, grad: Status) -> list[Status | None]:
+        res: list[Status | None] = [None] * len(ins)
+        parts = self.inner.backward([ins[i] for i in self.reads], out, grad)
+        for i, part in list(zip(self.reads, parts)) + [(self.term, grad.reduce_to(ins[self.term].shape))]:
+            if part is not None:
+                res[i] = part if res[i] is None else _or(res[i], part)
+        return res
+
+    def effective(self, ins: list[Status], grad: Status | None) -> dict[str, torch.Tensor]:
+        return self.inner.effective([ins[i] for i in self.reads], grad)
+
+
+def plus_term(ctx: Ctx, op: Op, term) -> Op:
+    """``op`` plus an added tensor: unchanged when the term is a constant (a bias), else a :class:`PlusTerm`."""
+    if not isinstance(term, torch.fx.Node) or not ctx.traced.depends_on_input().get(term, False):
+        return op
+    reads = [ctx.input_index(a) for a in op.data] if op.data is not None else list(range(len(ctx.tensor_args)))
+    return PlusTerm(op, reads, ctx.input_index(term), tuple(ctx.out.shape))

@@ -38,6 +38,7 @@ class Elementwise(Op):
     def __init__(self, shape: tuple, kind: str = "union", zero: bool | None = None,
                  in_shapes: list[tuple] | None = None):
         self.shape, self.kind, self.zero, self.in_shapes = tuple(shape), kind, zero, in_shapes or []
+        self.couples = kind in ("mul", "div")
 
     def _kills(self, ins: list[Status]) -> list[bool]:
         # a factor that is exactly zero wherever it is dead silences the product there
@@ -114,7 +115,7 @@ _ZERO_KEEPING_FUNCS = (
     aten.sin, aten.sqrt, aten.square, aten.erf, aten.sign, aten.prelu, aten._prelu_kernel, aten.selu, aten.celu,
     aten.threshold, aten.nan_to_num, aten.lift_fresh, aten.clamp, aten.clamp_, aten.clamp_min, aten.clamp_max,
     aten.clip, aten.hardshrink, aten.softshrink,
-    aten._assert_tensor_metadata, aten.tanh_, aten.detach_, aten.copy, aten.copy_, aten.floor, aten.ceil,
+    aten._assert_tensor_metadata, aten.tanh_, aten.detach_, aten.floor, aten.ceil,
     aten.round, aten.trunc, torch.floor, torch.ceil, torch.round, ".floor", ".ceil", ".round",
     "torchvision.ops.stochastic_depth.stochastic_depth",  # identity in eval, a random row mask in training
 )

@@ -41,15 +41,15 @@ def _transposed_weight(ctx: Ctx, arg):
     return None
 
 
-@rule(aten.addmm)
+@rule(aten.addmm, torch.addmm, ".addmm")
 def addmm(ctx: Ctx):
-    """``addmm(bias, x, W.t())``: core ATen's linear layer; with a computed matrix it is a product."""
+    """``addmm(bias, x, W.t())``: core ATen's linear layer; with another matrix it is a product plus a term."""
     x, mat2 = ctx.arg(1, "mat1"), ctx.arg(2, "mat2")
     weight = _transposed_weight(ctx, mat2)
     if weight is None:
-        from .bilinear import Bilinear
-        return Bilinear(lambda a, b: torch.mm(a, b), [ctx.shape(x), ctx.shape(mat2)], tuple(ctx.out.shape),
-                        [ctx.input_index(x), ctx.input_index(mat2)])
+        from .bilinear import plus_term, product
+        return plus_term(ctx, product(ctx, torch.mm, x, mat2), ctx.arg(0, "input"))
     op = Mixing.linear(weight, weight.mask, ctx.shape(x), tuple(ctx.out.shape))
     op.data = [x]
-    return op
+    from .bilinear import plus_term
+    return plus_term(ctx, op, ctx.arg(0, "input"))

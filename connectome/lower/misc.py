@@ -39,7 +39,7 @@ class Fallback(Op):
     """All-to-all: alive everywhere if any input is alive anywhere (and back)."""
 
     multi = True
-
+    couples = True
     supported = False
 
     def __init__(self, out: Any, in_shapes: list, reason: str = ""):

@@ -127,9 +127,9 @@ class Mixing(Op):
     def forward(self, ins: list[Status]) -> Status:
         s = ins[0].with_cdim(self.cdim)
         P = len(s.table)
-        if P == 0:
-            return Status.uniform(self.out_shape, self.cdim, False)
-        return self._combine(self._reach_forward(s.idx, P), s, False, self.out_shape)
+        if P == 0:   # a layer of a nonzero constant is a nonzero constant (zero stays zero)
+            return Status.uniform(self.out_shape, self.cdim, False).with_zero(s.zero)
+        return self._combine(self._reach_forward(s.idx, P), s, False, self.out_shape).with_zero(s.zero)
 
     def backward(self, ins: list[Status], out: Status, grad: Status) -> list[Status | None]:
         g = grad.with_cdim(self.cdim)

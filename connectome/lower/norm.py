@@ -29,6 +29,8 @@ class Mix(Op):
     ``cut`` (bool per channel) marks channels whose output is a constant (zero affine scale).
     """
 
+    couples = True
+
     def __init__(self, shape: tuple, cdim: int, dims: tuple[int, ...], groups: int = 1,
                  cut: np.ndarray | None = None, zero: bool | None = True, n_out: int = 1, cut_full=None):
         self.shape, self.cdim, self.dims, self.groups = shape, cdim, dims, groups

@@ -109,7 +109,7 @@ class IndexMap(Op):
         flat = np.concatenate([s.rows().ravel() for s in ins] + [np.zeros(1, bool)])
         src = np.where(data >= 0, data, len(flat) - 1)
         c = shape[cdim] if shape else 1
-        return Status.from_rows(flat[src].reshape(c, -1), shape, cdim)
+        return Status.from_rows(flat[src].reshape(c, _positions(shape, cdim)), shape, cdim)
 
     def backward(self, ins: list[Any], out: Any, grad: Any) -> list[Any]:
         grads = list(grad) if self.tuple_out else [grad]
@@ -144,7 +144,7 @@ class IndexMap(Op):
         if kind == "position":
             f = data
             ok = f >= 0
-            s_in = self.sizes[0] // (self.in_shapes[0][self.in_cdims[0]] if self.in_shapes[0] else 1)
+            s_in = _positions(self.in_shapes[0], self.in_cdims[0])
             table = np.stack([np.bincount(f[ok], weights=t[ok], minlength=s_in) > 0 for t in g.table]) \
                 if len(g.table) else np.zeros((0, s_in), bool)
             res[0] = Status.from_table(table, g.idx, self.in_shapes[0], self.in_cdims[0])
@@ -156,7 +156,7 @@ class IndexMap(Op):
             part = hit[self.offsets[j]: self.offsets[j + 1]]
             shp = self.in_shapes[j]
             c = shp[self.in_cdims[j]] if shp else 1
-            res[j] = Status.from_rows(part.reshape(c, -1), shp, self.in_cdims[j])
+            res[j] = Status.from_rows(part.reshape(c, _positions(shp, self.in_cdims[j])), shp, self.in_cdims[j])
         return res
 
 
@@ -175,12 +175,17 @@ def _numbered(shape: tuple, cdim: int, offset: int) -> torch.Tensor:
     return t.movedim(0, cdim).contiguous()  # views in the graph assume a contiguous input
 
 
+def _positions(shape: tuple, cdim: int) -> int:
+    """Positions per channel: the product of every dim but ``cdim`` (so that empty tensors divide by nothing)."""
+    return prod(shape[:cdim] + shape[cdim + 1:]) if shape else 1
+
+
 def _status_layout(t: torch.Tensor, cdim: int) -> np.ndarray:
     """(C, S) int array of an output index tensor, minus one (so padding is -1)."""
     a = t.detach().to(torch.float64)
     if a.dim() == 0:
         return (a.reshape(1, 1).numpy().astype(np.int64) - 1)
-    a = a.movedim(cdim, 0).reshape(a.shape[cdim], -1)
+    a = a.movedim(cdim, 0).reshape(a.shape[cdim], _positions(tuple(t.shape), cdim))
     return a.numpy().astype(np.int64) - 1
 
 
@@ -190,14 +195,14 @@ def _classify(rows: np.ndarray, in_shapes: list[tuple], in_cdims: list[int], off
     if c_out and s_out and (rows >= 0).all():
         first = rows[:, 0]
         j = np.searchsorted(offsets, first, side="right") - 1
-        s_in = np.array([prod(s) // (s[c] if s else 1) if s else 1 for s, c in zip(in_shapes, in_cdims)])
+        s_in = np.array([_positions(s, c) for s, c in zip(in_shapes, in_cdims)])
         local = first - offsets[j]
         if (s_in[j] == s_out).all() and (local % s_out == 0).all() and \
                 (rows - first[:, None] == np.arange(s_out)[None, :]).all():
             return "channel", (j.astype(np.int64), (local // s_out).astype(np.int64))
     if len(in_shapes) == 1 and in_shapes[0]:
         c_in = in_shapes[0][in_cdims[0]]
-        s_in = prod(in_shapes[0]) // c_in
+        s_in = _positions(in_shapes[0], in_cdims[0])
         if c_in == c_out and c_out:
             base = np.arange(c_out)[:, None] * s_in
             rel = np.where(rows >= 0, rows - base, -1)
@@ -272,13 +277,13 @@ def _cdim_candidates(out: tuple, inp: tuple, in_cdim: int) -> list[int]:
 _MODULES = (nn.Flatten, nn.Unflatten, nn.ZeroPad1d, nn.ZeroPad2d, nn.ZeroPad3d, nn.ConstantPad1d,
             nn.ConstantPad2d, nn.ConstantPad3d, nn.ReflectionPad1d, nn.ReflectionPad2d, nn.ReflectionPad3d,
             nn.ReplicationPad1d, nn.ReplicationPad2d, nn.ReplicationPad3d, nn.CircularPad1d, nn.CircularPad2d,
-            nn.CircularPad3d, nn.ChannelShuffle, nn.PixelShuffle, nn.PixelUnshuffle, nn.Unfold, nn.Fold)
+            nn.CircularPad3d, nn.ChannelShuffle, nn.PixelShuffle, nn.PixelUnshuffle, nn.Unfold)
 _FUNCS = (torch.flatten, torch.reshape, torch.permute, torch.transpose, torch.swapaxes, torch.swapdims,
           torch.t, torch.squeeze, torch.unsqueeze, torch.cat, torch.concat, torch.concatenate, torch.stack,
           torch.hstack, torch.vstack, torch.split, torch.chunk, torch.tensor_split, torch.unbind, torch.flip,
           torch.roll, torch.narrow, torch.select, torch.movedim, torch.moveaxis, torch.tile, torch.unflatten,
           torch.channel_shuffle, torch.native_channel_shuffle, F.pad, F.pixel_shuffle, F.pixel_unshuffle,
-          F.unfold, F.fold, torch.repeat_interleave, torch.broadcast_to, torch.diagonal, torch.rot90,
+          F.unfold, torch.repeat_interleave, torch.broadcast_to, torch.diagonal, torch.rot90,
           torch.atleast_2d, torch.atleast_3d, torch.ravel)
 _METHODS = (".view", ".reshape", ".flatten", ".unflatten", ".permute", ".transpose", ".swapaxes", ".t",
             ".squeeze", ".unsqueeze", ".expand", ".expand_as", ".repeat", ".flip", ".roll", ".narrow", ".select",
@@ -290,7 +295,7 @@ _ATEN = (aten.view, aten._unsafe_view, aten.reshape, aten.flatten, aten.unflatte
          aten.stack, aten.split, aten.split_with_sizes, aten.chunk, aten.unbind, aten.tensor_split,
          aten.constant_pad_nd, aten.pad, aten.reflection_pad1d, aten.reflection_pad2d, aten.reflection_pad3d,
          aten.replication_pad1d, aten.replication_pad2d, aten.replication_pad3d, aten.pixel_shuffle,
-         aten.pixel_unshuffle, aten.channel_shuffle, aten.native_channel_shuffle, aten.im2col, aten.col2im,
+         aten.pixel_unshuffle, aten.channel_shuffle, aten.native_channel_shuffle, aten.im2col,
          aten.repeat_interleave, aten.view_as, aten.reshape_as, aten.swapaxes, aten.swapdims, aten.diagonal,
          aten.unfold, aten.alias_copy, aten.view_copy, aten.permute_copy, aten.expand_copy, aten.slice_copy,
          aten.select_copy, aten.unsqueeze_copy, aten.squeeze_copy, aten.transpose_copy, aten.split_copy,

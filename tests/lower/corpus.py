@@ -142,6 +142,50 @@ class Products(nn.Module):
         return a + self.mha_sep(x, kv, kv, need_weights=False)[0] + F.linear(x, q[0, :4])
 
 
+class MatmulWeights(nn.Module):
+    """Raw parameters in the matmul family: they are prunable weights like any layer's."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Parameter(torch.randn(4, 6)), nn.Parameter(torch.randn(6, 5))
+        self.c, self.d = nn.Parameter(torch.randn(3, 5, 4)), nn.Parameter(torch.randn(4, 2))
+        self.e, self.s = nn.Parameter(torch.randn(2, 4)), nn.Parameter(torch.tensor(0.7))
+
+    def forward(self, x):                                    # (2, 4)
+        h = torch.relu(torch.einsum("bi,ij->bj", x, self.a))
+        h = torch.relu(h @ self.b)
+        h = torch.relu(torch.baddbmm(torch.zeros(3, 2, 4), h.unsqueeze(0).expand(3, -1, -1), self.c)).sum(0)
+        h = torch.addmm(h[:, :2], h, self.d)
+        h = torch.tensordot(h, self.e, dims=1) + (self.e.t() @ h.t()).t()
+        return F.linear(h, self.s * self.e) + F.linear(h, self.e.flip(0))
+
+
+class Writes(nn.Module):
+    """In-place writes, into whole tensors and into views, and writes that scatter or fold."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c = nn.Linear(4, 6), nn.Linear(4, 3), nn.Linear(4, 2)
+        self.conv = nn.Conv2d(2, 2, 1)
+        self.register_buffer("rows", torch.tensor([1, 0, 1]))
+        self.register_buffer("cols", torch.tensor([[0, 2, 1, 2, 0, 1]]))
+
+    def forward(self, x):                                    # (1, 4)
+        h = self.a(x)
+        h.add_(self.a(x * 2))                                # result unused: later reads of h see it
+        h[:, :3].mul_(self.b(x))
+        h.narrow(1, 3, 2).add_(self.c(x))
+        out = torch.zeros(2, 6)
+        out.index_add_(0, self.rows[:1], h)
+        out = out.index_add(0, self.rows[1:2], h)
+        s = torch.zeros(1, 6).scatter_add(1, self.cols, h)
+        cols = torch.zeros(2, 3).index_copy(1, self.rows[:2], h[:, :2].expand(2, 2))
+        img = self.conv(h[:, :4].reshape(1, 1, 2, 2).expand(1, 2, 2, 2).contiguous())
+        u = F.unfold(F.pad(img, (1, 1, 1, 1)), 2)            # (1, 8, 9) overlapping blocks
+        folded = F.fold(u, (4, 4), 2).flatten(1)[:, 5:11]
+        return out.sum(0, keepdim=True) + s + cols.flatten().unsqueeze(0) + folded
+
+
 def tiny_swin():
     from torchvision.models.swin_transformer import SwinTransformer
     return SwinTransformer(patch_size=[2, 2], embed_dim=8, depths=[1, 1], num_heads=[1, 2], window_size=[2, 2],
@@ -156,4 +200,6 @@ CORPUS = {
     "movement": (Movement, (1, 4, 2, 2)),
     "products": (Products, (1, 5, 4)),
     "swin": (tiny_swin, (1, 3, 8, 8)),
+    "matmul_weights": (MatmulWeights, (2, 4)),
+    "writes": (Writes, (1, 4)),
 }

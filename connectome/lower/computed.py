@@ -1,0 +1,171 @@
+"""Weights computed from parameters: ``W.t()``, ``W.view(...)``, ``s * W``, a standardised ``W``, a
+parametrization that torch.export inlined.
+
+The op reads the computed tensor ``C``; its connectivity is ``C``'s support (a standardisation makes
+zero entries nonzero). The weights to report are the parameters ``C`` is computed from, and an entry of
+a parameter is effective iff some effective entry of ``C`` depends on it:
+
+- ``C`` only moves the parameter's entries (a view, a transpose, a slice): an exact index map, read off
+  by running the computation on numbered entries, and checked with a second numbering;
+- otherwise the dependence comes from autograd in float64: ``grad(sum(C * r * E), W) != 0`` for an
+  effective mask ``E`` and fixed random ``r > 0``, so that no sum cancels by accident. A parameter
+  whose shape differs from its key's (weight norm's ``g`` under a parametrization) is mapped by
+  broadcasting, or else as a whole.
+
+Examples
+--------
+>>> import torch
+>>> from connectome import analyze
+>>> class Shared(torch.nn.Module):
+...     def __init__(self):
+...         super().__init__()
+...         self.w, self.s = torch.nn.Parameter(torch.ones(2, 3)), torch.nn.Parameter(torch.tensor(0.5))
+...     def forward(self, x):
+...         return torch.nn.functional.linear(x, self.s * self.w)
+>>> m = Shared()
+>>> with torch.no_grad(): m.w[1] = 0
+>>> res = analyze(m, input_shape=(1, 3))
+>>> res.effective_masks["w"].sum().item(), res.params_total
+(3, 6)
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import fx
+
+from .base import Weight
+
+if TYPE_CHECKING:
+    from .base import Ctx
+
+__all__ = ["computed_weight"]
+
+
+def computed_weight(ctx: "Ctx", arg: Any, kind: str) -> Weight | None:
+    """The :class:`Weight` behind a weight operand computed from parameters, or None.
+
+    None when the operand depends on the model inputs, or is computed from no parameter of two or
+    more dimensions (then it is a constant, not a weight).
+    """
+    traced = ctx.traced
+    if not isinstance(arg, fx.Node) or traced.depends_on_input().get(arg, True):
+        return None
+    names = ctx.masks.names
+    sources = traced.param_ancestors(arg)
+    weights = []
+    for n in sources:
+        a = traced.attr_name(n)
+        value = traced.attr(a) if a is not None else None
+        if a is not None and names.is_param(a) and isinstance(value, torch.Tensor) and value.dim() >= 2:
+            weights.append((n, names.key(a), value))
+    if not weights:
+        return None
+    if len(weights) == 1:
+        w = _moved(ctx, arg, *weights[0], kind)
+        if w is not None:
+            return w
+    try:
+        return _through_autograd(ctx, arg, sources, weights, kind)
+    except Exception:   # a computation autograd cannot follow: never call these weights ineffective
+        traced.opaque_weights.update(k for _, k, _ in weights)
+        return None
+
+
+def _moved(ctx: "Ctx", arg: fx.Node, node: fx.Node, key: str, value: torch.Tensor, kind: str) -> Weight | None:
+    """A weight operand that only moves the entries of one parameter: an exact index map."""
+    mask = ctx.masks.get(key)
+    if mask is None or tuple(mask.shape) != tuple(value.shape):
+        return None
+    n = value.numel()
+    results = []
+    for scale, shift in ((1, 1), (2, 3)):
+        numbered = (torch.arange(n, dtype=torch.float64) * scale + shift).reshape(value.shape)
+        try:
+            r = ctx.traced.constant(arg, {node: numbered})
+        except Exception:
+            return None
+        if not isinstance(r, torch.Tensor) or r.dtype != torch.float64:
+            return None
+        results.append(r)
+    first, second = results
+    index = first - 1
+    # entries that only move satisfy both numberings; anything that scales or shifts them does not
+    if not ((index >= 0) & (index < n) & (index == index.round())).all() or not torch.equal(second, 2 * index + 3):
+        return None
+    index = index.long()
+    return Weight(key, kind, mask.reshape(-1)[index], index)
+
+
+def _through_autograd(ctx: "Ctx", arg: fx.Node, sources: list[fx.Node], weights: list, kind: str) -> Weight | None:
+    traced, masks = ctx.traced, ctx.masks
+    overrides: dict[fx.Node, Any] = {}
+    leaves: list[tuple[str, torch.Tensor]] = []
+    weight_nodes = {n for n, _, _ in weights}
+    for n in sources:
+        value = traced.attr(traced.attr_name(n))
+        value = value.detach()
+        if value.is_floating_point():
+            value = value.to(torch.float64)
+        if n in weight_nodes:
+            key = masks.names.key(traced.attr_name(n))
+            explicit = masks.explicit.get(key)
+            if explicit is not None and explicit.shape == value.shape:
+                value = value * explicit
+            value = value.clone().requires_grad_(True)
+            leaves.append((key, value))
+        overrides[n] = value
+    c = traced.constant(arg, overrides, grad=True)
+    out = ctx.val(arg)
+    if not isinstance(c, torch.Tensor) or not c.requires_grad or tuple(c.shape) != tuple(out.shape):
+        return None
+    gen = torch.Generator().manual_seed(0)
+    r = torch.rand(c.shape, generator=gen, dtype=c.dtype) + 0.5
+    support = c.detach() != 0
+    shapes = {key: tuple(masks[key].shape) for key, _ in leaves}
+
+    def depends(eff: torch.Tensor) -> dict[str, torch.Tensor]:
+        found = {key: torch.zeros(shapes[key], dtype=torch.bool) for key, _ in leaves}
+        if not eff.any():
+            return found
+        grads = torch.autograd.grad((c * r * eff.to(c.dtype)).sum(), [v for _, v in leaves], retain_graph=True,
+                                    allow_unused=True)
+        for (key, _), g in zip(leaves, grads):
+            if g is not None:
+                found[key] |= _to_shape(g != 0, shapes[key])
+        return found
+
+    sup = depends(support)
+    keep = {key: masks[key] | sup[key] for key in sup}
+    # a parametrization's key is its output, not its originals: the operand is that output itself, or
+    # (another computation of it) the whole output counts as soon as any of it does
+    outputs = {key: _is_output(traced, key, c) for key in sup if key in masks.names.parametrized}
+
+    def backmap(eff: torch.Tensor) -> dict[str, torch.Tensor]:
+        found = {key: m & keep[key] for key, m in depends(eff).items() if key not in outputs}
+        for key, same in outputs.items():
+            found[key] = eff & masks[key] if same else (masks[key].clone() if eff.any() else
+                                                         torch.zeros_like(masks[key]))
+        return found
+
+    keys = tuple(sup)
+    return Weight(keys[0], kind, support, keys=keys, backmap=backmap, support=sup)
+
+
+def _is_output(traced, key: str, c: torch.Tensor) -> bool:
+    """Whether the computed operand ``c`` is the parametrized weight ``key`` itself."""
+    value = traced.attr(key)
+    # c is computed in float64 from the originals, the module's weight in its own precision
+    return isinstance(value, torch.Tensor) and tuple(value.shape) == tuple(c.shape) and \
+        torch.allclose(value.detach().to(c.dtype), c.detach(), rtol=1e-4, atol=1e-6)
+
+
+def _to_shape(m: torch.Tensor, shape: tuple) -> torch.Tensor:
+    """A dependence mask on a parameter as one on its key's tensor: equal shapes, broadcast, or whole."""
+    if tuple(m.shape) == shape:
+        return m
+    try:
+        return torch.broadcast_to(m, shape).clone()
+    except RuntimeError:
+        return torch.full(shape, bool(m.any()))
