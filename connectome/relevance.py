@@ -121,6 +121,9 @@ def constant_weights(g: UnitGraph, fwd: dict, bwd: dict) -> dict[str, torch.Tens
                 rel[a] = _merge(rel.get(a), c)
     for node, r in rel.items():
         op, args, ins, out = _op_at(g, node, fwd, lowered)
+        if op is None and isinstance(r, Status):   # a weight read as a raw tensor (DETR's query embedding)
+            _add_leaf(effective, g, node, r)
+            continue
         if op is None or not op.weights or not any_alive(r):
             continue
         _add(effective, g, op, ins if node in lowered else [_constant_part(s) for s in ins], r)
@@ -134,6 +137,19 @@ def _add(effective: dict, g: UnitGraph, op: Any, ins: list, grad: Any) -> None:
         w = owned.get(name)
         for key, pm in (w.back(m, lambda k: tuple(g.masks[k].shape)) if w is not None else {name: m}).items():
             effective[key] = effective[key] | pm if key in effective else pm
+
+
+def _add_leaf(effective: dict, g: UnitGraph, node: fx.Node, r: Status) -> None:
+    """A parameter read directly, whose relevant elements are effective (where they are nonzero)."""
+    name = g.traced.attr_name(node)
+    if name is None or g.masks is None or not g.masks.names.is_param(name):
+        return
+    key = g.masks.names.key(name)
+    mask = g.masks.get(key)
+    if mask is None or tuple(mask.shape) != tuple(r.shape) or key in g.masks.names.parametrized:
+        return
+    m = torch.from_numpy(r.full().copy()) & mask
+    effective[key] = effective[key] | m if key in effective else m
 
 
 def _alive_or_constant(s: Any) -> Any:

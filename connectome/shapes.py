@@ -56,6 +56,8 @@ class MetaRun(fx.Interpreter):
                     a = fx.node.map_arg(n.args, env.__getitem__)
                     k = fx.node.map_arg(n.kwargs, env.__getitem__)
                     out = getattr(self, n.op)(n.target, a, k)
+                    if isinstance(out, torch.Tensor) and out.device.type != "meta":
+                        out = to_meta(out)   # a tensor made in forward (torch.zeros(x.shape[0], n))
             except Exception as e:
                 raise ShapeError(n) from e
             env[n] = out

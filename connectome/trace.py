@@ -63,7 +63,9 @@ class Traced:
         for n in self.graph.nodes:
             found = [False]
             fx.node.map_arg((n.args, n.kwargs), lambda a: found.__setitem__(0, found[0] or dep.get(a, False)))
-            dep[n] = n in inputs or found[0]
+            # a shape read off an input (x.shape[0], x.size(1)), or a tensor made from one (zeros_like), is
+            # fixed by the traced input shape
+            dep[n] = n in inputs or (found[0] and _holds_tensor(self.vals.get(n)) and not _shape_only(n))
         self._dep = dep
         return dep
 
@@ -83,10 +85,17 @@ class Traced:
             return self._folded[arg]
         if arg in self.inputs:
             raise ValueError(f"{arg.name} is a model input, not a constant")
+        if arg in self.vals and not _holds_tensor(self.vals[arg]):
+            return self.vals[arg]      # a shape or a number: known from shape propagation
         if arg.op == "get_attr" or arg in self.param_nodes:
             value = self.attr(self.attr_name(arg))
             if value is None:
                 raise ValueError(f"no value for {arg.name}")
+        elif arg.op in ("call_function", "call_method") and _shape_only(arg):   # zeros_like(x): x's shape only
+            args = fx.node.map_arg(arg.args, lambda a: _zeros_of(self.vals.get(a)))
+            kwargs = fx.node.map_arg(arg.kwargs, lambda a: _zeros_of(self.vals.get(a)))
+            value = arg.target(*args, **kwargs) if arg.op == "call_function" else \
+                getattr(args[0], arg.target)(*args[1:], **kwargs)
         elif arg.op in ("call_function", "call_method"):
             args = fx.node.map_arg(arg.args, lambda a: self.constant(a, overrides, grad))
             kwargs = fx.node.map_arg(arg.kwargs, lambda a: self.constant(a, overrides, grad))
@@ -142,6 +151,28 @@ class Traced:
             if isinstance(value, torch.Tensor):
                 return value
         return None
+
+
+_SHAPE_ONLY = frozenset({"zeros_like", "ones_like", "full_like", "empty_like", "rand_like", "randn_like",
+                         "new_zeros", "new_ones", "new_full", "new_empty"})
+
+
+def _shape_only(n: fx.Node) -> bool:
+    """A node whose value depends on its tensor argument's shape only (``zeros_like(x)``, ``x.new_zeros(n)``)."""
+    target = n.target if isinstance(n.target, str) else getattr(n.target, "__name__", "")
+    return target.split(".")[0] in _SHAPE_ONLY
+
+
+def _zeros_of(v: Any) -> Any:
+    if isinstance(v, torch.Tensor):
+        return torch.zeros(v.shape, dtype=v.dtype)
+    return v
+
+
+def _holds_tensor(v: Any) -> bool:
+    if isinstance(v, torch.Tensor):
+        return True
+    return isinstance(v, (tuple, list)) and any(_holds_tensor(x) for x in v)
 
 
 def as_inputs(example_inputs: Any = None, input_shape: Sequence[int] | None = None,

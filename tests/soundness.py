@@ -1,8 +1,8 @@
 """The soundness property of DESIGN.md, for models the path-count oracle cannot model (norms, attention).
 
-With every additive parameter zeroed (biases, norm shifts, BN running means, position embeddings,
-class tokens, relative position biases), zeroing every weight that the analysis calls ineffective must
-leave the model's outputs on random inputs unchanged.
+With every additive parameter zeroed (biases, norm shifts, BN running means, added position embeddings,
+relative position biases), zeroing every weight that the analysis calls ineffective must leave the
+model's outputs on random inputs unchanged. Class tokens, learned queries and scales stay as they are.
 """
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import copy
 import torch
 from torch import nn
 
-ADDITIVE = ("bias", "running_mean", "pos_embedding", "class_token", "cls_token", "relative_position_bias_table",
-            "relative_position_bias", "pos_embed", "position_embedding")
+ADDITIVE = ("bias", "running_mean", "pos_embedding", "relative_position_bias_table", "relative_position_bias",
+            "pos_embed", "position_embedding")
 
 
 def zero_additive(model: nn.Module) -> nn.Module:

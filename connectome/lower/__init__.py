@@ -22,7 +22,7 @@ from torch import fx
 
 from ..masks import MaskSource
 from ..trace import Traced
-from . import attention, bilinear, conv, elementwise, embedding, linear, misc, norm, positional, scatter, structural  # noqa: F401
+from . import along, attention, bilinear, conv, elementwise, embedding, linear, misc, norm, positional, scatter, structural  # noqa: F401
 from .base import RULES, Ctx, LowerError, Op, find_rule, key_name, tensor_args
 from .misc import Constant, Fallback
 

@@ -62,7 +62,7 @@ def computed_weight(ctx: "Ctx", arg: Any, kind: str) -> Weight | None:
             weights.append((n, names.key(a), value))
     if not weights:
         return None
-    if len(weights) == 1:
+    if len(weights) == 1 and weights[0][1] not in names.parametrized:   # a parametrization's key is its output
         w = _moved(ctx, arg, *weights[0], kind)
         if w is not None:
             return w

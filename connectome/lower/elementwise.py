@@ -13,9 +13,9 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import fx, nn
 
-from ..status import Status, combine
+from ..status import Status, combine, union
 from .base import Ctx, Op, rule
 
 aten = torch.ops.aten
@@ -36,9 +36,10 @@ class Elementwise(Op):
     multi = True
 
     def __init__(self, shape: tuple, kind: str = "union", zero: bool | None = None,
-                 in_shapes: list[tuple] | None = None):
+                 in_shapes: list[tuple] | None = None, nonzero: np.ndarray | None = None):
         self.shape, self.kind, self.zero, self.in_shapes = tuple(shape), kind, zero, in_shapes or []
         self.couples = kind in ("mul", "div")
+        self.nonzero = nonzero   # a product with a constant that has zeros: where the product can be nonzero
 
     def _kills(self, ins: list[Status]) -> list[bool]:
         # a factor that is exactly zero wherever it is dead silences the product there
@@ -63,6 +64,8 @@ class Elementwise(Op):
                     out &= x
             return out
         out = combine(al, fn)
+        if self.nonzero is not None:
+            out = Status.from_full(out.full() & self.nonzero, out.cdim)
         if self.zero is not None:
             zero = self.zero
         elif self.kind == "mul":
@@ -79,6 +82,8 @@ class Elementwise(Op):
         kills = self._kills(ins)
         al = aligned(ins, self.shape)
         g = grad.broadcast_to(self.shape).with_cdim(al[0].cdim) if al else grad
+        if self.nonzero is not None:
+            g = Status.from_full(g.full() & self.nonzero, g.cdim)
         res = []
         for j, s in enumerate(ins):
             others = [al[k] for k in range(len(ins)) if k != j and kills[k]]
@@ -152,13 +157,98 @@ rule(*_NONZERO_MODULES, *_NONZERO_FUNCS, *_NONZERO_METHODS)(_zero_of("union", Fa
       aten.eq, aten.ne, operator.and_, operator.or_, operator.xor, torch.logical_and, torch.logical_or,
       aten.logical_and, aten.logical_or, aten.bitwise_and, aten.bitwise_or)
 def additive(ctx: Ctx) -> Op:
+    picked = _where_by_constant(ctx)
+    if picked is not None:
+        return picked
     n_const = _scalar_operands(ctx)
     return Elementwise(tuple(ctx.out.shape), "union", False if n_const else None)
 
 
+class Where(Op):
+    """``where(cond, a, b)`` with a constant ``cond``: each element is ``a``'s or ``b``'s, as ``cond`` says.
+
+    ``a`` and ``b`` are tensor-input positions, or None for a scalar (a constant, nonzero unless ``0``).
+    """
+
+    multi = True
+
+    def __init__(self, cond: np.ndarray, a: int | None, b: int | None, scalar_zero: tuple[bool, bool]):
+        self.cond, self.a, self.b, self.scalar_zero = cond, a, b, scalar_zero
+
+    def _side(self, ins: list[Status], i: int | None) -> np.ndarray:
+        if i is None:
+            return np.zeros(self.cond.shape, bool)
+        return ins[i].broadcast_to(self.cond.shape).full()
+
+    def forward(self, ins: list[Status]) -> Status:
+        out = np.where(self.cond, self._side(ins, self.a), self._side(ins, self.b))
+        zeros = [ins[i].zero if i is not None else z for i, z in zip((self.a, self.b), self.scalar_zero)]
+        zero = (zeros[0] or not self.cond.any()) and (zeros[1] or self.cond.all())
+        return Status.from_full(out, _cdim_of(ins, self.cond.ndim)).with_zero(zero)
+
+    def backward(self, ins: list[Status], out: Status, grad: Status) -> list[Status | None]:
+        g = grad.broadcast_to(self.cond.shape).full()
+        res: list[Status | None] = [None] * len(ins)
+        for i, part in ((self.a, g & self.cond), (self.b, g & ~self.cond)):
+            if i is not None:
+                st = Status.from_full(part, ins[i].cdim if ins[i].shape else 0).reduce_to(ins[i].shape)
+                res[i] = st if res[i] is None else union([res[i], st])
+        return res
+
+
+def _cdim_of(ins: list[Status], ndim: int) -> int:
+    for s in ins:
+        if len(s.shape) == ndim:
+            return s.cdim
+    return 1 if ndim > 1 else 0
+
+
+def _where_by_constant(ctx: Ctx) -> Op | None:
+    """``where(cond, a, b)`` / ``masked_fill(x, mask, v)`` whose condition is a constant, as a :class:`Where`."""
+    name = getattr(ctx.node.target, "__name__", str(ctx.node.target)).lstrip(".").split(".")[0]
+    if name == "where" and len(ctx.node.args) == 3:
+        cond, a, b = ctx.node.args
+    elif name.startswith("masked_fill") and len(ctx.node.args) >= 3:
+        b, cond, a = ctx.node.args[:3]
+    else:
+        return None
+    if not isinstance(cond, fx.Node) or ctx.traced.depends_on_input().get(cond, True):
+        return None
+    try:
+        c = ctx.constant(cond)
+    except Exception:
+        return None
+    out = tuple(ctx.out.shape)
+    if not isinstance(c, torch.Tensor) or c.dtype != torch.bool:
+        return None
+    pos = [ctx.input_index(v) if isinstance(v, fx.Node) and v in ctx.tensor_args else None for v in (a, b)]
+    scalar_zero = tuple(bool(v == 0) if not isinstance(v, fx.Node) else True for v in (a, b))
+    return Where(np.ascontiguousarray(np.broadcast_to(c.numpy(), out)), pos[0], pos[1], scalar_zero)
+
+
 @rule(operator.mul, operator.imul, torch.mul, torch.multiply, ".mul", ".mul_", aten.mul, aten.mul_)
 def multiply(ctx: Ctx) -> Op:
-    return Elementwise(tuple(ctx.out.shape), "mul" if len(ctx.tensor_args) > 1 else "union")
+    out = tuple(ctx.out.shape)
+    if len(ctx.tensor_args) < 2:
+        return Elementwise(out, "union")
+    return Elementwise(out, "mul", nonzero=_constant_nonzero(ctx, out))
+
+
+def _constant_nonzero(ctx: Ctx, shape: tuple) -> np.ndarray | None:
+    """Where constant factors (a scale vector, LayerScale's gamma) are nonzero, if some entry is zero."""
+    dep = ctx.traced.depends_on_input()
+    found = None
+    for a in ctx.tensor_args:
+        if dep.get(a, True) or ctx.val(a).numel() > 1 << 20:
+            continue
+        try:
+            value = ctx.constant(a)
+        except Exception:
+            continue
+        if isinstance(value, torch.Tensor) and not value.is_complex() and not bool(value.all()):
+            nz = np.broadcast_to((value != 0).numpy(), shape)
+            found = nz if found is None else found & nz
+    return None if found is None else np.ascontiguousarray(found)
 
 
 @rule(operator.truediv, operator.itruediv, operator.floordiv, torch.div, torch.true_divide, torch.floor_divide,

@@ -59,3 +59,63 @@ def embedding_function(ctx: Ctx) -> Op:
     op = Lookup(w, mask, ctx.shape(ids), tuple(ctx.out.shape))
     op.data = [ids]
     return op
+
+
+class Bag(Op):
+    """``nn.EmbeddingBag``: a lookup of each bag's rows, reduced over the bag (sum, mean or max)."""
+
+    def __init__(self, weight: Weight | None, mask: torch.Tensor, ids_shape: tuple, out_shape: tuple):
+        self.weights = [weight] if weight is not None else []
+        self.mask, self.ids_shape, self.out_shape = mask, ids_shape, out_shape
+        self.col = mask.any(0).numpy()
+
+    def _bags(self, ids: Status) -> np.ndarray:
+        """Per bag: some id of it may be alive (1-D ids with offsets: any id, for every bag)."""
+        full = ids.full()
+        if len(self.ids_shape) == 2:
+            return full.reshape(self.ids_shape[0], -1).any(1)
+        return np.full(self.out_shape[0], bool(full.any()))
+
+    def forward(self, ins: list[Status]) -> Status:
+        bags = self._bags(ins[0])
+        return Status.from_full(bags[:, None] & self.col[None, :], 1)
+
+    def backward(self, ins: list[Status], out: Status, grad: Status) -> list[Status | None]:
+        per_bag = (grad.full() & self.col[None, :]).any(1)
+        if len(self.ids_shape) == 2:
+            hit = np.broadcast_to(per_bag[:, None], self.ids_shape)
+        else:
+            hit = np.full(self.ids_shape, bool(per_bag.any()))
+        return [Status.from_full(np.ascontiguousarray(hit), -1)] + [None] * (len(ins) - 1)
+
+    def effective(self, ins: list[Status], grad: Status | None) -> dict[str, torch.Tensor]:
+        if not self.weights:
+            return {}
+        w = self.weights[0]
+        if grad is None:
+            return {w.name: torch.zeros_like(w.mask)}
+        reach = (grad.full() & self._bags(ins[0])[:, None]).any(0)
+        return {w.name: self.mask & torch.from_numpy(reach)[None, :]}
+
+
+@rule(nn.EmbeddingBag)
+def embedding_bag_module(ctx: Ctx) -> Op:
+    w = ctx.named_weight(ctx.node.target + ".weight", "embedding")
+    return Bag(w, w.mask, ctx.shape(ctx.node.args[0]), tuple(ctx.out.shape))
+
+
+@rule(F.embedding_bag, aten.embedding_bag, aten._embedding_bag)
+def embedding_bag_function(ctx: Ctx) -> Op:
+    aten_form = ctx.node.target is not F.embedding_bag
+    w_arg, ids = (ctx.arg(0, "weight"), ctx.arg(1, "indices")) if aten_form else \
+        (ctx.arg(1, "weight"), ctx.arg(0, "input"))
+    w = ctx.weight(w_arg, "embedding")
+    mask = w.mask if w is not None else torch.ones(ctx.shape(w_arg), dtype=torch.bool)
+    out = ctx.out[0] if isinstance(ctx.out, (tuple, list)) else ctx.out
+    op: Op = Bag(w, mask, ctx.shape(ids), tuple(out.shape))
+    op.data = [ids]
+    if isinstance(ctx.out, (tuple, list)):
+        from .attention import _TupleFirst
+        op = _TupleFirst(op, len(ctx.out))
+        op.data = [ids]
+    return op

@@ -11,6 +11,7 @@ import operator
 from typing import Any
 
 import torch
+from torch import fx
 
 from ..status import Status, any_alive
 from .base import Ctx, Op, rule
@@ -72,13 +73,16 @@ class Constant(Op):
         return []
 
 
-@rule(torch.zeros_like, torch.ones_like, torch.full_like, torch.empty_like, torch.rand_like, torch.randn_like,
-      ".new_zeros", ".new_ones", ".new_full", ".new_empty", ".new_tensor", torch.ops.aten.zeros_like,
-      torch.ops.aten.ones_like, torch.ops.aten.full_like, torch.ops.aten.empty_like, torch.ops.aten.new_zeros,
-      torch.ops.aten.new_ones, torch.ops.aten.new_full, torch.ops.aten.new_empty, torch.ops.aten.rand_like,
-      torch.ops.aten.randn_like)
-def like(ctx: Ctx) -> Op:
-    """``zeros_like(x)`` and friends read only the shape of ``x``: their value is a constant."""
+@rule(torch.ops.aten.fill, torch.ops.aten.fill_, ".fill_", ".zero_", torch.ops.aten.zero_, torch.ops.aten.zero,
+      torch.fill, torch.zero_)
+def fill(ctx: Ctx) -> Op:
+    """``x.fill_(v)``: every element is ``v``; only a tensor ``v`` that depends on the input carries signal."""
+    value = ctx.arg(1, "value")
+    if isinstance(value, fx.Node) and value in ctx.tensor_args and ctx.traced.depends_on_input().get(value, False):
+        from .elementwise import Elementwise
+        op: Op = Elementwise(tuple(ctx.out.shape), "union")
+        op.data = [value]
+        return op
     op = Constant(ctx.out)
     op.data = []
     return op

@@ -186,6 +186,31 @@ class Writes(nn.Module):
         return out.sum(0, keepdim=True) + s + cols.flatten().unsqueeze(0) + folded
 
 
+class Mixers(nn.Module):
+    """Ops that mix along some dims only (sort, topk, cumsum, FFT), GLU, bilinear layers, bags, constant
+    conditions, fills."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.out = nn.Linear(4, 8), nn.Linear(4, 2)
+        self.bil = nn.Bilinear(4, 4, 4)
+        self.w = nn.Parameter(torch.randn(4, 4, 4))
+        self.bag = nn.EmbeddingBag(10, 4, mode="sum")
+        self.register_buffer("keep", torch.tensor([True, False, True, True]))
+        self.scale = nn.Parameter(torch.tensor([1.0, 0.0, 2.0, 1.0]))
+
+    def forward(self, x):                                    # (1, 5, 4): tokens
+        h = F.glu(self.a(x), -1)                             # (1, 5, 4)
+        s = torch.sort(h, dim=1).values + h.topk(2, dim=1).values.sum(1, keepdim=True) + h.cumsum(1)
+        s = s + torch.fft.irfft(torch.fft.rfft(h, dim=1), n=5, dim=1)
+        b = self.bil(s, h) + F.bilinear(h, s, self.w)
+        bag = self.bag((x[0] > 0).long() + torch.arange(4) * 2)   # 5 bags of 4 ids that depend on x
+        w = torch.where(self.keep, b, 0.0) + b.masked_fill(~self.keep, 1.0) * self.scale
+        filled = w.clone()
+        filled.fill_(2.0)                                    # a constant now, whatever w was
+        return self.out(w * filled + bag + torch.zeros_like(w))
+
+
 def tiny_swin():
     from torchvision.models.swin_transformer import SwinTransformer
     return SwinTransformer(patch_size=[2, 2], embed_dim=8, depths=[1, 1], num_heads=[1, 2], window_size=[2, 2],
@@ -202,4 +227,5 @@ CORPUS = {
     "swin": (tiny_swin, (1, 3, 8, 8)),
     "matmul_weights": (MatmulWeights, (2, 4)),
     "writes": (Writes, (1, 4)),
+    "mixers": (Mixers, (1, 5, 4)),
 }
