@@ -50,7 +50,17 @@ _VIEW_FUNCS = {torch.transpose, torch.narrow, torch.select, torch.squeeze, torch
 _INPLACE_OPERATORS = {operator.iadd, operator.isub, operator.imul, operator.itruediv, operator.ifloordiv,
                       operator.imod, operator.ipow, operator.iand, operator.ior, operator.ixor}
 _NOT_WRITES = frozenset({"requires_grad_", "share_memory_", "retain_grad_", "squeeze_", "unsqueeze_", "t_",
-                         "transpose_", "resize_", "as_strided_", "set_"})
+                         "transpose_", "resize_", "as_strided_", "set_",
+                         # keep zero at zero and each element where it is: liveness is unchanged
+                         "relu_", "relu6_", "hardtanh_", "leaky_relu_", "elu_", "celu_", "selu_", "silu_",
+                         "hardswish_", "mish_", "tanh_", "clamp_", "clamp_min_", "clamp_max_", "clip_"})
+# in-place modules that keep zero at zero (ResNets' ReLU(inplace=True)): nothing to redirect
+_SAME_LIVENESS_MODULES = (torch.nn.ReLU, torch.nn.ReLU6, torch.nn.Hardtanh, torch.nn.LeakyReLU, torch.nn.ELU,
+                          torch.nn.CELU, torch.nn.SELU, torch.nn.SiLU, torch.nn.Hardswish, torch.nn.Mish,
+                          torch.nn.Dropout, torch.nn.Dropout1d, torch.nn.Dropout2d, torch.nn.Dropout3d,
+                          torch.nn.AlphaDropout, torch.nn.Threshold)
+_SAME_LIVENESS_FUNCS = {"relu", "relu6", "hardtanh", "leaky_relu", "elu", "celu", "selu", "silu", "hardswish",
+                        "mish", "dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout", "threshold"}
 
 
 def write_back(base: torch.Tensor, value: torch.Tensor, chain: tuple) -> torch.Tensor:
@@ -100,7 +110,12 @@ def _basic_index(idx: Any) -> bool:
                for i in items)
 
 
-def _writes(n: fx.Node, root: torch.nn.Module | None) -> bool:
+def writes_into_input(m: torch.nn.Module) -> bool:
+    """Whether an ``inplace=True`` module's write can change liveness (an in-place ReLU cannot)."""
+    return not isinstance(m, _SAME_LIVENESS_MODULES)
+
+
+def _writes(n: fx.Node, inplace_modules: set[str]) -> bool:
     """Whether ``n`` writes into its first argument."""
     if not n.args or not isinstance(n.args[0], fx.Node):
         return False
@@ -108,20 +123,20 @@ def _writes(n: fx.Node, root: torch.nn.Module | None) -> bool:
         name = str(n.target)
         return name.endswith("_") and not name.startswith("_") and name not in _NOT_WRITES
     if n.op == "call_function":
-        return n.target in _INPLACE_OPERATORS or n.kwargs.get("inplace") is True
-    if n.op == "call_module" and root is not None:
-        try:
-            return getattr(root.get_submodule(str(n.target)), "inplace", False) is True
-        except AttributeError:
-            return False
-    return False
+        if n.target in _INPLACE_OPERATORS:
+            return True
+        return n.kwargs.get("inplace") is True and getattr(n.target, "__name__", "") not in _SAME_LIVENESS_FUNCS
+    return n.op == "call_module" and str(n.target) in inplace_modules
 
 
-def functionalize(graph: fx.Graph, root: torch.nn.Module | None = None) -> int:
-    """Rewrite ``graph`` so that reads after an in-place write see it; returns the number of writes."""
+def functionalize(graph: fx.Graph, inplace_modules: set[str] = frozenset()) -> int:
+    """Rewrite ``graph`` so that reads after an in-place write see it; returns the number of writes.
+
+    ``inplace_modules`` are the targets of ``call_module`` nodes that write into their input.
+    """
     count = 0
     for n in list(graph.nodes):
-        if not _writes(n, root):
+        if not _writes(n, inplace_modules):
             continue
         count += 1
         target = n.args[0]

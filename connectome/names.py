@@ -43,20 +43,26 @@ class WeightNames:
         by_tensor: dict[int, str] = {}
         for mod_name, module in model.named_modules(remove_duplicate=False):
             prefix = mod_name + "." if mod_name else ""
-            hooked = _weight_norm_hooks(module)
-            self.renormalized.update(prefix + attr for attr in _spectral_norm_hooks(module))
+            hooked: set[str] = set()
+            if module._forward_pre_hooks:
+                hooked = _weight_norm_hooks(module)
+                self.renormalized.update(prefix + attr for attr in _spectral_norm_hooks(module))
+                self.parametrized.update(prefix + attr for attr in hooked)
             for attr, p in module._parameters.items():
                 if p is None:
                     continue
                 name = prefix + attr
-                key = self._structural_key(prefix, attr, hooked)
+                plain = not hooked and ".parametrizations." not in name and not attr.endswith("_orig")
+                key = name if plain else self._structural_key(prefix, attr, hooked)
                 first = by_tensor.setdefault(id(p), key)
-                if _PARAMETRIZED.match(name):
+                if first == name:          # the common case: a parameter's first and only name
+                    self._key[name] = name
+                    continue
+                if not plain and _PARAMETRIZED.match(name):
                     self.parametrized.add(first)
                 self._add(name, first)
                 if key != name:
                     self._add(key, first)
-            self.parametrized.update(prefix + attr for attr in hooked)
 
     @staticmethod
     def _structural_key(prefix: str, attr: str, hooked: set[str]) -> str:

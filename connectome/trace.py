@@ -25,7 +25,7 @@ from typing import Any, Sequence
 import torch
 from torch import fx, nn
 
-from .mutation import functionalize
+from .mutation import functionalize, writes_into_input
 from .shapes import MetaRun, ShapeError, to_meta
 
 __all__ = ["Traced", "TraceError", "trace", "as_inputs"]
@@ -241,10 +241,11 @@ def trace(model: nn.Module, example_inputs: Any = None, input_shape: Sequence[in
 def _trace_fx(model: nn.Module, inputs: tuple) -> Traced:
     before = set(vars(model))
     try:
-        graph = _Tracer().trace(model)  # no GraphModule: its code generation costs a third of the trace
+        tracer = _Tracer()
+        graph = tracer.trace(model)  # no GraphModule: its code generation costs a third of the trace
     finally:
         constants = _restore(model, before)
-    functionalize(graph, model)   # reads after an in-place write read what it wrote
+    functionalize(graph, tracer.inplace_modules)   # reads after an in-place write read what it wrote
     placeholders = [n for n in graph.nodes if n.op == "placeholder"]
     if len(placeholders) < len(inputs):
         raise TraceError(f"{type(model).__name__}.forward takes {len(placeholders)} inputs, got {len(inputs)}")
@@ -289,10 +290,16 @@ class _Tracer(fx.Tracer):
 
     def __init__(self) -> None:
         super().__init__()
+        self.inplace_modules: set[str] = set()   # leaf modules that write into their input
         if isinstance(getattr(self, "module_stack", None), collections.OrderedDict):
             self.module_stack = _ModuleStack(self.module_stack)
         if type(getattr(self, "scope", None)) is fx.proxy.Scope:
             self.scope = _FastScope(self.scope.module_path, self.scope.module_type)
+
+    def call_module(self, m: nn.Module, forward: Any, args: Any, kwargs: Any) -> Any:
+        if getattr(m, "inplace", False) is True and writes_into_input(m):
+            self.inplace_modules.add(self.path_of_module(m))
+        return super().call_module(m, forward, args, kwargs)
 
     def create_arg(self, a: Any) -> Any:
         t = type(a)
