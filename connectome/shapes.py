@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import fx, nn
 
-__all__ = ["MetaRun", "ShapeError", "to_meta"]
+__all__ = ["MetaRun", "ShapeError", "to_meta", "data_dependent", "unbacked", "DATA_DEPENDENT"]
 
 
 class ShapeError(RuntimeError):
@@ -161,3 +161,30 @@ def to_meta(x: Any) -> Any:
     if isinstance(x, (list, tuple)):
         return type(x)(to_meta(v) for v in x)
     return x
+
+
+DATA_DEPENDENT = ("{where} makes a shape that depends on the input values (data-dependent routing, such as "
+                   "experts dispatched with nonzero or a boolean mask); connectome needs shapes fixed by the input "
+                   "shape: route with a dense mask (torch.where, or multiply by a one-hot gate) instead")
+_DATA_DEPENDENT_OPS = frozenset({"nonzero", "masked_select", "unique", "unique_consecutive", "argwhere",
+                                 "nonzero_static", "_unique2", "unique_dim", "masked_scatter", "repeat_interleave"})
+
+
+def data_dependent(n: fx.Node) -> bool:
+    """Whether node ``n`` has an output shape that depends on values (nonzero, indexing by a mask)."""
+    target = n.target if isinstance(n.target, str) else getattr(n.target, "__name__", "")
+    if str(target).split(".")[0] in _DATA_DEPENDENT_OPS:
+        return True
+    if n.op == "call_function" and n.target is operator.getitem and len(n.args) > 1:
+        idx = n.args[1] if isinstance(n.args[1], tuple) else (n.args[1],)
+        return any(isinstance(i, fx.Node) and getattr(i.meta.get("val"), "dtype", None) == torch.bool for i in idx)
+    return False
+
+
+def unbacked(ep_graph: fx.Graph) -> fx.Node | None:
+    """The first node of an exported graph whose output shape depends on values (an unbacked symbol)."""
+    for n in ep_graph.nodes:
+        v = n.meta.get("val")
+        if isinstance(v, torch.Tensor) and not all(isinstance(d, int) for d in v.shape):
+            return n
+    return None

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import operator
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ import torch
 from torch import fx, nn
 
 from .mutation import functionalize, writes_into_input
-from .shapes import MetaRun, ShapeError, to_meta
+from .shapes import DATA_DEPENDENT, MetaRun, ShapeError, data_dependent, to_meta, unbacked
 
 __all__ = ["Traced", "TraceError", "trace", "as_inputs"]
 
@@ -255,8 +254,8 @@ def _trace_fx(model: nn.Module, inputs: tuple) -> Traced:
         traced.vals = run.run(inputs, placeholders)
     except ShapeError as e:
         cause = e.__cause__ or e
-        if _data_dependent(e.node):
-            raise TraceError(_DATA_DEPENDENT.format(where=_where(e.node))) from cause
+        if data_dependent(e.node):
+            raise TraceError(DATA_DEPENDENT.format(where=_where(e.node))) from cause
         raise TraceError(f"shape propagation failed at {_where(e.node)}: {_short(cause)}; "
                          "is the input shape right?") from cause
     traced._modules.update(run.submodules)   # every call_module target, by the names fx gave them
@@ -339,9 +338,9 @@ def _trace_export(model: nn.Module, inputs: tuple, core: bool = False) -> Traced
             ep = ep.run_decompositions() if core else ep.run_decompositions({})
     finally:
         logging.disable(quiet)
-    dynamic = _unbacked(ep.graph)
+    dynamic = unbacked(ep.graph)
     if dynamic is not None:
-        raise TraceError(_DATA_DEPENDENT.format(where=_where(dynamic)))
+        raise TraceError(DATA_DEPENDENT.format(where=_where(dynamic)))
     nodes = {n.name: n for n in ep.graph.nodes}
     user, param_nodes = [], {}
     for spec in ep.graph_signature.input_specs:
@@ -357,33 +356,6 @@ def _trace_export(model: nn.Module, inputs: tuple, core: bool = False) -> Traced
     root = ep.graph_module
     return Traced(model, ep.graph, "export-core" if core else "export", user, outs, vals, root, param_nodes,
                   dict(ep.constants))
-
-
-_DATA_DEPENDENT = ("{where} makes a shape that depends on the input values (data-dependent routing, such as "
-                   "experts dispatched with nonzero or a boolean mask); connectome needs shapes fixed by the input "
-                   "shape: route with a dense mask (torch.where, or multiply by a one-hot gate) instead")
-_DATA_DEPENDENT_OPS = frozenset({"nonzero", "masked_select", "unique", "unique_consecutive", "argwhere",
-                                 "nonzero_static", "_unique2", "unique_dim", "masked_scatter", "repeat_interleave"})
-
-
-def _data_dependent(n: fx.Node) -> bool:
-    """Whether node ``n`` has an output shape that depends on values (nonzero, indexing by a mask)."""
-    target = n.target if isinstance(n.target, str) else getattr(n.target, "__name__", "")
-    if str(target).split(".")[0] in _DATA_DEPENDENT_OPS:
-        return True
-    if n.op == "call_function" and n.target is operator.getitem and len(n.args) > 1:
-        idx = n.args[1] if isinstance(n.args[1], tuple) else (n.args[1],)
-        return any(isinstance(i, fx.Node) and getattr(i.meta.get("val"), "dtype", None) == torch.bool for i in idx)
-    return False
-
-
-def _unbacked(ep_graph: fx.Graph) -> fx.Node | None:
-    """The first node of an exported graph whose output shape depends on values (an unbacked symbol)."""
-    for n in ep_graph.nodes:
-        v = n.meta.get("val")
-        if isinstance(v, torch.Tensor) and not all(isinstance(d, int) for d in v.shape):
-            return n
-    return None
 
 
 def _output_nodes(graph: fx.Graph, vals: dict) -> list[fx.Node]:

@@ -190,11 +190,10 @@ class BilinearLayer(Op):
         return res
 
     def effective(self, ins: list[Status], grad: Status | None) -> dict[str, torch.Tensor]:
-        if not self.weights:
-            return {}
+        done = self.unreached(grad)
+        if done is not None:
+            return done
         w = self.weights[0]
-        if grad is None:
-            return {w.name: torch.zeros_like(w.mask)}
         x1, x2, a1, a2, m1, m2 = self._factors(ins)
         g = torch.from_numpy(np.ascontiguousarray(grad.full())).float()
         reach = torch.einsum("...o,...i,...j->oij", g, a1, m2) + torch.einsum("...o,...i,...j->oij", g, m1, a2)

@@ -157,6 +157,15 @@ class Op:
         """Effective mask of each owned weight, given input (forward) and output (backward) status."""
         return {}
 
+    def unreached(self, grad: Value) -> dict[str, torch.Tensor] | None:
+        """What :meth:`effective` returns when there is nothing to compute: ``{}`` for an op without
+        weights, all-zero masks when no output is alive to the outputs; else None."""
+        if not self.weights:
+            return {}
+        if grad is None:
+            return {w.name: torch.zeros_like(w.mask) for w in self.weights}
+        return None
+
 
 @dataclass
 class Ctx:

@@ -89,11 +89,10 @@ class Bilinear(Op):
         return res
 
     def effective(self, ins: list[Status], grad: Status | None) -> dict[str, torch.Tensor]:
-        if not self.weights:
-            return {}
+        done = self.unreached(grad)
+        if done is not None:
+            return done
         w = self.weights[0]
-        if grad is None:
-            return {w.name: torch.zeros_like(w.mask)}
         gr = self._grads(ins, grad)[self.wslot]
         return {w.name: w.mask & (gr > 0) if gr is not None else torch.zeros_like(w.mask)}
 

@@ -33,11 +33,10 @@ class Lookup(Op):
         return [Status.from_full(hit, -1)]
 
     def effective(self, ins: list[Status], grad: Status | None) -> dict[str, torch.Tensor]:
-        if not self.weights:
-            return {}
+        done = self.unreached(grad)
+        if done is not None:
+            return done
         w = self.weights[0]
-        if grad is None:
-            return {w.name: torch.zeros_like(w.mask)}
         ids = ins[0].full().reshape(-1)
         reach = (grad.with_cdim(-1).rows() & ids[None, :]).any(1)  # per feature d
         return {w.name: self.mask & torch.from_numpy(reach)[None, :]}
@@ -89,11 +88,10 @@ class Bag(Op):
         return [Status.from_full(np.ascontiguousarray(hit), -1)] + [None] * (len(ins) - 1)
 
     def effective(self, ins: list[Status], grad: Status | None) -> dict[str, torch.Tensor]:
-        if not self.weights:
-            return {}
+        done = self.unreached(grad)
+        if done is not None:
+            return done
         w = self.weights[0]
-        if grad is None:
-            return {w.name: torch.zeros_like(w.mask)}
         reach = (grad.full() & self._bags(ins[0])[:, None]).any(0)
         return {w.name: self.mask & torch.from_numpy(reach)[None, :]}
 

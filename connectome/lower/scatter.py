@@ -120,20 +120,18 @@ def fold(ctx: Ctx) -> Op:
 
 
 @rule(aten.index_add, aten.index_add_, torch.index_add, ".index_add", ".index_add_",
-      aten.index_reduce, aten.index_reduce_, torch.index_reduce, ".index_reduce", ".index_reduce_")
-def index_add(ctx: Ctx) -> Op:
-    base, dim, index, src = ctx.arg(0, "self"), ctx.arg(1, "dim"), ctx.arg(2, "index"), ctx.arg(3, "source")
-    idx = ctx.constant(index)
-    target = _numbered(ctx.shape(base)).index_select(int(ctx.concrete(dim)), idx.long())
-    return _accumulate(ctx, base, src, target)
-
-
-@rule(aten.scatter_add, aten.scatter_add_, torch.scatter_add, ".scatter_add", ".scatter_add_",
+      aten.index_reduce, aten.index_reduce_, torch.index_reduce, ".index_reduce", ".index_reduce_",
+      aten.scatter_add, aten.scatter_add_, torch.scatter_add, ".scatter_add", ".scatter_add_",
       aten.scatter_reduce, aten.scatter_reduce_, torch.scatter_reduce, ".scatter_reduce", ".scatter_reduce_")
-def scatter_add(ctx: Ctx) -> Op:
-    base, dim, index, src = ctx.arg(0, "self"), ctx.arg(1, "dim"), ctx.arg(2, "index"), ctx.arg(3, "src")
-    idx = ctx.constant(index)
-    target = _numbered(ctx.shape(base)).gather(int(ctx.concrete(dim)), idx.long())
+def index_add(ctx: Ctx) -> Op:
+    """``index_add(base, dim, index, source)`` and ``scatter_add(base, dim, index, src)``: where each source
+    element lands is where the op's indexing of a numbered base finds it (``index_select``, ``gather``)."""
+    name = getattr(ctx.node.target, "__name__", str(ctx.node.target)).lstrip(".")
+    scatter = name.startswith("scatter")
+    base, dim, index = ctx.arg(0, "self"), ctx.arg(1, "dim"), ctx.arg(2, "index")
+    src = ctx.arg(3, "src" if scatter else "source")
+    numbered, d, idx = _numbered(ctx.shape(base)), int(ctx.concrete(dim)), ctx.constant(index).long()
+    target = numbered.gather(d, idx) if scatter else numbered.index_select(d, idx)
     return _accumulate(ctx, base, src, target)
 
 
