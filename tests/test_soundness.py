@@ -48,3 +48,18 @@ def test_torch_nn_transformer_goes_through_export_and_is_sound():
     assert res.params_effective < res.params_nonzero
     x = torch.randint(0, 50, (2, 6))
     assert torch.equal(outputs(pruned, x), outputs(apply_masks(pruned, res.effective_masks), x))
+
+
+def test_swin3d_analyses_through_empty_slices_and_is_sound():
+    tv = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    base = zero_additive(tv.models.video.swin3d_t(weights=None))   # its window padding makes empty slices
+    model = apply_masks(base, random_masks(base, 0.9, seed=2))
+    fc = next(m for n, m in model.named_modules() if "mlp" in n and isinstance(m, torch.nn.Linear))
+    with torch.no_grad():
+        fc.weight[:5] = 0          # five hidden units of the first MLP see no input
+    shape = (1, 3, 4, 32, 32)
+    res = connectome.analyze(model, input_shape=shape)
+    assert res.unsupported_ops == [] and 0 < res.params_effective < res.params_nonzero
+    x = torch.randn(shape)
+    assert torch.equal(outputs(model, x), outputs(apply_masks(model, res.effective_masks), x))

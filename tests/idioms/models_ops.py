@@ -117,6 +117,17 @@ class Movedim(nn.Module):
         return self.c2(F.relu(self.lin(h)).movedim(-1, 1)).mean((2, 3))
 
 
+class NonContiguousLinear(nn.Module):
+    """A Linear applied to a transposed (non-contiguous) input: core ATen reshapes it into an ``mm``."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(4, D), nn.Linear(D, 3)
+
+    def forward(self, x):                      # (2, 4 features, 5 tokens)
+        return self.b(F.relu(self.a(x.transpose(1, 2)))).mean(1)
+
+
 class FftTokens(nn.Module):
     """rfft over tokens, a learned real filter, irfft: mixes positions, keeps features separate."""
 
@@ -283,6 +294,8 @@ IDIOMS = [
     Idiom("unfold_fold_roundtrip", "ops", seeded(UnfoldFold), _IMG4,
           kills(rows("conv.weight", 1), cols("head.weight", 0))),
     Idiom("movedim_channels_last", "ops", seeded(Movedim), _IMG4, rows("c1.weight", 0, 1)),
+    Idiom("noncontiguous_linear", "ops", seeded(NonContiguousLinear), (randn(2, 4, 5),),
+          kills(rows("a.weight", 0, 1), cols("b.weight", 2))),
     Idiom("fft_tokens", "ops", seeded(FftTokens), (randn(2, 8, 6),), rows("a.weight", 0, 1)),
     Idiom("fft2_gfnet_filter", "ops", seeded(Fft2Spatial), _IMG4, rows("c1.weight", 2)),
     Idiom("pixel_shuffle", "ops", seeded(Shuffle, False), _IMG4, rows("c1.weight", 0, 1, 2, 3),
