@@ -25,7 +25,15 @@ def compression(x: float | None) -> str:
 
 
 def table(res: Analysis) -> str:
-    """A torchinfo-style table: one row per prunable layer, then totals."""
+    """A torchinfo-style table: one row per prunable tensor, then totals, then the tensors that several
+    names share (a head tied to the embedding).
+
+    >>> import torch, connectome
+    >>> m = torch.nn.Sequential(torch.nn.Embedding(5, 3), torch.nn.Linear(3, 5, bias=False))
+    >>> m[1].weight = m[0].weight
+    >>> print(table(connectome.analyze(m, input_shape=(1, 4), input_dtype=torch.long)).splitlines()[-1])
+    tied: 0.weight = 1.weight (one tensor, counted once)
+    """
     head = ["Layer", "Kind", "Params", "Nonzero", "Effective", "Direct sp.", "Effective sp.", "Dead in", "Dead out"]
     rows = []
     for r in res.layers:
@@ -42,7 +50,13 @@ def table(res: Analysis) -> str:
         return "  ".join(str(c).rjust(w) if i in right else str(c).ljust(w)
                          for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
     rule = "-" * len(line(head))
-    return "\n".join([line(head), rule] + [line(r) for r in rows] + [rule, line(total)])
+    shared = [f"tied: {_tensor_name(res, r['name'])} = {' = '.join(r['shared_with'])} (one tensor, counted once)"
+              for r in res.layers if r.get("shared_with")]
+    return "\n".join([line(head), rule] + [line(r) for r in rows] + [rule, line(total)] + shared)
+
+
+def _tensor_name(res: Analysis, layer: str) -> str:
+    return layer + ".weight" if layer + ".weight" in res.masks else layer
 
 
 def verdict(res: Analysis) -> str:
