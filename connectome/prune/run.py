@@ -80,7 +80,9 @@ def prune(model: nn.Module, method: str, sparsity: float, quota: str | None = No
         raise PruneError("the model has no prunable weights (linear, conv, attention, embedding)")
     source = MaskSource(model)
     params = dict(model.named_parameters())
-    weights = {n: params[n] if n in params else params[n + "_orig"] for n in names}
+    # a weight's key is a parameter, prune's ``_orig``, or a module's computed weight (a parametrization)
+    weights = {n: params[n] if n in params else params[n + "_orig"] if n + "_orig" in params else source.weight(n)
+               for n in names}
     start = {}
     for n in names:       # weights already masked (torch.nn.utils.prune, zeros) stay pruned
         mask = source.get(n)
