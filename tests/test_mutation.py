@@ -142,3 +142,38 @@ def test_data_dependent_dispatch_is_a_one_line_error():
         with pytest.raises(connectome.TraceError, match="depends on the input values.*dense mask") as e:
             connectome.analyze(Dispatch(), input_shape=(5, 4), tracer=tracer)
         assert "\n" not in str(e.value) and "nonzero" in str(e.value)
+
+
+class Overwrites(nn.Module):
+    """Each write replaces units 1 and 3 of h: a's rows 1 and 3 reach nothing; the writer's weights do."""
+
+    def __init__(self, how: str):
+        super().__init__()
+        self.how = how
+        self.a, self.b, self.c = nn.Linear(4, 5), nn.Linear(4, 2), nn.Linear(5, 2)
+        self.register_buffer("idx", torch.tensor([1, 3]))
+
+    def forward(self, x):
+        h, y = self.a(x), self.b(x)
+        if self.how == "index_copy":
+            h = h.index_copy(1, self.idx, y)
+        elif self.how == "index_put":
+            h = h.index_put((torch.arange(1).unsqueeze(1), self.idx.unsqueeze(0)), y)
+        elif self.how == "select":          # select_scatter under torch.export
+            h[:, 1] = y[:, 0]
+            h[:, 3] = y[:, 1]
+        elif self.how == "scatter":
+            h = h.scatter(1, self.idx.unsqueeze(0), y)
+        return self.c(h)
+
+
+@pytest.mark.parametrize("how", ["index_copy", "index_put", "select", "scatter"])
+def test_overwriting_writes_are_exact(how):
+    m = Overwrites(how)
+    for tracer in TRACERS:
+        if how == "select" and tracer == "fx":
+            continue                        # item assignment: fx cannot trace it
+        res = connectome.analyze(m, input_shape=(1, 4), tracer=tracer)
+        a = res.effective_masks["a.weight"]
+        assert not a[[1, 3]].any() and a[[0, 2, 4]].all(), (tracer, a)
+        assert res.effective_masks["b.weight"].all()
