@@ -43,19 +43,6 @@ from .status import Status, any_alive, union
 __all__ = ["constant_weights"]
 
 
-def _maybe_constant(s: Any) -> bool:
-    """Dead elements of ``s`` may be nonzero constants (and some element is dead)."""
-    return isinstance(s, Status) and not s.zero and not s.is_full()
-
-
-def _dead_part(c: Status, s: Status) -> Status | None:
-    """``c`` where ``s`` is dead."""
-    c = c.with_cdim(s.cdim)
-    if not s.any():
-        return c
-    return Status.from_full(c.full() & ~s.full(), s.cdim)
-
-
 def _merge(a: Any, b: Any) -> Any:
     if a is None:
         return b
@@ -90,20 +77,32 @@ def _constant_part(s: Any) -> Any:
 
 def constant_weights(g: UnitGraph, fwd: dict, bwd: dict) -> dict[str, torch.Tensor]:
     """Effective masks (by key) of weights that make constants which meet live signal in a product."""
+    flow = _constant_flow(g)
+
+    def constant_part(a: fx.Node, s: Any) -> Any:
+        """Where argument ``a`` (status ``s``) may hold a nonzero constant: its dead elements that need not
+        be zero, and (``flow``) elements that a constant made by weights was added into."""
+        part = _constant_part(s)
+        k = flow.get(a)
+        return _merge(part, k) if isinstance(part, Status) and isinstance(k, Status) and k.any() else part
+
     rel: dict[fx.Node, Any] = {}
     effective: dict[str, torch.Tensor] = {}
     for node, op in g.ops.items():
         if not getattr(op, "couples", False) or not any_alive(bwd.get(node)):
             continue
-        ins = [fwd.get(a) for a in g.args[node]]
-        if not any(_maybe_constant(s) for s in ins):
+        args = g.args[node]
+        ins = [fwd.get(a) for a in args]
+        parts = [constant_part(a, s) for a, s in zip(args, ins)]
+        if not any(any_alive(p) for p in parts):
             continue
         if op.weights:   # weights inside the product (attention's projections): constants count as signal
-            _add(effective, g, op, [_alive_or_constant(s) for s in ins], bwd[node])
-        for a, s, c in zip(g.args[node], ins, op.backward(ins, fwd[node], bwd[node])):
-            if isinstance(c, Status) and _maybe_constant(s):
-                seed = _dead_part(c, s)
-                if seed is not None and seed.any():
+            _add(effective, g, op, [_merge(s, p) if isinstance(p, Status) else s for s, p in zip(ins, parts)],
+                 bwd[node])
+        for a, p, c in zip(args, parts, op.backward(ins, fwd[node], bwd[node])):
+            if isinstance(c, Status) and isinstance(p, Status) and p.any():
+                seed = _within(c, p)
+                if seed.any():
                     rel[a] = _merge(rel.get(a), seed)
     if not rel:
         return effective
@@ -126,8 +125,80 @@ def constant_weights(g: UnitGraph, fwd: dict, bwd: dict) -> dict[str, torch.Tens
             continue
         if op is None or not op.weights or not any_alive(r):
             continue
-        _add(effective, g, op, ins if node in lowered else [_constant_part(s) for s in ins], r)
+        _add(effective, g, op, ins if node in lowered else [constant_part(a, s) for a, s in zip(args, ins)], r)
     return effective
+
+
+_WEIGHTED = frozenset({"linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
+                       "conv_transpose3d", "convolution", "matmul", "mm", "bmm", "addmm", "baddbmm", "einsum",
+                       "tensordot", "embedding", "bilinear", "__matmul__"})
+
+
+def _constant_flow(g: UnitGraph) -> dict[fx.Node, Any]:
+    """Per node, where a constant that weights made (``wq(latents)``) may be part of its value, once added
+    into live signal: a forward walk seeded at such constants. Empty when the graph has none.
+
+    Other constants are not followed: biases, norm shifts and added embeddings only add (DESIGN.md), and a
+    constant that stays dead is seen by its dead elements already.
+    """
+    t = g.traced
+    made = _made_by_weights(t)
+    seeds = {n for n, op in g.ops.items() if isinstance(op, Constant) and made(n)}
+    if not seeds:
+        return {}
+    inputs = set(t.inputs)
+    flow: dict[fx.Node, Any] = {}
+    for node in t.graph.nodes:
+        op = g.ops.get(node)
+        v = t.vals.get(node)
+        if node in seeds:
+            flow[node] = _alive_like(v)
+        elif op is None or isinstance(op, Constant):
+            # inputs carry no constant part (zero); other constants are nonzero, just not followed
+            flow[node] = _dead_like(v, zero=node in inputs)
+        else:
+            try:
+                flow[node] = op.forward([flow.get(a) for a in g.args[node]])
+            except Exception:   # an op that cannot take these statuses: follow nothing past it
+                flow[node] = _dead_like(v, zero=True)
+    return flow
+
+
+def _made_by_weights(t: Any):
+    """A memoised test: is a constant node computed through a weighted op (a layer applied to constants)?"""
+    memo: dict[fx.Node, bool] = {}
+
+    def made(n: fx.Node) -> bool:
+        if n in memo:
+            return memo[n]
+        memo[n] = False
+        if n.op == "call_module":
+            from .masks import _kind_of
+            found = _kind_of(t.module(n)) is not None
+        elif n.op in ("call_function", "call_method"):
+            name = n.target if isinstance(n.target, str) else getattr(n.target, "__name__", "")
+            found = str(name).split(".")[0] in _WEIGHTED
+        else:
+            found = False
+        memo[n] = found or any(made(a) for a in n.all_input_nodes)
+        return memo[n]
+    return made
+
+
+def _dead_like(v: Any, zero: bool) -> Any:
+    if isinstance(v, torch.Tensor):
+        return Status.uniform(tuple(v.shape), 1 if v.dim() > 1 else 0, False).with_zero(zero)
+    if isinstance(v, (tuple, list)):
+        return tuple(_dead_like(x, zero) for x in v)
+    return None
+
+
+def _within(c: Status, part: Status) -> Status:
+    """``c`` where ``part`` holds."""
+    part = part.with_cdim(c.cdim)
+    if part.is_full():
+        return c
+    return Status.from_full(c.full() & part.broadcast_to(c.shape).full(), c.cdim)
 
 
 def _add(effective: dict, g: UnitGraph, op: Any, ins: list, grad: Any) -> None:
@@ -150,13 +221,6 @@ def _add_leaf(effective: dict, g: UnitGraph, node: fx.Node, r: Status) -> None:
         return
     m = torch.from_numpy(r.full().copy()) & mask
     effective[key] = effective[key] | m if key in effective else m
-
-
-def _alive_or_constant(s: Any) -> Any:
-    """Alive from input, or a value that may be a nonzero constant."""
-    if isinstance(s, Status) and not s.zero:
-        return Status.uniform(s.shape, s.cdim, True)
-    return s
 
 
 def _op_at(g: UnitGraph, node: fx.Node, fwd: dict, lowered: dict) -> tuple:

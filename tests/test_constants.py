@@ -82,3 +82,30 @@ def test_a_constant_meeting_a_dead_branch_stays_ineffective():
         m.a.weight.zero_()          # a(x) is exactly zero: the scale multiplies nothing
     res = connectome.analyze(m, input_shape=(1, 5))
     assert res.collapsed and res.params_effective == 0
+
+
+class OffsetThenProduct(nn.Module):
+    """A constant made by weights is added into live signal, and the sum multiplies live signal:
+    ``(a(x) + w(latent)) * b(x)`` holds ``w(latent) * b(x)``, a product of the constant with the input."""
+
+    def __init__(self):
+        super().__init__()
+        self.latent = nn.Parameter(torch.randn(1, 4))
+        self.w, self.a, self.b = (nn.Linear(4, 4, bias=False) for _ in range(3))
+        self.out = nn.Linear(4, 2, bias=False)
+
+    def forward(self, x):
+        return self.out((self.a(x) + self.w(self.latent)) * self.b(x))
+
+
+@pytest.mark.parametrize("tracer", TRACERS)
+def test_a_constant_added_into_signal_that_then_multiplies_keeps_its_weights(tracer):
+    m = OffsetThenProduct()
+    with torch.no_grad():
+        m.b.weight[3] = 0           # unit 3 of the product is zero: w's row 3 multiplies nothing
+    res = connectome.analyze(m, input_shape=(2, 4), tracer=tracer)
+    w = res.effective_masks["w.weight"]
+    assert w[:3].all() and not w[3].any()
+    x = torch.randn(2, 4)
+    with torch.no_grad():
+        assert torch.equal(m(x), apply_masks(m, res.effective_masks)(x))
