@@ -42,25 +42,30 @@ __all__ = ["functionalize", "write_back", "is_view"]
 _VIEW_METHODS = frozenset({"view", "view_as", "reshape", "reshape_as", "transpose", "permute", "t", "narrow", "select",
                            "unsqueeze", "squeeze", "flatten", "unflatten", "expand", "expand_as", "diagonal",
                            "unfold", "movedim", "moveaxis", "swapaxes", "swapdims", "split", "chunk", "unbind",
-                           "tensor_split", "as_strided", "detach", "__getitem__"})
+                           "tensor_split", "as_strided", "detach", "__getitem__",
+                           # may return the tensor itself: a write into the result may write into it
+                           "contiguous", "float", "double", "half", "bfloat16", "to", "type", "type_as", "cpu",
+                           "cuda", "view_as_real", "view_as_complex", "real", "imag"})
 _VIEW_FUNCS = {torch.transpose, torch.narrow, torch.select, torch.squeeze, torch.unsqueeze, torch.flatten,
                torch.reshape, torch.permute, torch.t, torch.movedim, torch.moveaxis, torch.swapaxes, torch.swapdims,
                torch.split, torch.chunk, torch.unbind, torch.tensor_split, torch.diagonal, torch.unflatten,
                torch.as_strided, torch.detach}
 _INPLACE_OPERATORS = {operator.iadd, operator.isub, operator.imul, operator.itruediv, operator.ifloordiv,
                       operator.imod, operator.ipow, operator.iand, operator.ior, operator.ixor}
-_NOT_WRITES = frozenset({"requires_grad_", "share_memory_", "retain_grad_", "squeeze_", "unsqueeze_", "t_",
-                         "transpose_", "resize_", "as_strided_", "set_",
+_NOT_WRITES = frozenset({"requires_grad_", "share_memory_", "squeeze_", "unsqueeze_", "t_", "transpose_",
+                         "resize_", "as_strided_", "set_",
                          # keep zero at zero and each element where it is: liveness is unchanged
-                         "relu_", "relu6_", "hardtanh_", "leaky_relu_", "elu_", "celu_", "selu_", "silu_",
-                         "hardswish_", "mish_", "tanh_", "clamp_", "clamp_min_", "clamp_max_", "clip_"})
+                         "relu_", "relu6_", "leaky_relu_", "elu_", "celu_", "selu_", "silu_", "hardswish_",
+                         "mish_", "tanh_"})
 # in-place modules that keep zero at zero (ResNets' ReLU(inplace=True)): nothing to redirect
-_SAME_LIVENESS_MODULES = (torch.nn.ReLU, torch.nn.ReLU6, torch.nn.Hardtanh, torch.nn.LeakyReLU, torch.nn.ELU,
-                          torch.nn.CELU, torch.nn.SELU, torch.nn.SiLU, torch.nn.Hardswish, torch.nn.Mish,
-                          torch.nn.Dropout, torch.nn.Dropout1d, torch.nn.Dropout2d, torch.nn.Dropout3d,
-                          torch.nn.AlphaDropout, torch.nn.Threshold)
-_SAME_LIVENESS_FUNCS = {"relu", "relu6", "hardtanh", "leaky_relu", "elu", "celu", "selu", "silu", "hardswish",
-                        "mish", "dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout", "threshold"}
+_SAME_LIVENESS_MODULES = (torch.nn.ReLU, torch.nn.ReLU6, torch.nn.LeakyReLU, torch.nn.ELU, torch.nn.CELU,
+                          torch.nn.SELU, torch.nn.SiLU, torch.nn.Hardswish, torch.nn.Mish, torch.nn.Dropout,
+                          torch.nn.Dropout1d, torch.nn.Dropout2d, torch.nn.Dropout3d, torch.nn.AlphaDropout)
+_SAME_LIVENESS_FUNCS = {"relu", "relu6", "leaky_relu", "elu", "celu", "selu", "silu", "hardswish", "mish",
+                        "dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout"}
+# modules that return their input itself (in eval mode): a write into the result writes into the input
+_ALIAS_MODULES = (torch.nn.Identity, torch.nn.Dropout, torch.nn.Dropout1d, torch.nn.Dropout2d, torch.nn.Dropout3d,
+                  torch.nn.AlphaDropout, torch.nn.FeatureAlphaDropout)
 
 
 def write_back(base: torch.Tensor, value: torch.Tensor, chain: tuple) -> torch.Tensor:
@@ -102,17 +107,20 @@ def is_view(n: Any) -> bool:
 
 
 def _basic_index(idx: Any) -> bool:
-    """Indexing by ints, slices, None and Ellipsis gives a view (tuples of tensors from split are indexed
-    by an int too, and an element of such a tuple is a view of the split tensor)."""
-    items = idx if isinstance(idx, tuple) else (idx,)
-    return all(isinstance(i, (int, slice, type(None), type(Ellipsis))) and not isinstance(i, bool) or
-               (isinstance(i, slice) and not any(isinstance(v, fx.Node) for v in (i.start, i.stop, i.step)))
-               for i in items)
+    """Whether indexing may give a view. Ints, slices, None and Ellipsis do (an element of a ``split``'s
+    tuple too); a node (a size read off the input, or an index tensor, whose result is a copy) is taken as
+    one as well: taking a copy for a view costs tightness (the write-back is a union), never soundness."""
+    return True
 
 
 def writes_into_input(m: torch.nn.Module) -> bool:
     """Whether an ``inplace=True`` module's write can change liveness (an in-place ReLU cannot)."""
     return not isinstance(m, _SAME_LIVENESS_MODULES)
+
+
+def returns_input(m: torch.nn.Module) -> bool:
+    """Whether a module returns its input tensor itself (``nn.Identity``, dropout in eval mode)."""
+    return isinstance(m, _ALIAS_MODULES)
 
 
 def _writes(n: fx.Node, inplace_modules: set[str]) -> bool:
@@ -123,34 +131,51 @@ def _writes(n: fx.Node, inplace_modules: set[str]) -> bool:
         name = str(n.target)
         return name.endswith("_") and not name.startswith("_") and name not in _NOT_WRITES
     if n.op == "call_function":
-        if n.target in _INPLACE_OPERATORS:
-            return True
-        return n.kwargs.get("inplace") is True and getattr(n.target, "__name__", "") not in _SAME_LIVENESS_FUNCS
+        name = getattr(n.target, "__name__", "")
+        if n.target in _INPLACE_OPERATORS or (name.endswith("_") and not name.startswith("_") and
+                                              name not in _NOT_WRITES and n.target is not operator.setitem):
+            return True                    # h += y, torch.index_put_(h, ...), torch.sigmoid_(h)
+        return n.kwargs.get("inplace") is True and name not in _SAME_LIVENESS_FUNCS
     return n.op == "call_module" and str(n.target) in inplace_modules
 
 
-def functionalize(graph: fx.Graph, inplace_modules: set[str] = frozenset()) -> int:
+def functionalize(graph: fx.Graph, inplace_modules: set[str] = frozenset(),
+                  alias_modules: set[str] = frozenset()) -> int:
     """Rewrite ``graph`` so that reads after an in-place write see it; returns the number of writes.
 
-    ``inplace_modules`` are the targets of ``call_module`` nodes that write into their input.
+    ``inplace_modules`` are the targets of ``call_module`` nodes that write into their input,
+    ``alias_modules`` those that return their input itself.
     """
     count = 0
+    latest: dict[fx.Node, fx.Node] = {}   # a written tensor -> the node that holds its value now
     for n in list(graph.nodes):
         if not _writes(n, inplace_modules):
             continue
         count += 1
-        target = n.args[0]
         chain: list[fx.Node] = []
-        base = target
-        while is_view(base):
-            chain.insert(0, base)
+        base = n.args[0]
+        while isinstance(base, fx.Node) and base.args and isinstance(base.args[0], fx.Node):
+            if is_view(base):
+                chain.insert(0, base)
+            elif not (_writes(base, inplace_modules) or (base.op == "call_module" and
+                                                         str(base.target) in alias_modules)):
+                break                      # a write and an identity return their input itself
             base = base.args[0]
+        base = latest.get(base, base)      # an earlier write into the same tensor
         if chain:
             with graph.inserting_after(n):
                 new = graph.call_function(write_back, (base, n, tuple(_spec(v) for v in chain)))
         else:
             new = n
         _redirect(graph, base, new, n)
+        if base.op == "get_attr":         # fx reads a buffer anew at each access: all of them see the write
+            for other in list(graph.nodes):
+                if other.op == "get_attr" and other.target == base.target and other is not base:
+                    _redirect(graph, other, new, n)
+        for k, v in list(latest.items()):
+            if v is base:
+                latest[k] = new
+        latest[base] = new
     return count
 
 

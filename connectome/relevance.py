@@ -159,8 +159,8 @@ def _constant_flow(g: UnitGraph) -> dict[fx.Node, Any]:
         else:
             try:
                 flow[node] = op.forward([flow.get(a) for a in g.args[node]])
-            except Exception:   # an op that cannot take these statuses: follow nothing past it
-                flow[node] = _dead_like(v, zero=True)
+            except Exception:   # an op that cannot take these statuses: the constant may be anywhere in it
+                flow[node] = _alive_like(v)
     return flow
 
 
@@ -234,14 +234,18 @@ def _op_at(g: UnitGraph, node: fx.Node, fwd: dict, lowered: dict) -> tuple:
         return op, args, [fwd.get(a) for a in args], fwd.get(node)
     if node not in lowered:
         found = lower_node(g.traced, node, g.masks)
-        if found is None:
-            lowered[node] = (None, [], [], None)
-        else:
-            op, args = found
-            ins = [_alive_like(g.traced.vals.get(a)) for a in args]
-            try:
-                out = op.forward(ins)
-            except Exception:
-                op, args, ins, out = None, [], [], None
-            lowered[node] = (op, args, ins, out)
+        if found is None:    # no rule, or its rule fails: every output depends on every input
+            from .lower.base import tensor_args
+            from .lower.misc import Fallback
+            targs = tensor_args(g.traced, node)
+            found = (Fallback(g.traced.vals.get(node), [g.traced.vals.get(a) for a in targs], "constant"), targs)
+        op, args = found
+        ins = [_alive_like(g.traced.vals.get(a)) for a in args]
+        try:
+            out = op.forward(ins)
+        except Exception:   # statuses this rule cannot take: all to all
+            from .lower.misc import Fallback
+            op = Fallback(g.traced.vals.get(node), [g.traced.vals.get(a) for a in args], "constant")
+            out = op.forward(ins)
+        lowered[node] = (op, args, ins, out)
     return lowered[node]

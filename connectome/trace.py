@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import operator
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from typing import Any, Sequence
 import torch
 from torch import fx, nn
 
-from .mutation import functionalize, writes_into_input
+from .mutation import functionalize, returns_input, writes_into_input
 from .shapes import DATA_DEPENDENT, MetaRun, ShapeError, data_dependent, to_meta, unbacked
 
 __all__ = ["Traced", "TraceError", "trace", "as_inputs"]
@@ -64,7 +65,8 @@ class Traced:
             fx.node.map_arg((n.args, n.kwargs), lambda a: found.__setitem__(0, found[0] or dep.get(a, False)))
             # a shape read off an input (x.shape[0], x.size(1)), or a tensor made from one (zeros_like), is
             # fixed by the traced input shape
-            dep[n] = n in inputs or (found[0] and _holds_tensor(self.vals.get(n)) and not _shape_only(n))
+            dep[n] = n in inputs or _random(n) or (
+                found[0] and (_holds_tensor(self.vals.get(n)) or _reads_values(n)) and not _shape_only(n))
         self._dep = dep
         return dep
 
@@ -98,6 +100,8 @@ class Traced:
         elif arg.op in ("call_function", "call_method"):
             args = fx.node.map_arg(arg.args, lambda a: self.constant(a, overrides, grad))
             kwargs = fx.node.map_arg(arg.kwargs, lambda a: self.constant(a, overrides, grad))
+            if _writes_in_place(arg) and args and isinstance(args[0], torch.Tensor):
+                args = (args[0].clone(),) + tuple(args[1:])   # never write into the model's own tensors
             with torch.enable_grad() if grad else torch.no_grad():
                 value = arg.target(*args, **kwargs) if arg.op == "call_function" else \
                     getattr(args[0], arg.target)(*args[1:], **kwargs)
@@ -152,8 +156,10 @@ class Traced:
         return None
 
 
-_SHAPE_ONLY = frozenset({"zeros_like", "ones_like", "full_like", "empty_like", "rand_like", "randn_like",
-                         "new_zeros", "new_ones", "new_full", "new_empty"})
+# values fixed by a shape alone (random and uninitialised ones are not: they are never constants to fold)
+_SHAPE_ONLY = frozenset({"zeros_like", "ones_like", "full_like", "new_zeros", "new_ones", "new_full"})
+# non-tensor values read off tensor *values*: data, not shapes
+_VALUE_READS = frozenset({"item", "_local_scalar_dense", "tolist", "__int__", "__float__", "__bool__", "__index__"})
 
 
 def _shape_only(n: fx.Node) -> bool:
@@ -162,10 +168,47 @@ def _shape_only(n: fx.Node) -> bool:
     return target.split(".")[0] in _SHAPE_ONLY
 
 
+def _refuse_value_reads(traced: Traced) -> Traced:
+    """A number read off the input's values (``x.max().item()``) leaves the tensors the walk follows: refuse
+    it in one line rather than lose the signal it carries."""
+    dep = traced.depends_on_input()
+    for n in traced.graph.nodes:
+        if dep.get(n) and _reads_values(n):
+            raise TraceError(f"{_where(n)} reads a number off the input's values (.item(), .tolist(), int(t)), "
+                             "which connectome cannot follow: keep it a tensor (x.amax() instead of "
+                             "x.max().item())")
+    return traced
+
+
+_RANDOM = frozenset({"rand", "randn", "randint", "randperm", "rand_like", "randn_like", "randint_like", "bernoulli",
+                     "normal", "multinomial", "poisson", "empty", "empty_like", "new_empty", "empty_strided",
+                     "native_dropout", "uniform", "uniform_", "normal_", "bernoulli_", "exponential_"})
+
+
+def _random(n: fx.Node) -> bool:
+    """Random (or uninitialised) values vary from call to call like an input, and are never folded."""
+    if n.op not in ("call_function", "call_method"):
+        return False
+    target = n.target if isinstance(n.target, str) else getattr(n.target, "__name__", "")
+    return str(target).split(".")[0] in _RANDOM
+
+
+def _reads_values(n: fx.Node) -> bool:
+    """A number read off a tensor's values (``x.sum().item()``): it depends on the data."""
+    target = n.target if isinstance(n.target, str) else getattr(n.target, "__name__", "")
+    return str(target).split(".")[0] in _VALUE_READS
+
+
 def _zeros_of(v: Any) -> Any:
     if isinstance(v, torch.Tensor):
         return torch.zeros(v.shape, dtype=v.dtype)
     return v
+
+
+def _writes_in_place(n: fx.Node) -> bool:
+    target = n.target if isinstance(n.target, str) else getattr(n.target, "__name__", "")
+    target = str(target).split(".")[0]
+    return (target.endswith("_") and not target.startswith("_")) or target.startswith("__i")
 
 
 def _holds_tensor(v: Any) -> bool:
@@ -213,7 +256,7 @@ def trace(model: nn.Module, example_inputs: Any = None, input_shape: Sequence[in
     try:
         if tracer in ("auto", "fx"):
             try:
-                return _trace_fx(model, inputs)
+                return _refuse_value_reads(_trace_fx(model, inputs))
             except Exception as e:  # symbolic tracing fails in many ways; export gets a chance
                 if tracer == "fx":
                     if isinstance(e, TraceError):
@@ -224,7 +267,7 @@ def trace(model: nn.Module, example_inputs: Any = None, input_shape: Sequence[in
             raise TraceError(f"unknown tracer {tracer!r}: use auto, fx, export or export-core")
         try:
             inputs = as_inputs(example_inputs, input_shape, input_dtype)
-            return _trace_export(model, inputs, core=tracer == "export-core")
+            return _refuse_value_reads(_trace_export(model, inputs, core=tracer == "export-core"))
         except TraceError:
             raise
         except Exception as e:
@@ -239,12 +282,19 @@ def trace(model: nn.Module, example_inputs: Any = None, input_shape: Sequence[in
 
 def _trace_fx(model: nn.Module, inputs: tuple) -> Traced:
     before = set(vars(model))
+    # fx runs code on buffers for real while it traces (g = self.scale; g.mul_(0.5)): never change the model
+    buffers = [(b, b.detach().clone()) for b in model.buffers()]
     try:
         tracer = _Tracer()
         graph = tracer.trace(model)  # no GraphModule: its code generation costs a third of the trace
     finally:
         constants = _restore(model, before)
-    functionalize(graph, tracer.inplace_modules)   # reads after an in-place write read what it wrote
+        with torch.no_grad():
+            for b, saved in buffers:
+                if not torch.equal(b, saved):
+                    b.copy_(saved)
+    # reads after an in-place write read what it wrote
+    functionalize(graph, tracer.inplace_modules, tracer.alias_modules)
     placeholders = [n for n in graph.nodes if n.op == "placeholder"]
     if len(placeholders) < len(inputs):
         raise TraceError(f"{type(model).__name__}.forward takes {len(placeholders)} inputs, got {len(inputs)}")
@@ -282,6 +332,19 @@ class _FastScope(fx.proxy.Scope):
         return fx.proxy.Scope(self.module_path, self.module_type)
 
 
+class _WritingProxy(fx.Proxy):
+    """fx's proxy records ``h += y`` as ``h = h + y``, so a view of ``h`` taken before would not see the
+    write; this one records the in-place operator, as eager PyTorch runs it."""
+
+
+for _name, _op in (("__iadd__", operator.iadd), ("__isub__", operator.isub), ("__imul__", operator.imul),
+                   ("__itruediv__", operator.itruediv), ("__ifloordiv__", operator.ifloordiv),
+                   ("__imod__", operator.imod), ("__ipow__", operator.ipow), ("__iand__", operator.iand),
+                   ("__ior__", operator.ior), ("__ixor__", operator.ixor)):
+    setattr(_WritingProxy, _name,
+            lambda self, other, _op=_op: self.tracer.create_proxy("call_function", _op, (self, other), {}))
+
+
 class _Tracer(fx.Tracer):
     """fx's tracer with a short path for the arguments nearly every call has (proxies, plain constants,
     and tuples, lists or keyword dicts of them: fx checks each against parameters, buffers and modules
@@ -290,6 +353,7 @@ class _Tracer(fx.Tracer):
     def __init__(self) -> None:
         super().__init__()
         self.inplace_modules: set[str] = set()   # leaf modules that write into their input
+        self.alias_modules: set[str] = set()     # leaf modules that return their input itself (nn.Identity)
         if isinstance(getattr(self, "module_stack", None), collections.OrderedDict):
             self.module_stack = _ModuleStack(self.module_stack)
         if type(getattr(self, "scope", None)) is fx.proxy.Scope:
@@ -298,7 +362,12 @@ class _Tracer(fx.Tracer):
     def call_module(self, m: nn.Module, forward: Any, args: Any, kwargs: Any) -> Any:
         if getattr(m, "inplace", False) is True and writes_into_input(m):
             self.inplace_modules.add(self.path_of_module(m))
+        elif returns_input(m):
+            self.alias_modules.add(self.path_of_module(m))
         return super().call_module(m, forward, args, kwargs)
+
+    def proxy(self, node: fx.Node) -> fx.Proxy:
+        return _WritingProxy(node, self)
 
     def create_arg(self, a: Any) -> Any:
         t = type(a)
@@ -335,7 +404,14 @@ def _trace_export(model: nn.Module, inputs: tuple, core: bool = False) -> Traced
             warnings.simplefilter("ignore")
             ep = export(model, inputs, strict=False)
             # functional form: in-place writes into views become slice_scatter, copy, index_put...
-            ep = ep.run_decompositions() if core else ep.run_decompositions({})
+            try:
+                ep = ep.run_decompositions() if core else ep.run_decompositions({})
+            except Exception:
+                if core:
+                    raise
+                # torch cannot always re-run the program (a submodule's parameter read directly); the
+                # exported training graph is used as it is: export keeps writes, whose rules then apply
+                pass
     finally:
         logging.disable(quiet)
     dynamic = unbacked(ep.graph)

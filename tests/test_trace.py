@@ -1,5 +1,7 @@
-"""connectome's fx tracer records exactly the graph torch.fx's own tracer records."""
+"""connectome's fx tracer records exactly the graph torch.fx's own tracer records, except that it keeps
+``h += y`` an in-place operator (fx records ``h = h + y``, which hides the write from views of ``h``)."""
 import copy
+import operator
 from collections import namedtuple
 
 import pytest
@@ -38,7 +40,12 @@ def test_same_graph_as_fx(make):
     model = make().eval()   # each tracer gets its own copy: both leave tensor constants on the module
     a, b = _Tracer(), fx.Tracer()
     ours, theirs = a.trace(copy.deepcopy(model)), b.trace(copy.deepcopy(model))
-    assert str(ours) == str(theirs) and a.node_name_to_scope == b.node_name_to_scope
+    kept = {operator.iadd: operator.add, operator.imul: operator.mul}
+    for n in ours.nodes:                     # compare as fx would have recorded it
+        n.target = kept.get(n.target, n.target)
+    assert str(ours).replace("%iadd", "%add").replace("%imul", "%mul") == str(theirs)
+    assert a.node_name_to_scope == {k.replace("iadd", "add"): v for k, v in b.node_name_to_scope.items()} or \
+        {k.replace("iadd", "add"): v for k, v in a.node_name_to_scope.items()} == b.node_name_to_scope
     stacks = [(n.meta.get("nn_module_stack"), m.meta.get("nn_module_stack")) for n, m in zip(ours.nodes, theirs.nodes)]
     assert all(a == b and type(a) is type(b) for a, b in stacks) and any(a for a, _ in stacks)
 

@@ -125,6 +125,8 @@ def fourier(ctx: Ctx) -> Op:
 class Glu(Op):
     """``glu(x, dim) = a * sigmoid(b)`` for the halves ``a, b`` of ``x`` along ``dim``."""
 
+    couples = True
+
     def __init__(self, in_shape: tuple, dim: int):
         self.in_shape, self.dim = in_shape, dim
 

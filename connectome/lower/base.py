@@ -233,6 +233,8 @@ class Ctx:
         if name is None:
             from .computed import computed_weight
             return computed_weight(self, arg, kind)
+        if not self.masks.names.is_param(name):
+            return None            # a buffer or a constant (a DCT matrix): an operand, not a prunable weight
         return self.named_weight(name, kind)
 
     def named_weight(self, name: str, kind: str) -> Weight:

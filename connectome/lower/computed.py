@@ -66,6 +66,17 @@ def computed_weight(ctx: "Ctx", arg: Any, kind: str) -> Weight | None:
         w = _moved(ctx, arg, *weights[0], kind)
         if w is not None:
             return w
+    keys = {k for _, k, _ in weights}
+    if len(keys) == 1 and keys <= names.parametrized:   # a parametrization's output, inlined by torch.export
+        key = next(iter(keys))
+        try:
+            same = _is_output(traced, key, traced.constant(arg, {}))
+        except Exception:
+            same = False
+        if same:
+            return ctx.named_weight(key, kind)
+    if _piecewise_constant(arg):
+        return _as_a_whole(ctx, arg, weights, kind)
     try:
         return _through_autograd(ctx, arg, sources, weights, kind)
     except Exception:   # a computation autograd cannot follow: never call these weights ineffective
@@ -80,7 +91,9 @@ def _moved(ctx: "Ctx", arg: fx.Node, node: fx.Node, key: str, value: torch.Tenso
         return None
     n = value.numel()
     results = []
-    for scale, shift in ((1, 1), (2, 3)):
+    # positive numbers decode the map; negative fractional ones and zeros reject what only looks like a
+    # move on positive integers (relu, clamp(min=eps), rounding); a value that is zero must stay zero
+    for scale, shift in ((1.0, 1.0), (-2.0, -1.0 / 3), (0.0, 0.0)):
         numbered = (torch.arange(n, dtype=torch.float64) * scale + shift).reshape(value.shape)
         try:
             r = ctx.traced.constant(arg, {node: numbered})
@@ -89,13 +102,51 @@ def _moved(ctx: "Ctx", arg: fx.Node, node: fx.Node, key: str, value: torch.Tenso
         if not isinstance(r, torch.Tensor) or r.dtype != torch.float64:
             return None
         results.append(r)
-    first, second = results
+    first, second, zeros = results
     index = first - 1
-    # entries that only move satisfy both numberings; anything that scales or shifts them does not
-    if not ((index >= 0) & (index < n) & (index == index.round())).all() or not torch.equal(second, 2 * index + 3):
+    if not ((index >= 0) & (index < n) & (index == index.round())).all() or bool(zeros.any()) or \
+            not torch.equal(second, -2.0 * index - 1.0 / 3):
         return None
     index = index.long()
     return Weight(key, kind, mask.reshape(-1)[index], index)
+
+
+# ops whose derivative is zero almost everywhere: autograd sees no dependence where there is one
+_PIECEWISE = frozenset({"sign", "round", "floor", "ceil", "trunc", "frac", "gt", "lt", "ge", "le", "eq", "ne",
+                        "__gt__", "__lt__", "__ge__", "__le__", "__eq__", "__ne__", "argmax", "argmin", "argsort",
+                        "topk", "sort", "bool", "long", "int", "heaviside", "where", "masked_fill", "bucketize",
+                        "searchsorted", "fake_quantize_per_tensor_affine", "fake_quantize_per_channel_affine",
+                        "quantize_per_tensor", "dequantize", "remainder", "fmod", "floor_divide", "__floordiv__",
+                        "__mod__", "to", "type"})
+
+
+def _piecewise_constant(arg: fx.Node) -> bool:
+    """Whether the computation of a weight operand goes through a step function (sign, round, a threshold)."""
+    seen, todo = set(), [arg]
+    while todo:
+        n = todo.pop()
+        if n in seen or not isinstance(n, fx.Node):
+            continue
+        seen.add(n)
+        name = n.target if isinstance(n.target, str) else getattr(n.target, "__name__", "")
+        if str(name).split(".")[0] in _PIECEWISE:
+            return True
+        todo.extend(n.all_input_nodes)
+    return False
+
+
+def _as_a_whole(ctx: "Ctx", arg: fx.Node, weights: list, kind: str) -> Weight:
+    """A weight computed through step functions (a binarised or quantised weight): its support is computed,
+    and each parameter behind it counts as a whole as soon as any entry of the operand is effective."""
+    c = ctx.traced.constant(arg, {})
+    support = (c != 0) if isinstance(c, torch.Tensor) else torch.ones(ctx.shape(arg), dtype=torch.bool)
+    masks = ctx.masks
+    keys = tuple(dict.fromkeys(k for _, k, _ in weights))
+
+    def backmap(eff: torch.Tensor) -> dict[str, torch.Tensor]:
+        hit = bool(eff.any())
+        return {k: masks[k].clone() if hit else torch.zeros_like(masks[k]) for k in keys}
+    return Weight(keys[0], kind, support.reshape(ctx.shape(arg)), keys=keys, backmap=backmap)
 
 
 def _through_autograd(ctx: "Ctx", arg: fx.Node, sources: list[fx.Node], weights: list, kind: str) -> Weight | None:

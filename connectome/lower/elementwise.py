@@ -102,24 +102,23 @@ def _zero_of(kind: str, zero: bool | None) -> Callable[[Ctx], Op]:
 # activations that keep zero at zero, and shape-preserving ops that copy values
 _ZERO_KEEPING_MODULES = (
     nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.CELU, nn.SELU, nn.GELU, nn.SiLU,
-    nn.Mish, nn.Hardswish, nn.Hardtanh, nn.Tanh, nn.Tanhshrink, nn.Softsign, nn.Hardshrink, nn.Softshrink,
-    nn.Threshold, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
+    nn.Mish, nn.Hardswish, nn.Tanh, nn.Tanhshrink, nn.Softsign, nn.Hardshrink, nn.Softshrink,
+    nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
     nn.FeatureAlphaDropout, nn.Identity,
 )
 _ZERO_KEEPING_FUNCS = (
     F.relu, F.relu_, F.relu6, F.leaky_relu, F.leaky_relu_, F.prelu, F.rrelu, F.elu, F.elu_, F.celu, F.selu,
-    F.gelu, F.silu, F.mish, F.hardswish, F.hardtanh, F.hardtanh_, F.tanh, F.tanhshrink, F.softsign,
-    F.hardshrink, F.softshrink, F.threshold, F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout,
-    F.feature_alpha_dropout, torch.relu, torch.relu_, torch.tanh, torch.neg, torch.abs, torch.sin, torch.sqrt,
+    F.gelu, F.silu, F.mish, F.hardswish, F.tanh, F.tanhshrink, F.softsign,
+    F.hardshrink, F.softshrink, F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout,
+    F.feature_alpha_dropout, torch.relu, torch.relu_, torch.tanh, torch.tanh_, torch.neg, torch.abs, torch.sin, torch.sqrt,
     torch.square, torch.sign, torch.erf, torch.dropout, torch.nn.functional.relu6,
     torch.clone, operator.neg, operator.pos, torch.detach, torch.nan_to_num,
     aten.relu, aten.relu_, aten.relu6, aten.leaky_relu, aten.leaky_relu_, aten.gelu, aten.gelu_, aten.silu,
-    aten.silu_, aten.hardswish, aten.hardswish_, aten.hardtanh, aten.hardtanh_, aten.tanh, aten.elu, aten.mish,
+    aten.silu_, aten.hardswish, aten.hardswish_, aten.tanh, aten.elu, aten.mish,
     aten.dropout, aten.dropout_, aten.native_dropout, aten.feature_dropout, aten.alpha_dropout, aten.neg, aten.abs,
     aten.clone, aten.detach, aten.alias, aten._to_copy, aten.to, aten.type_as, aten.contiguous, aten.lift_fresh_copy,
     aten.sin, aten.sqrt, aten.square, aten.erf, aten.sign, aten.prelu, aten._prelu_kernel, aten.selu, aten.celu,
-    aten.threshold, aten.nan_to_num, aten.lift_fresh, aten.clamp, aten.clamp_, aten.clamp_min, aten.clamp_max,
-    aten.clip, aten.hardshrink, aten.softshrink,
+    aten.nan_to_num, aten.lift_fresh, aten.hardshrink, aten.softshrink,
     aten._assert_tensor_metadata, aten.tanh_, aten.detach_, aten.floor, aten.ceil,
     aten.round, aten.trunc, torch.floor, torch.ceil, torch.round, ".floor", ".ceil", ".round",
     "torchvision.ops.stochastic_depth.stochastic_depth",  # identity in eval, a random row mask in training
@@ -128,12 +127,12 @@ _ZERO_KEEPING_METHODS = (
     ".relu", ".relu_", ".tanh", ".neg", ".abs", ".sqrt", ".square", ".sign", ".sin", ".clone", ".detach",
     ".contiguous", ".float", ".double", ".half", ".bfloat16", ".long", ".int", ".short", ".bool", ".byte",
     ".to", ".type", ".type_as", ".cpu", ".cuda",
-    ".requires_grad_", ".clamp", ".clamp_", ".clamp_min", ".clamp_max", ".clip", ".nan_to_num",
+    ".requires_grad_", ".nan_to_num",
 )
 # ops whose output is a nonzero constant where the input is dead (they cannot silence a product)
 _NONZERO_MODULES = (nn.Sigmoid, nn.Hardsigmoid, nn.Softplus, nn.LogSigmoid)
 _NONZERO_FUNCS = (
-    torch.sigmoid, F.sigmoid, F.hardsigmoid, F.softplus, F.logsigmoid, torch.exp, torch.cos, torch.log,
+    torch.sigmoid, torch.sigmoid_, torch.exp_, F.sigmoid, F.hardsigmoid, F.softplus, F.logsigmoid, torch.exp, torch.cos, torch.log,
     torch.reciprocal, torch.rsqrt, torch.log1p, torch.expm1, torch.pow, operator.pow, torch.special.expit,
     aten.sigmoid, aten.sigmoid_, aten.hardsigmoid, aten.hardsigmoid_, aten.softplus, aten.exp, aten.cos,
     aten.log, aten.reciprocal, aten.rsqrt, aten.pow, aten.log_sigmoid_forward, aten.expm1, aten.log1p,
@@ -144,6 +143,37 @@ _NONZERO_METHODS = (".sigmoid", ".sigmoid_", ".exp", ".cos", ".log", ".reciproca
 
 rule(*_ZERO_KEEPING_MODULES, *_ZERO_KEEPING_FUNCS, *_ZERO_KEEPING_METHODS)(_zero_of("union", None))
 rule(*_NONZERO_MODULES, *_NONZERO_FUNCS, *_NONZERO_METHODS)(_zero_of("union", False))
+
+
+@rule(torch.clamp, torch.clip, torch.clamp_min, torch.clamp_max, ".clamp", ".clamp_", ".clamp_min", ".clamp_max",
+      ".clip", ".clip_", aten.clamp, aten.clamp_, aten.clamp_min, aten.clamp_max, aten.clip, nn.Hardtanh, F.hardtanh,
+      F.hardtanh_, aten.hardtanh, aten.hardtanh_, nn.Threshold, F.threshold, aten.threshold)
+def bounded(ctx: Ctx) -> Op:
+    """clamp, hardtanh, threshold: they keep zero at zero only if 0 lies within their bounds (``clamp(min=0.1)``
+    turns a dead zero into a nonzero constant, which then passes a product)."""
+    if ctx.node.op == "call_module":
+        m = ctx.module
+        lo, hi, value = getattr(m, "min_val", None), getattr(m, "max_val", None), getattr(m, "value", 0)
+        th = getattr(m, "threshold", None)
+    else:
+        name = getattr(ctx.node.target, "__name__", str(ctx.node.target)).lstrip(".").split(".")[0]
+        if name.startswith("threshold"):
+            th, value, lo, hi = ctx.concrete(ctx.arg(1, "threshold")), ctx.concrete(ctx.arg(2, "value")), None, None
+        elif name.startswith("hardtanh"):
+            th, value = None, 0
+            lo, hi = ctx.concrete(ctx.arg(1, "min_val", -1.0)), ctx.concrete(ctx.arg(2, "max_val", 1.0))
+        else:
+            th, value = None, 0
+            lo = ctx.concrete(ctx.arg(1, "max" if name == "clamp_max" else "min"))
+            hi = ctx.concrete(ctx.arg(2, "max")) if name not in ("clamp_min", "clamp_max") else None
+            lo, hi = (None, lo) if name == "clamp_max" else (lo, hi)
+    keeps = th is None or value == 0 or (isinstance(th, (int, float)) and th < 0)
+    for bound, bad in ((lo, lambda b: b > 0), (hi, lambda b: b < 0)):
+        if isinstance(bound, torch.fx.Node) or (bound is not None and not isinstance(bound, (int, float))):
+            keeps = False          # a tensor bound: not known to hold 0
+        elif bound is not None and bad(bound):
+            keeps = False
+    return Elementwise(tuple(ctx.out.shape), "union", None if keeps else False)   # tensor bounds: read too
 
 
 @rule(operator.add, operator.sub, operator.iadd, operator.isub, torch.add, torch.sub, torch.subtract,
@@ -161,7 +191,11 @@ def additive(ctx: Ctx) -> Op:
     if picked is not None:
         return picked
     n_const = _scalar_operands(ctx)
-    return Elementwise(tuple(ctx.out.shape), "union", False if n_const else None)
+    op = Elementwise(tuple(ctx.out.shape), "union", False if n_const else None)
+    name = getattr(ctx.node.target, "__name__", str(ctx.node.target)).lstrip(".").split(".")[0]
+    # lerp weighs one input by another; where, maximum and masked_fill pick by values: a constant matters there
+    op.couples = name.rstrip("_") in ("lerp", "where", "maximum", "minimum", "fmax", "fmin", "masked_fill")
+    return op
 
 
 class Where(Op):
@@ -222,7 +256,8 @@ def _where_by_constant(ctx: Ctx) -> Op | None:
     if not isinstance(c, torch.Tensor) or c.dtype != torch.bool:
         return None
     pos = [ctx.input_index(v) if isinstance(v, fx.Node) and v in ctx.tensor_args else None for v in (a, b)]
-    scalar_zero = tuple(bool(v == 0) if not isinstance(v, fx.Node) else True for v in (a, b))
+    scalar_zero = tuple(bool(ctx.concrete(v) == 0) if not isinstance(ctx.val(v), torch.Tensor) else True
+                        for v in (a, b))   # a scalar (or a size read off the input) is zero only if it is 0
     return Where(np.ascontiguousarray(np.broadcast_to(c.numpy(), out)), pos[0], pos[1], scalar_zero)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import fx, nn
 
 from ..status import Status
 from .base import Ctx, Op, Weight, rule
@@ -68,15 +68,19 @@ class Bag(Op):
         self.mask, self.ids_shape, self.out_shape = mask, ids_shape, out_shape
         self.col = mask.any(0).numpy()
 
-    def _bags(self, ids: Status) -> np.ndarray:
-        """Per bag: some id of it may be alive (1-D ids with offsets: any id, for every bag)."""
-        full = ids.full()
+    multi = True     # the ids, and per-sample weights when there are some (they scale the rows looked up)
+
+    def _bags(self, ins: list[Status]) -> np.ndarray:
+        """Per bag: some id (or per-sample weight) of it may be alive (1-D ids with offsets: any, for every bag)."""
+        full = ins[0].full()
+        for extra in ins[1:]:
+            full = full | np.broadcast_to(extra.full(), full.shape)
         if len(self.ids_shape) == 2:
             return full.reshape(self.ids_shape[0], -1).any(1)
         return np.full(self.out_shape[0], bool(full.any()))
 
     def forward(self, ins: list[Status]) -> Status:
-        bags = self._bags(ins[0])
+        bags = self._bags(ins)
         return Status.from_full(bags[:, None] & self.col[None, :], 1)
 
     def backward(self, ins: list[Status], out: Status, grad: Status) -> list[Status | None]:
@@ -85,21 +89,26 @@ class Bag(Op):
             hit = np.broadcast_to(per_bag[:, None], self.ids_shape)
         else:
             hit = np.full(self.ids_shape, bool(per_bag.any()))
-        return [Status.from_full(np.ascontiguousarray(hit), -1)] + [None] * (len(ins) - 1)
+        part = Status.from_full(np.ascontiguousarray(hit), -1)
+        return [part] + [part.reduce_to(s.shape) if s.shape == part.shape else Status.from_full(
+            np.full(s.shape, bool(hit.any())), -1) for s in ins[1:]]
 
     def effective(self, ins: list[Status], grad: Status | None) -> dict[str, torch.Tensor]:
         done = self.unreached(grad)
         if done is not None:
             return done
         w = self.weights[0]
-        reach = (grad.full() & self._bags(ins[0])[:, None]).any(0)
+        reach = (grad.full() & self._bags(ins)[:, None]).any(0)
         return {w.name: self.mask & torch.from_numpy(reach)[None, :]}
 
 
 @rule(nn.EmbeddingBag)
 def embedding_bag_module(ctx: Ctx) -> Op:
     w = ctx.named_weight(ctx.node.target + ".weight", "embedding")
-    return Bag(w, w.mask, ctx.shape(ctx.node.args[0]), tuple(ctx.out.shape))
+    op = Bag(w, w.mask, ctx.shape(ctx.node.args[0]), tuple(ctx.out.shape))
+    psw = ctx.arg(2, "per_sample_weights")
+    op.data = [ctx.node.args[0]] + ([psw] if psw in ctx.tensor_args else [])
+    return op
 
 
 @rule(F.embedding_bag, aten.embedding_bag, aten._embedding_bag)
@@ -110,10 +119,12 @@ def embedding_bag_function(ctx: Ctx) -> Op:
     w = ctx.weight(w_arg, "embedding")
     mask = w.mask if w is not None else torch.ones(ctx.shape(w_arg), dtype=torch.bool)
     out = ctx.out[0] if isinstance(ctx.out, (tuple, list)) else ctx.out
+    psw = ctx.arg(7 if aten_form else 6, "per_sample_weights")
+    data = [ids] + ([psw] if isinstance(psw, fx.Node) and psw in ctx.tensor_args else [])
     op: Op = Bag(w, mask, ctx.shape(ids), tuple(out.shape))
-    op.data = [ids]
+    op.data = data
     if isinstance(ctx.out, (tuple, list)):
         from .attention import _TupleFirst
         op = _TupleFirst(op, len(ctx.out))
-        op.data = [ids]
+        op.data = data
     return op

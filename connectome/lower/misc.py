@@ -73,6 +73,17 @@ class Constant(Op):
         return []
 
 
+@rule(torch.rand_like, torch.randn_like, torch.randint_like, torch.empty_like, ".new_empty", ".new_tensor",
+      torch.ops.aten.rand_like, torch.ops.aten.randn_like, torch.ops.aten.randint_like, torch.ops.aten.empty_like,
+      torch.ops.aten.new_empty)
+def shape_only(ctx: Ctx) -> Op:
+    """``rand_like(x)``, ``empty_like(x)``, ``x.new_tensor(data)``: values that do not depend on ``x``'s values
+    (random or uninitialised ones are never folded as constants, so they get no zero patterns)."""
+    op = Constant(ctx.out)
+    op.data = []
+    return op
+
+
 @rule(torch.ops.aten.fill, torch.ops.aten.fill_, ".fill_", ".zero_", torch.ops.aten.zero_, torch.ops.aten.zero,
       torch.fill, torch.zero_)
 def fill(ctx: Ctx) -> Op:

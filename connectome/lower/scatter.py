@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import fx, nn
 
 from ..mutation import view_of, write_back
 from ..status import Status
@@ -83,6 +83,23 @@ def _numbered(shape: tuple) -> torch.Tensor:
     return torch.arange(int(np.prod(shape)) if shape else 1, dtype=torch.float64).reshape(shape)
 
 
+def _fallback_on_computed_index(fn):
+    """A rule that reads its indices ahead of time: with indices that depend on the input (a router's argmax),
+    the op is all-to-all, as any op without a rule."""
+    def rule_fn(ctx: Ctx) -> Op:
+        dep = ctx.traced.depends_on_input()
+        data = ctx.tensor_args[0] if ctx.tensor_args else None
+        if any(dep.get(a, False) for a in ctx.tensor_args if ctx.val(a).dtype in _INDEX_DTYPES and a is not data):
+            from .misc import Fallback
+            return Fallback(ctx.out, [ctx.val(a) for a in ctx.tensor_args], "indices computed from the input")
+        return fn(ctx)
+    rule_fn.__name__, rule_fn.__doc__ = fn.__name__, fn.__doc__
+    return rule_fn
+
+
+_INDEX_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8, torch.bool)
+
+
 def _accumulate(ctx: Ctx, base: Any, src: Any, target: torch.Tensor) -> Op:
     src_shape = ctx.shape(src)
     t = torch.full(src_shape, -1.0, dtype=torch.float64)
@@ -94,15 +111,19 @@ def _accumulate(ctx: Ctx, base: Any, src: Any, target: torch.Tensor) -> Op:
 
 
 @rule(write_back)
+@_fallback_on_computed_index
 def written_back(ctx: Ctx) -> Op:
     """An in-place write into a view, put back into its base (old and new values both kept: see mutation)."""
     base, value, chain = ctx.node.args
-    target = view_of(_numbered(ctx.shape(base)), ctx.concrete(chain))
+    known = fx.node.map_aggregate(chain, lambda a: (ctx.constant(a) if isinstance(ctx.val(a), torch.Tensor)
+                                                    else ctx.val(a)) if isinstance(a, fx.Node) else a)
+    target = view_of(_numbered(ctx.shape(base)), known)
     target = torch.broadcast_to(target, ctx.shape(value)) if tuple(target.shape) != ctx.shape(value) else target
     return _accumulate(ctx, base, value, target)
 
 
 @rule(nn.Fold, F.fold, aten.col2im)
+@_fallback_on_computed_index
 def fold(ctx: Ctx) -> Op:
     """``fold`` sums the blocks that overlap on an output element: the adjoint of ``unfold`` on the output."""
     x = ctx.tensor_args[0]
@@ -123,6 +144,7 @@ def fold(ctx: Ctx) -> Op:
       aten.index_reduce, aten.index_reduce_, torch.index_reduce, ".index_reduce", ".index_reduce_",
       aten.scatter_add, aten.scatter_add_, torch.scatter_add, ".scatter_add", ".scatter_add_",
       aten.scatter_reduce, aten.scatter_reduce_, torch.scatter_reduce, ".scatter_reduce", ".scatter_reduce_")
+@_fallback_on_computed_index
 def index_add(ctx: Ctx) -> Op:
     """``index_add(base, dim, index, source)`` and ``scatter_add(base, dim, index, src)``: where each source
     element lands is where the op's indexing of a numbered base finds it (``index_select``, ``gather``)."""
@@ -136,6 +158,7 @@ def index_add(ctx: Ctx) -> Op:
 
 
 @rule(aten.index_put, aten.index_put_, aten._unsafe_index_put, torch.index_put, ".index_put", ".index_put_")
+@_fallback_on_computed_index
 def index_put(ctx: Ctx) -> Op:
     base, indices, values = ctx.arg(0, "self"), ctx.arg(1, "indices"), ctx.arg(2, "values")
     accumulate = bool(ctx.concrete(ctx.arg(3, "accumulate", False)))
@@ -151,6 +174,7 @@ def index_put(ctx: Ctx) -> Op:
       torch.select_scatter, torch.diagonal_scatter, torch.as_strided_scatter, ".slice_scatter", ".select_scatter",
       ".diagonal_scatter", aten.index_copy, aten.index_copy_, torch.index_copy, ".index_copy", ".index_copy_",
       aten.copy, aten.copy_, ".copy_", aten.scatter, aten.scatter_, torch.scatter, ".scatter", ".scatter_")
+@_fallback_on_computed_index
 def replace(ctx: Ctx) -> Op:
     """Writes that replace elements: an exact index map over (base, source)."""
     base = ctx.tensor_args[0]
