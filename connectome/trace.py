@@ -283,15 +283,15 @@ def trace(model: nn.Module, example_inputs: Any = None, input_shape: Sequence[in
 def _trace_fx(model: nn.Module, inputs: tuple) -> Traced:
     before = set(vars(model))
     # fx runs code on buffers for real while it traces (g = self.scale; g.mul_(0.5)): never change the model
-    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    buffers = [(b, b._version, b.detach().clone()) for b in model.buffers()]
     try:
         tracer = _Tracer()
         graph = tracer.trace(model)  # no GraphModule: its code generation costs a third of the trace
     finally:
         constants = _restore(model, before)
         with torch.no_grad():
-            for b, saved in buffers:
-                if not torch.equal(b, saved):
+            for b, version, saved in buffers:
+                if b._version != version:       # written in place while tracing
                     b.copy_(saved)
     # reads after an in-place write read what it wrote
     functionalize(graph, tracer.inplace_modules, tracer.alias_modules)
@@ -371,7 +371,7 @@ class _Tracer(fx.Tracer):
 
     def create_arg(self, a: Any) -> Any:
         t = type(a)
-        if t is fx.Proxy:
+        if t is _WritingProxy or t is fx.Proxy:
             return a.node
         if t in _PLAIN_ARGS:
             return a
