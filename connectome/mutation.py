@@ -23,8 +23,8 @@ Examples
 ...         h[:, :1].add_(x[:, 1:])
 ...         return h
 >>> g = fx.Tracer().trace(M())
->>> functionalize(g)
-1
+>>> [n.name for n in functionalize(g)]
+['mul']
 >>> [n.name for n in g.nodes if n.op == "output"][0], next(n for n in g.nodes if n.op == "output").args[0].name
 ('output', 'write_back')
 """
@@ -140,18 +140,17 @@ def _writes(n: fx.Node, inplace_modules: set[str]) -> bool:
 
 
 def functionalize(graph: fx.Graph, inplace_modules: set[str] = frozenset(),
-                  alias_modules: set[str] = frozenset()) -> int:
-    """Rewrite ``graph`` so that reads after an in-place write see it; returns the number of writes.
+                  alias_modules: set[str] = frozenset()) -> list[fx.Node]:
+    """Rewrite ``graph`` so that reads after an in-place write see it; returns the tensors written into.
 
     ``inplace_modules`` are the targets of ``call_module`` nodes that write into their input,
     ``alias_modules`` those that return their input itself.
     """
-    count = 0
+    written: list[fx.Node] = []
     latest: dict[fx.Node, fx.Node] = {}   # a written tensor -> the node that holds its value now
     for n in list(graph.nodes):
         if not _writes(n, inplace_modules):
             continue
-        count += 1
         chain: list[fx.Node] = []
         base = n.args[0]
         while isinstance(base, fx.Node) and base.args and isinstance(base.args[0], fx.Node):
@@ -161,6 +160,7 @@ def functionalize(graph: fx.Graph, inplace_modules: set[str] = frozenset(),
                                                          str(base.target) in alias_modules)):
                 break                      # a write and an identity return their input itself
             base = base.args[0]
+        written.append(base)
         base = latest.get(base, base)      # an earlier write into the same tensor
         if chain:
             with graph.inserting_after(n):
@@ -176,7 +176,7 @@ def functionalize(graph: fx.Graph, inplace_modules: set[str] = frozenset(),
             if v is base:
                 latest[k] = new
         latest[base] = new
-    return count
+    return written
 
 
 def _spec(v: fx.Node) -> tuple:

@@ -283,18 +283,28 @@ def trace(model: nn.Module, example_inputs: Any = None, input_shape: Sequence[in
 def _trace_fx(model: nn.Module, inputs: tuple) -> Traced:
     before = set(vars(model))
     # fx runs code on buffers for real while it traces (g = self.scale; g.mul_(0.5)): never change the model
-    buffers = [(b, b._version, b.detach().clone()) for b in model.buffers()]
+    buffers = [(name, b, b._version, b.detach().clone()) for name, b in model.named_buffers()]
+    written = []
     try:
         tracer = _Tracer()
         graph = tracer.trace(model)  # no GraphModule: its code generation costs a third of the trace
     finally:
         constants = _restore(model, before)
         with torch.no_grad():
-            for b, version, saved in buffers:
+            for name, b, version, saved in buffers:
                 if b._version != version:       # written in place while tracing
                     b.copy_(saved)
+                    written.append(name)
+    if written:   # fx ran the write for real: later reads of the buffer are constants it cannot relate to it
+        raise TraceError(f"{type(model).__name__}.forward writes into its buffer {written[0]} in place, which "
+                         "torch.fx runs instead of tracing: use --tracer export (auto does)")
     # reads after an in-place write read what it wrote
-    functionalize(graph, tracer.inplace_modules, tracer.alias_modules)
+    for base in functionalize(graph, tracer.inplace_modules, tracer.alias_modules):
+        if base.op == "get_attr" and _read_for_real(model, str(base.target), constants):
+            written.append(str(base.target))
+    if written:
+        raise TraceError(f"{type(model).__name__}.forward writes into its buffer {written[0]} in place and "
+                         "reads it again, which torch.fx cannot relate: use --tracer export (auto does)")
     placeholders = [n for n in graph.nodes if n.op == "placeholder"]
     if len(placeholders) < len(inputs):
         raise TraceError(f"{type(model).__name__}.forward takes {len(placeholders)} inputs, got {len(inputs)}")
@@ -382,6 +392,17 @@ class _Tracer(fx.Tracer):
         if t is dict and all(type(k) is str for k in a):   # every call's kwargs
             return {k: self.create_arg(v) for k, v in a.items()}
         return super().create_arg(a)
+
+
+def _read_for_real(model: nn.Module, target: str, constants: dict[str, torch.Tensor]) -> bool:
+    """Whether fx read the tensor at ``target`` for real (a constant that shares its memory): a write into
+    the tensor would not reach that read."""
+    try:
+        t = model.get_buffer(target)
+    except AttributeError:
+        return False
+    ptr = t.untyped_storage().data_ptr()
+    return any(isinstance(c, torch.Tensor) and c.untyped_storage().data_ptr() == ptr for c in constants.values())
 
 
 def _restore(model: nn.Module, before: set[str]) -> dict[str, torch.Tensor]:

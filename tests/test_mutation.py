@@ -108,7 +108,7 @@ def test_functionalize_redirects_reads_of_the_base_and_of_old_views():
             h[:, 1:].mul_(x[:, :1])
             return v.sum(1, keepdim=True) + h     # ...and read after it
     g = fx.Tracer().trace(M())
-    assert functionalize(g) == 1
+    assert len(functionalize(g)) == 1
     gm = fx.GraphModule(M(), g)
     x = torch.randn(2, 3)
     assert torch.equal(gm(x), M()(x))
