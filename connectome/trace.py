@@ -14,9 +14,7 @@ Examples
 """
 from __future__ import annotations
 
-import collections
 import logging
-import operator
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -25,8 +23,10 @@ from typing import Any, Sequence
 import torch
 from torch import fx, nn
 
-from .mutation import functionalize, returns_input, writes_into_input
+from .fxtracer import FxTracer
+from .mutation import functionalize
 from .shapes import DATA_DEPENDENT, MetaRun, ShapeError, data_dependent, to_meta, unbacked
+from .values import holds_tensor, random_values, reads_values, shape_only, writes_in_place, zeros_of
 
 __all__ = ["Traced", "TraceError", "trace", "as_inputs"]
 
@@ -65,8 +65,8 @@ class Traced:
             fx.node.map_arg((n.args, n.kwargs), lambda a: found.__setitem__(0, found[0] or dep.get(a, False)))
             # a shape read off an input (x.shape[0], x.size(1)), or a tensor made from one (zeros_like), is
             # fixed by the traced input shape
-            dep[n] = n in inputs or _random(n) or (
-                found[0] and (_holds_tensor(self.vals.get(n)) or _reads_values(n)) and not _shape_only(n))
+            dep[n] = n in inputs or random_values(n) or (
+                found[0] and (holds_tensor(self.vals.get(n)) or reads_values(n)) and not shape_only(n))
         self._dep = dep
         return dep
 
@@ -86,21 +86,21 @@ class Traced:
             return self._folded[arg]
         if arg in self.inputs:
             raise ValueError(f"{arg.name} is a model input, not a constant")
-        if arg in self.vals and not _holds_tensor(self.vals[arg]):
+        if arg in self.vals and not holds_tensor(self.vals[arg]):
             return self.vals[arg]      # a shape or a number: known from shape propagation
         if arg.op == "get_attr" or arg in self.param_nodes:
             value = self.attr(self.attr_name(arg))
             if value is None:
                 raise ValueError(f"no value for {arg.name}")
-        elif arg.op in ("call_function", "call_method") and _shape_only(arg):   # zeros_like(x): x's shape only
-            args = fx.node.map_arg(arg.args, lambda a: _zeros_of(self.vals.get(a)))
-            kwargs = fx.node.map_arg(arg.kwargs, lambda a: _zeros_of(self.vals.get(a)))
+        elif arg.op in ("call_function", "call_method") and shape_only(arg):   # zeros_like(x): x's shape only
+            args = fx.node.map_arg(arg.args, lambda a: zeros_of(self.vals.get(a)))
+            kwargs = fx.node.map_arg(arg.kwargs, lambda a: zeros_of(self.vals.get(a)))
             value = arg.target(*args, **kwargs) if arg.op == "call_function" else \
                 getattr(args[0], arg.target)(*args[1:], **kwargs)
         elif arg.op in ("call_function", "call_method"):
             args = fx.node.map_arg(arg.args, lambda a: self.constant(a, overrides, grad))
             kwargs = fx.node.map_arg(arg.kwargs, lambda a: self.constant(a, overrides, grad))
-            if _writes_in_place(arg) and args and isinstance(args[0], torch.Tensor):
+            if writes_in_place(arg) and args and isinstance(args[0], torch.Tensor):
                 args = (args[0].clone(),) + tuple(args[1:])   # never write into the model's own tensors
             with torch.enable_grad() if grad else torch.no_grad():
                 value = arg.target(*args, **kwargs) if arg.op == "call_function" else \
@@ -157,64 +157,16 @@ class Traced:
 
 
 # values fixed by a shape alone (random and uninitialised ones are not: they are never constants to fold)
-_SHAPE_ONLY = frozenset({"zeros_like", "ones_like", "full_like", "new_zeros", "new_ones", "new_full"})
-# non-tensor values read off tensor *values*: data, not shapes
-_VALUE_READS = frozenset({"item", "_local_scalar_dense", "tolist", "__int__", "__float__", "__bool__", "__index__"})
-
-
-def _shape_only(n: fx.Node) -> bool:
-    """A node whose value depends on its tensor argument's shape only (``zeros_like(x)``, ``x.new_zeros(n)``)."""
-    target = n.target if isinstance(n.target, str) else getattr(n.target, "__name__", "")
-    return target.split(".")[0] in _SHAPE_ONLY
-
-
 def _refuse_value_reads(traced: Traced) -> Traced:
     """A number read off the input's values (``x.max().item()``) leaves the tensors the walk follows: refuse
     it in one line rather than lose the signal it carries."""
     dep = traced.depends_on_input()
     for n in traced.graph.nodes:
-        if dep.get(n) and _reads_values(n):
+        if dep.get(n) and reads_values(n):
             raise TraceError(f"{_where(n)} reads a number off the input's values (.item(), .tolist(), int(t)), "
                              "which connectome cannot follow: keep it a tensor (x.amax() instead of "
                              "x.max().item())")
     return traced
-
-
-_RANDOM = frozenset({"rand", "randn", "randint", "randperm", "rand_like", "randn_like", "randint_like", "bernoulli",
-                     "normal", "multinomial", "poisson", "empty", "empty_like", "new_empty", "empty_strided",
-                     "native_dropout", "uniform", "uniform_", "normal_", "bernoulli_", "exponential_"})
-
-
-def _random(n: fx.Node) -> bool:
-    """Random (or uninitialised) values vary from call to call like an input, and are never folded."""
-    if n.op not in ("call_function", "call_method"):
-        return False
-    target = n.target if isinstance(n.target, str) else getattr(n.target, "__name__", "")
-    return str(target).split(".")[0] in _RANDOM
-
-
-def _reads_values(n: fx.Node) -> bool:
-    """A number read off a tensor's values (``x.sum().item()``): it depends on the data."""
-    target = n.target if isinstance(n.target, str) else getattr(n.target, "__name__", "")
-    return str(target).split(".")[0] in _VALUE_READS
-
-
-def _zeros_of(v: Any) -> Any:
-    if isinstance(v, torch.Tensor):
-        return torch.zeros(v.shape, dtype=v.dtype)
-    return v
-
-
-def _writes_in_place(n: fx.Node) -> bool:
-    target = n.target if isinstance(n.target, str) else getattr(n.target, "__name__", "")
-    target = str(target).split(".")[0]
-    return (target.endswith("_") and not target.startswith("_")) or target.startswith("__i")
-
-
-def _holds_tensor(v: Any) -> bool:
-    if isinstance(v, torch.Tensor):
-        return True
-    return isinstance(v, (tuple, list)) and any(_holds_tensor(x) for x in v)
 
 
 def as_inputs(example_inputs: Any = None, input_shape: Sequence[int] | None = None,
@@ -286,7 +238,7 @@ def _trace_fx(model: nn.Module, inputs: tuple) -> Traced:
     buffers = [(name, b, b._version, b.detach().clone()) for name, b in model.named_buffers()]
     written = []
     try:
-        tracer = _Tracer()
+        tracer = FxTracer()
         graph = tracer.trace(model)  # no GraphModule: its code generation costs a third of the trace
     finally:
         constants = _restore(model, before)
@@ -321,77 +273,6 @@ def _trace_fx(model: nn.Module, inputs: tuple) -> Traced:
     traced._modules.update(run.submodules)   # every call_module target, by the names fx gave them
     traced.outputs = _output_nodes(graph, traced.vals)
     return traced
-
-
-_PLAIN_ARGS = frozenset({int, float, bool, str, type(None), torch.dtype, torch.device, torch.memory_format,
-                         torch.layout})
-
-
-class _ModuleStack(collections.OrderedDict):
-    """fx snapshots its module stack into every node with ``copy.copy``, which for an OrderedDict goes
-    through ``__reduce_ex__`` (~4 us a node); a plain copy gives the same OrderedDict."""
-
-    def __copy__(self) -> collections.OrderedDict:
-        return collections.OrderedDict(self)
-
-
-class _FastScope(fx.proxy.Scope):
-    """fx copies the current scope at every module call, by ``copy.copy`` (~4 us) too."""
-
-    def __copy__(self) -> fx.proxy.Scope:
-        return fx.proxy.Scope(self.module_path, self.module_type)
-
-
-class _WritingProxy(fx.Proxy):
-    """fx's proxy records ``h += y`` as ``h = h + y``, so a view of ``h`` taken before would not see the
-    write; this one records the in-place operator, as eager PyTorch runs it."""
-
-
-for _name, _op in (("__iadd__", operator.iadd), ("__isub__", operator.isub), ("__imul__", operator.imul),
-                   ("__itruediv__", operator.itruediv), ("__ifloordiv__", operator.ifloordiv),
-                   ("__imod__", operator.imod), ("__ipow__", operator.ipow), ("__iand__", operator.iand),
-                   ("__ior__", operator.ior), ("__ixor__", operator.ixor)):
-    setattr(_WritingProxy, _name,
-            lambda self, other, _op=_op: self.tracer.create_proxy("call_function", _op, (self, other), {}))
-
-
-class _Tracer(fx.Tracer):
-    """fx's tracer with a short path for the arguments nearly every call has (proxies, plain constants,
-    and tuples, lists or keyword dicts of them: fx checks each against parameters, buffers and modules
-    first), and cheaper snapshots of the module stack and scope, which fx copies at every node."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.inplace_modules: set[str] = set()   # leaf modules that write into their input
-        self.alias_modules: set[str] = set()     # leaf modules that return their input itself (nn.Identity)
-        if isinstance(getattr(self, "module_stack", None), collections.OrderedDict):
-            self.module_stack = _ModuleStack(self.module_stack)
-        if type(getattr(self, "scope", None)) is fx.proxy.Scope:
-            self.scope = _FastScope(self.scope.module_path, self.scope.module_type)
-
-    def call_module(self, m: nn.Module, forward: Any, args: Any, kwargs: Any) -> Any:
-        if getattr(m, "inplace", False) is True and writes_into_input(m):
-            self.inplace_modules.add(self.path_of_module(m))
-        elif returns_input(m):
-            self.alias_modules.add(self.path_of_module(m))
-        return super().call_module(m, forward, args, kwargs)
-
-    def proxy(self, node: fx.Node) -> fx.Proxy:
-        return _WritingProxy(node, self)
-
-    def create_arg(self, a: Any) -> Any:
-        t = type(a)
-        if t is _WritingProxy or t is fx.Proxy:
-            return a.node
-        if t in _PLAIN_ARGS:
-            return a
-        if t is tuple:
-            return tuple(self.create_arg(x) for x in a)
-        if t is list:
-            return [self.create_arg(x) for x in a]
-        if t is dict and all(type(k) is str for k in a):   # every call's kwargs
-            return {k: self.create_arg(v) for k, v in a.items()}
-        return super().create_arg(a)
 
 
 def _read_for_real(model: nn.Module, target: str, constants: dict[str, torch.Tensor]) -> bool:

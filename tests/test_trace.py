@@ -10,7 +10,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import fx, nn
 
-from connectome.trace import _Tracer
+from connectome.fxtracer import FxTracer as _Tracer
 
 Pair = namedtuple("Pair", "a b")
 
