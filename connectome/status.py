@@ -28,7 +28,7 @@ import numpy as np
 from .reduce import distinct_rows
 from .spatial import DimMap, apply_taps
 
-__all__ = ["Status", "dedupe_rows", "combine", "union", "any_alive", "slots"]
+__all__ = ["Status", "dedupe_rows", "combine", "union", "any_alive", "slots", "joined", "gathered"]
 
 
 def dedupe_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -269,6 +269,29 @@ def union(statuses: Sequence[Status]) -> Status:
     first = statuses[0]
     same = [s if s.cdim == first.cdim else s.with_cdim(first.cdim) for s in statuses]
     return combine(same, lambda *xs: np.logical_or.reduce(xs))
+
+
+def joined(v: object) -> Status | None:
+    """The OR of the statuses in a value (a Status, or a tuple-valued op's outputs), or None if it has none.
+
+    >>> joined((None, Status.uniform((2,), 0, True))).any()
+    True
+    """
+    found = [s for _, s in slots(v)]
+    return union(found) if found else None
+
+
+def gathered(n: int, parts: Sequence[tuple[int, Status | None]]) -> list[Status | None]:
+    """Per input position ``0..n-1``, the OR of the statuses sent to it (None where none was).
+
+    >>> [p is None for p in gathered(3, [(2, Status.uniform((2,), 0, True))])]
+    [True, True, False]
+    """
+    res: list[Status | None] = [None] * n
+    for i, part in parts:
+        if part is not None:
+            res[i] = part if res[i] is None else union([res[i], part])
+    return res
 
 
 def any_alive(v: object) -> bool:

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..status import Status, union
+from ..status import Status, gathered, joined
 from .base import Ctx, Op, rule
 
 aten = torch.ops.aten
@@ -52,10 +52,10 @@ class Along(Op):
         return out if self.n_out == 1 else (out,) * self.n_out
 
     def backward(self, ins: list[Status], out: Any, grad: Any) -> list[Status | None]:
-        gs = [grad] if self.n_out == 1 else [g for g in grad if g is not None]
-        if not gs:
+        g = joined(grad)
+        if g is None:
             return [None]
-        g = union(gs).full()
+        g = g.full()
         g = g.any(axis=self.dims, keepdims=True) if self.dims else g
         return [Status.from_full(np.broadcast_to(g, self.in_shape), ins[0].cdim)]
 
@@ -185,11 +185,7 @@ class BilinearLayer(Op):
         g = torch.from_numpy(np.ascontiguousarray(grad.full())).float()
         g1 = torch.einsum("...o,oij,...j->...i", g, self.w, m2) > 0
         g2 = torch.einsum("...o,oij,...i->...j", g, self.w, m1) > 0
-        res: list[Status | None] = [None] * len(ins)
-        for i, part in zip(self.order, (g1, g2)):
-            st = Status.from_full(part.numpy(), -1)
-            res[i] = st if res[i] is None else union([res[i], st])
-        return res
+        return gathered(len(ins), [(i, Status.from_full(part.numpy(), -1)) for i, part in zip(self.order, (g1, g2))])
 
     def effective(self, ins: list[Status], grad: Status | None) -> dict[str, torch.Tensor]:
         done = self.unreached(grad)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..status import Status, union
+from ..status import Status, gathered, union
 from .base import Ctx, Op, Weight, rule
 from .mixing import Mixing
 
@@ -79,14 +79,9 @@ class Bilinear(Op):
 
     def backward(self, ins: list[Status], out: Status, grad: Status) -> list[Status | None]:
         ga, gb = self._grads(ins, grad)
-        res: list[Status | None] = [None] * len(ins)
-        for k, (j, gr) in enumerate(zip(self.order, (ga, gb))):
-            if k == self.wslot:
-                continue
-            shape = ins[j].shape
-            part = Status.from_full((gr > 0).numpy() if gr is not None else np.zeros(shape, bool), -1)
-            res[j] = part if res[j] is None else _or(res[j], part)
-        return res
+        return gathered(len(ins), [(j, Status.from_full((gr > 0).numpy() if gr is not None else
+                                                        np.zeros(ins[j].shape, bool), -1))
+                                   for k, (j, gr) in enumerate(zip(self.order, (ga, gb))) if k != self.wslot])
 
     def effective(self, ins: list[Status], grad: Status | None) -> dict[str, torch.Tensor]:
         done = self.unreached(grad)
@@ -201,12 +196,8 @@ class PlusTerm(Op):
         return union([a, t]).with_zero(a.zero and t.zero)
 
     def backward(self, ins: list[Status], out: Status, grad: Status) -> list[Status | None]:
-        res: list[Status | None] = [None] * len(ins)
         parts = self.inner.backward([ins[i] for i in self.reads], out, grad)
-        for i, part in list(zip(self.reads, parts)) + [(self.term, grad.reduce_to(ins[self.term].shape))]:
-            if part is not None:
-                res[i] = part if res[i] is None else _or(res[i], part)
-        return res
+        return gathered(len(ins), list(zip(self.reads, parts)) + [(self.term, grad.reduce_to(ins[self.term].shape))])
 
     def effective(self, ins: list[Status], grad: Status | None) -> dict[str, torch.Tensor]:
         return self.inner.effective([ins[i] for i in self.reads], grad)
