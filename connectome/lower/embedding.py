@@ -48,13 +48,19 @@ def embedding_module(ctx: Ctx) -> Op:
     return Lookup(w, w.mask, ctx.shape(ctx.node.args[0]), tuple(ctx.out.shape))
 
 
-@rule(F.embedding, aten.embedding)
-def embedding_function(ctx: Ctx) -> Op:
-    aten_form = ctx.node.target is not F.embedding
+def _table_and_ids(ctx: Ctx, functional: object) -> tuple:
+    """The weight, its mask and the ids of ``F.embedding``-like calls; ATen's forms put the table first."""
+    aten_form = ctx.node.target is not functional
     w_arg, ids = (ctx.arg(0, "weight"), ctx.arg(1, "indices")) if aten_form else \
         (ctx.arg(1, "weight"), ctx.arg(0, "input"))
     w = ctx.weight(w_arg, "embedding")
     mask = w.mask if w is not None else torch.ones(ctx.shape(w_arg), dtype=torch.bool)
+    return w, mask, ids, aten_form
+
+
+@rule(F.embedding, aten.embedding)
+def embedding_function(ctx: Ctx) -> Op:
+    w, mask, ids, _ = _table_and_ids(ctx, F.embedding)
     op = Lookup(w, mask, ctx.shape(ids), tuple(ctx.out.shape))
     op.data = [ids]
     return op
@@ -113,11 +119,7 @@ def embedding_bag_module(ctx: Ctx) -> Op:
 
 @rule(F.embedding_bag, aten.embedding_bag, aten._embedding_bag)
 def embedding_bag_function(ctx: Ctx) -> Op:
-    aten_form = ctx.node.target is not F.embedding_bag
-    w_arg, ids = (ctx.arg(0, "weight"), ctx.arg(1, "indices")) if aten_form else \
-        (ctx.arg(1, "weight"), ctx.arg(0, "input"))
-    w = ctx.weight(w_arg, "embedding")
-    mask = w.mask if w is not None else torch.ones(ctx.shape(w_arg), dtype=torch.bool)
+    w, mask, ids, aten_form = _table_and_ids(ctx, F.embedding_bag)
     out = ctx.out[0] if isinstance(ctx.out, (tuple, list)) else ctx.out
     psw = ctx.arg(7 if aten_form else 6, "per_sample_weights")
     data = [ids] + ([psw] if isinstance(psw, fx.Node) and psw in ctx.tensor_args else [])
