@@ -7,9 +7,9 @@ import click
 
 import connectome
 from connectome import report
-from connectome.checkpoint import load
-from connectome.files import write_atomic
-from connectome.spec import SpecError
+from connectome.io.checkpoint import load
+from connectome.io.files import write_atomic
+from connectome.io.spec import SpecError
 
 from .main import main
 from .options import DTYPES, display_name, input_options, shapes_arg

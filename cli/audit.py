@@ -7,9 +7,9 @@ import sys
 import click
 
 from connectome import audit as audit_mod
-from connectome.files import write_atomic
-from connectome.checkpoint import load
-from connectome.spec import SpecError, parse_kwargs
+from connectome.io.files import write_atomic
+from connectome.io.checkpoint import load
+from connectome.io.spec import SpecError, parse_kwargs
 
 from .main import main
 from .options import DTYPES, display_name, input_options, shapes_arg

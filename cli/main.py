@@ -7,10 +7,10 @@ import traceback
 import click
 
 from connectome.data import DataError
-from connectome.lower.base import LowerError
+from connectome.graph.lower.base import LowerError
 from connectome.prune import PruneError
-from connectome.spec import SpecError
-from connectome.trace import TraceError
+from connectome.io.spec import SpecError
+from connectome.graph.trace import TraceError
 
 USER_ERRORS = (SpecError, TraceError, LowerError, PruneError, DataError, FileNotFoundError, IsADirectoryError,
                PermissionError)

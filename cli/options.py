@@ -6,7 +6,7 @@ import os
 import click
 import torch
 
-from connectome.spec import parse_shape
+from connectome.io.spec import parse_shape
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16,
           "int64": torch.int64, "int32": torch.int32, "bool": torch.bool}

@@ -8,10 +8,10 @@ import click
 import torch
 
 from connectome import data as data_mod
-from connectome.files import check_writable
+from connectome.io.files import check_writable
 from connectome.prune import QUOTAS, SCORES, prune as prune_model, save
 from connectome.report import compression as fmt_compression
-from connectome.spec import SpecError
+from connectome.io.spec import SpecError
 
 from .analyze import build, model_options
 from .main import main

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import click
 
-from connectome.lower import RULES
-from connectome.lower.base import key_name
+from connectome.graph.lower import RULES
+from connectome.graph.lower.base import key_name
 
 from .main import main
 

@@ -7,12 +7,12 @@
 True
 """
 from .analysis import Analysis, Analyzer, analyze
-from .checkpoint import Checkpoint, load
-from .lower import RULES, UnitGraph, lower
-from .masks import MaskSource, prunable_weights
-from .status import Status
-from .trace import TraceError, Traced, trace
-from .walk import Walk, walk
+from .io.checkpoint import Checkpoint, load
+from .graph.lower import RULES, UnitGraph, lower
+from .io.masks import MaskSource, prunable_weights
+from .graph.status import Status
+from .graph.trace import TraceError, Traced, trace
+from .graph.walk import Walk, walk
 
 __all__ = ["analyze", "Analysis", "Analyzer", "load", "Checkpoint", "trace", "Traced", "TraceError", "lower", "UnitGraph", "RULES",
            "walk", "Walk", "Status", "MaskSource", "prunable_weights"]

@@ -22,13 +22,13 @@ import numpy as np
 import torch
 from torch import fx, nn
 
-from .lower import UnitGraph, lower
-from .masks import MaskSource, prunable_weights
-from .names import WeightNames
-from .reduce import count_true
-from .status import Status, any_alive
-from .trace import TraceError, Traced, trace
-from .walk import Walk, walk
+from .graph.lower import UnitGraph, lower
+from .io.masks import MaskSource, prunable_weights
+from .graph.names import WeightNames
+from .graph.reduce import count_true
+from .graph.status import Status, any_alive
+from .graph.trace import TraceError, Traced, trace
+from .graph.walk import Walk, walk
 
 if TYPE_CHECKING:
     import scipy.sparse
@@ -248,7 +248,7 @@ def _result(traced: Traced, graph: UnitGraph, w: Walk, source: MaskSource, kinds
 
 def _opaque_modules(traced: Traced) -> list[str]:
     """Modules with parameters that the graph calls whole and that no rule knows."""
-    from .lower.base import find_rule
+    from .graph.lower.base import find_rule
     found = []
     for n in traced.graph.nodes:
         if n.op == "call_module" and find_rule(traced, n)[1] is None and \

@@ -8,7 +8,7 @@ Policies pick which errors fail: ``fail_on`` holds categories ``collapse``, ``de
 Examples
 --------
 >>> import torch, connectome
->>> from connectome.checkpoint import Checkpoint
+>>> from connectome.io.checkpoint import Checkpoint
 >>> m = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
 >>> with torch.no_grad(): _ = m[2].weight.zero_()
 >>> rep = audit(Checkpoint(m, (1, 4)), claim_sparsity=0.5)
@@ -23,11 +23,11 @@ from typing import Any, Callable, Iterable, Sequence
 import torch
 
 from .analysis import Analysis, Analyzer
-from .checkpoint import Checkpoint
+from .io.checkpoint import Checkpoint
 from .margin import Margin, collapse_margin
-from .masks import prunable_weights
+from .io.masks import prunable_weights
 from .report import compression, pct, table
-from .spec import SpecError
+from .io.spec import SpecError
 
 __all__ = ["Finding", "AuditReport", "audit", "CATEGORIES"]
 

@@ -31,8 +31,8 @@ import numpy as np
 import torch
 
 from .analysis import Analysis
-from .lower.mixing import Mixing
-from .status import Status, slots
+from .graph.lower.mixing import Mixing
+from .graph.status import Status, slots
 
 __all__ = ["Margin", "collapse_margin"]
 

@@ -8,7 +8,7 @@ import math
 import os
 import sys
 
-from connectome.files import write_atomic
+from connectome.io.files import write_atomic
 
 ARCHS = ["lenet_300_100", "vgg19", "resnet18"]
 # the report's rows, in order: name -> (score, quota) for connectome.prune

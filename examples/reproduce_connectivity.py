@@ -26,7 +26,7 @@ import torch
 import connectivity_report
 from connectivity_report import ARCHS, METHODS, STAND_IN
 from connectome import data
-from connectome.files import write_atomic
+from connectome.io.files import write_atomic
 from connectome.models import INPUT_SHAPES, MODELS
 from connectome.prune import prune
 

@@ -126,7 +126,7 @@ def oracle_masks(model: nn.Module, input_shapes: list[tuple], masks: dict[str, t
 
 def random_masks(model: nn.Module, sparsity: float, seed: int = 0) -> dict[str, torch.Tensor]:
     """Independent Bernoulli masks keeping ``1 - sparsity`` of each prunable weight."""
-    from connectome.masks import prunable_weights
+    from connectome.io.masks import prunable_weights
     g = torch.Generator().manual_seed(seed)
     params = dict(model.named_parameters())
     out = {}

@@ -11,7 +11,7 @@ from torch import nn
 
 import connectome
 from connectome.audit import audit, markdown
-from connectome.checkpoint import Checkpoint
+from connectome.io.checkpoint import Checkpoint
 from connectome.margin import collapse_margin
 from connectome_cli.main import main
 

@@ -7,9 +7,9 @@ import torch.nn.utils.prune as prune
 from torch import nn
 
 import connectome
-from connectome.checkpoint import load
+from connectome.io.checkpoint import load
 from connectome.models import lenet_300_100
-from connectome.spec import SpecError
+from connectome.io.spec import SpecError
 
 
 def pruned_lenet(seed=0, amount=0.9):

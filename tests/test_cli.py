@@ -27,7 +27,7 @@ def test_analyze_table_and_verdict():
 
 def test_analyze_json_is_to_dict():
     import connectome
-    from connectome.spec import load_model
+    from connectome.io.spec import load_model
     r = run("analyze", DEMO, "--json")
     assert r.exit_code == 0
     d = json.loads(r.output)

@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 import connectome
-from connectome.mutation import functionalize
+from connectome.graph.mutation import functionalize
 from soundness import apply_masks, zero_additive
 
 TRACERS = ["fx", "export", "export-core"]

@@ -4,8 +4,8 @@ import torch
 import torch.nn.utils.prune
 from hypothesis import given, settings, strategies as st
 
-from connectome.masks import nonzero
-from connectome.reduce import any_along, count_true
+from connectome.io.masks import nonzero
+from connectome.graph.reduce import any_along, count_true
 
 
 @settings(max_examples=200, deadline=None)
@@ -74,7 +74,7 @@ def _pruned_net() -> torch.nn.Module:
 
 
 def test_prefetch_reads_and_counts_what_one_at_a_time_reads():
-    from connectome.masks import MaskSource, prunable_weights
+    from connectome.io.masks import MaskSource, prunable_weights
     net = _pruned_net()
     names = list(prunable_weights(net))
     explicit = {"4.weight": torch.ones(4, 16)}
@@ -101,7 +101,7 @@ def test_prefetch_reads_and_counts_what_one_at_a_time_reads():
 @settings(max_examples=200, deadline=None)
 @given(values=st.lists(st.integers(-5, 40), max_size=30))
 def test_all_distinct_equals_set_size(values):
-    from connectome.reduce import all_distinct
+    from connectome.graph.reduce import all_distinct
     import numpy as np
     assert all_distinct(np.array(values, dtype=np.int64)) == (len(set(values)) == len(values))
 
@@ -109,7 +109,7 @@ def test_all_distinct_equals_set_size(values):
 def test_prefetch_in_a_forked_child_after_the_parent_read():
     # the parent's reader thread does not survive fork(); the child must start its own, not wait on it
     import multiprocessing
-    from connectome.masks import MaskSource, prunable_weights
+    from connectome.io.masks import MaskSource, prunable_weights
     net = _pruned_net()
     names = list(prunable_weights(net))
     MaskSource(net).prefetch(names)   # the parent's reader thread now exists
@@ -128,7 +128,7 @@ def test_prefetch_in_a_forked_child_after_the_parent_read():
 
 
 def _child_counts(net, names, out):
-    from connectome.masks import MaskSource
+    from connectome.io.masks import MaskSource
     s = MaskSource(net)
     s.prefetch(names)
     out.put([s.count(n) for n in names])

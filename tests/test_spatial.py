@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from connectome.spatial import adaptive_map, conv_taps, interp_map, transposed_taps
+from connectome.graph.spatial import adaptive_map, conv_taps, interp_map, transposed_taps
 
 
 def _support_by_torch(n_in, n_out, k, stride, pad, dil, tap):
@@ -77,7 +77,7 @@ def test_interp_nearest_and_bilinear_support():
     [(8, 5, 1, 2, 1)] * 3,                        # 3-D, 125 taps: more than one int64 key holds
 ])
 def test_distinct_columns_rebuild_the_all_alive_table(geometry, transpose):
-    from connectome.spatial import per_tap_all_alive, per_tap_all_alive_cols
+    from connectome.graph.spatial import per_tap_all_alive, per_tap_all_alive_cols
     per_dim, pos = [], []
     for g in geometry:
         if g is None:

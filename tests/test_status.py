@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from connectome.status import Status, combine, dedupe_rows, union
+from connectome.graph.status import Status, combine, dedupe_rows, union
 
 
 def test_dedupe_rows_drops_empty_and_repeats():
@@ -74,7 +74,7 @@ def test_rows_match_full_layout(shape):
 @given(data=st.data(), k=st.integers(1, 4), c=st.integers(1, 40))
 def test_distinct_tuples_equal_numpy_unique_rows(data, k, c):
     import numpy as np
-    from connectome.status import _distinct_tuples
+    from connectome.graph.status import _distinct_tuples
     sizes = [data.draw(st.integers(0, 6)) for _ in range(k)]
     idxs = [np.array(data.draw(st.lists(st.integers(-1, n - 1), min_size=c, max_size=c)), np.int64) for n in sizes]
     uniq, inverse = _distinct_tuples(idxs, sizes)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import fx, nn
 
-from connectome.fxtracer import FxTracer as _Tracer
+from connectome.graph.fxtracer import FxTracer as _Tracer
 
 Pair = namedtuple("Pair", "a b")
 
@@ -61,14 +61,14 @@ def test_same_graph_as_fx(make):
     (nn.Conv2d(3, 8, 3, 2, 1), (1, 3, 15, 16)), (nn.Linear(6, 2), (4, 5, 6)),
 ])
 def test_shape_formulas_match_torch(mod, shape):
-    from connectome.shapes import _leaf_shape
+    from connectome.graph.shapes import _leaf_shape
     got = _leaf_shape(mod, (torch.empty(shape, device="meta"),), {})
     assert got is None or got == tuple(mod(torch.zeros(shape)).shape)
     assert got is not None or getattr(mod, "ceil_mode", False)
 
 
 def test_shape_error_names_the_node_and_asks_about_the_input():
-    from connectome.trace import TraceError, trace
+    from connectome.graph.trace import TraceError, trace
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
     with pytest.raises(TraceError, match=r"shape propagation failed at node _0 \(call_module 0\).*input shape right"):
         trace(model, input_shape=(1, 5, 8, 8), tracer="fx")

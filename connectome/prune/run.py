@@ -25,8 +25,8 @@ import torch
 from torch import nn
 
 from ..analysis import Analysis, Analyzer
-from ..masks import MaskSource, prunable_weights
-from ..reduce import count_true
+from ..io.masks import MaskSource, prunable_weights
+from ..graph.reduce import count_true
 from .quotas import PruneError, budget, check_sparsity
 from .scores import SCORES, Context
 from .select import Ranking, quota_fn, select

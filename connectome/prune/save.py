@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from ..files import write_atomic
+from ..io.files import write_atomic
 
 __all__ = ["save", "pruned_state_dict"]
 

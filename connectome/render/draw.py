@@ -5,8 +5,8 @@ import os
 from dataclasses import dataclass, field
 
 from ..analysis import Analysis
-from ..files import write_atomic
-from ..spec import SpecError
+from ..io.files import write_atomic
+from ..io.spec import SpecError
 from .layers import layer_dot
 
 __all__ = ["Diagram", "RenderError", "to_dot", "render", "format_of", "FORMATS"]

@@ -18,7 +18,7 @@ from torch import fx, nn
 
 from ..analysis import Analysis
 from ..report import pct
-from ..status import slots
+from ..graph.status import slots
 
 __all__ = ["Nodes", "graph_label", "sparsity_text"]
 

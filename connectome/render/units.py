@@ -31,9 +31,9 @@ import torch
 from torch import fx
 
 from ..analysis import Analysis
-from ..lower.mixing import Mixing
-from ..spec import SpecError
-from ..status import Status, any_alive, slots
+from ..graph.lower.mixing import Mixing
+from ..io.spec import SpecError
+from ..graph.status import Status, any_alive, slots
 from .nodes import Nodes, graph_label
 from .style import (DEAD_EDGE, FONT, LIVE_EDGE, UNIT_COLOURS, UNIT_STATES, Html, attrs, escape_html, legend_units,
                     quote)

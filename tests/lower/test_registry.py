@@ -3,9 +3,9 @@ import pytest
 import torch
 
 from connectome.analysis import Analyzer
-from connectome.lower import RULES, lower
-from connectome.lower.base import rule
-from connectome.masks import MaskSource
+from connectome.graph.lower import RULES, lower
+from connectome.graph.lower.base import rule
+from connectome.io.masks import MaskSource
 from corpus import CORPUS
 from oracle import random_masks
 from soundness import apply_masks, zero_additive

@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from connectome.masks import prunable_weights
+from connectome.io.masks import prunable_weights
 from connectome.models import MODELS
 from connectome.prune.quotas import QUOTAS, budget, erk, igq, kept_counts, uniform_plus
 

@@ -102,7 +102,7 @@ def _synflow_pair(model, reference, input_shape, seed):
     made absolute and the masks applied, in eval mode, fed ones; R = sum of the output; |w * dR/dw|."""
     import copy
 
-    from connectome.masks import prunable_weights
+    from connectome.io.masks import prunable_weights
     from connectome.prune.scores.synflow import synflow_scores
     names = list(prunable_weights(model))
     params = dict(model.named_parameters())

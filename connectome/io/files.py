@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import tempfile
 
-from .spec import SpecError
+from .errors import SpecError
 
 __all__ = ["write_atomic", "check_writable"]
 

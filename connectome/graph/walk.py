@@ -8,9 +8,9 @@ send back. A weight is effective where its op sees an alive input and an alive-t
 Examples
 --------
 >>> import torch
->>> from connectome.trace import trace
->>> from connectome.masks import MaskSource
->>> from connectome.lower import lower
+>>> from connectome.graph.trace import trace
+>>> from connectome.io.masks import MaskSource
+>>> from connectome.graph.lower import lower
 >>> m = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 1))
 >>> with torch.no_grad(): m[1].weight[0, 1] = 0
 >>> w = walk(lower(trace(m, input_shape=(1, 2)), MaskSource(m)))

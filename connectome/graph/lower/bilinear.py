@@ -1,7 +1,7 @@
 """Products of two activations: matmul, bmm, einsum, and linear layers whose weight is computed.
 
 For ``out = f(a, b)`` with ``f`` bilinear, a term ``a_i * b_j`` carries signal if either factor is alive
-and neither is a silencing zero (see :mod:`connectome.lower.elementwise`). With ``m = alive | not zero``
+and neither is a silencing zero (see :mod:`connectome.graph.lower.elementwise`). With ``m = alive | not zero``
 ("may be nonzero") the output is alive where ``f(alive_a, m_b) + f(m_a, alive_b) > 0``, and ``a`` matters
 to the output where the gradient of ``sum(g * f(a, m_b))`` is positive: exact for nonnegative inputs, and
 computed by torch itself, so broadcasting and einsum equations need no code of their own.
@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from ..status import Status, gathered, union
-from .base import Ctx, Op, Weight, rule
+from .fallback import Fallback
+from .base import Ctx, Op, Weight, rule, transposed_weight
 from .mixing import Mixing
 
 aten = torch.ops.aten
@@ -130,8 +131,7 @@ def matmul(ctx: Ctx) -> Op:
                     to_param=lambda eff: eff.squeeze(-1).t())
         op.data = [a]
         return op
-    from .linear import _transposed_weight
-    wt = _transposed_weight(ctx, b)
+    wt = transposed_weight(ctx, b)
     if wt is not None and a in ctx.tensor_args:  # x @ W.t() (core ATen mm)
         op = Mixing.linear(wt, wt.mask, ctx.shape(a), out_shape)
         op.data = [a]
@@ -145,10 +145,8 @@ def einsum(ctx: Ctx) -> Op:
     ops = ctx.node.args[1:] if not isinstance(ctx.node.args[1], (list, tuple)) else ctx.node.args[1]
     ops = list(ops)
     if len(ops) == 1:
-        from .misc import Fallback
         return Fallback(ctx.out, [ctx.val(ops[0])], "einsum with one operand")
     if len(ops) != 2 or not all(o in ctx.tensor_args for o in ops):
-        from .misc import Fallback
         return Fallback(ctx.out, [ctx.val(a) for a in ctx.tensor_args], "einsum with more than two operands")
     return product(ctx, lambda x, y: torch.einsum(eq, x, y), ops[0], ops[1])
 

@@ -1,12 +1,12 @@
-"""Lowering: turn every node of a traced graph into an :class:`~connectome.lower.base.Op`.
+"""Lowering: turn every node of a traced graph into an :class:`~connectome.graph.lower.base.Op`.
 
 Importing this package imports every rule module, each of which registers its rules.
 
 Examples
 --------
 >>> import torch
->>> from connectome.trace import trace
->>> from connectome.masks import MaskSource
+>>> from connectome.graph.trace import trace
+>>> from connectome.io.masks import MaskSource
 >>> m = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU())
 >>> g = lower(trace(m, input_shape=(1, 4)), MaskSource(m))
 >>> [type(op).__name__ for op in g.ops.values()]
@@ -20,9 +20,10 @@ from typing import Any
 import torch
 from torch import fx
 
-from ..masks import MaskSource
+from ...io.masks import MaskSource
 from ..trace import Traced
-from . import along, attention, bilinear, conv, elementwise, embedding, linear, misc, norm, positional, scatter, structural  # noqa: F401
+from . import (along, attention, bilinear, conv, elementwise, embedding, linear, misc, norm, positional,  # noqa: F401
+               scatter, structural)
 from .base import RULES, Ctx, LowerError, Op, find_rule, key_name, tensor_args
 from .misc import Constant, Fallback
 
@@ -91,7 +92,7 @@ def lower_node(traced: Traced, node: fx.Node, masks: MaskSource) -> tuple[Op, li
     """The op of one node by its rule, with the arguments it reads; None without a rule or if the rule fails.
 
     :func:`lower` folds nodes that do not depend on the inputs into constants; the walk for constants
-    that meet live signal (:mod:`connectome.relevance`) lowers them one by one with this.
+    that meet live signal (:mod:`connectome.graph.relevance`) lowers them one by one with this.
     """
     targs = tensor_args(traced, node)
     _, fn = find_rule(traced, node)

@@ -13,8 +13,9 @@ from typing import Any
 import torch
 from torch import fx
 
-from ..status import Status, any_alive
 from .base import Ctx, Op, rule
+from .elementwise import Elementwise
+from .fallback import Constant, Fallback, uniform_like
 from .structural import index_map_op
 
 __all__ = ["Fallback", "Select", "Constant"]
@@ -36,43 +37,6 @@ class Select(Op):
         return [tuple(g)]
 
 
-class Fallback(Op):
-    """All-to-all: alive everywhere if any input is alive anywhere (and back)."""
-
-    multi = True
-    couples = True
-    supported = False
-
-    def __init__(self, out: Any, in_shapes: list, reason: str = ""):
-        self.out, self.in_shapes, self.reason = out, in_shapes, reason
-
-    def forward(self, ins: list[Any]) -> Any:
-        alive = any(any_alive(s) for s in ins)
-        return _uniform_like(self.out, alive, zero=False)
-
-    def backward(self, ins: list[Any], out: Any, grad: Any) -> list[Any]:
-        if not any_alive(grad):
-            return [None] * len(ins)
-        return [_uniform_like(v, True) if v is not None else None for v in self.in_shapes]
-
-
-class Constant(Op):
-    """A value computed from parameters and constants only: dead from input, whatever the op.
-
-    Its prunable weights (if any: a layer applied to a constant) are owned by no op and so reported
-    as ineffective, like any weight that sees no input.
-    """
-
-    def __init__(self, out: Any):
-        self.out = out
-
-    def forward(self, ins: list[Any]) -> Any:
-        return _uniform_like(self.out, False, zero=False)
-
-    def backward(self, ins: list[Any], out: Any, grad: Any) -> list[Any]:
-        return []
-
-
 @rule(torch.rand_like, torch.randn_like, torch.randint_like, torch.empty_like, ".new_empty", ".new_tensor",
       torch.ops.aten.rand_like, torch.ops.aten.randn_like, torch.ops.aten.randint_like, torch.ops.aten.empty_like,
       torch.ops.aten.new_empty)
@@ -90,22 +54,12 @@ def fill(ctx: Ctx) -> Op:
     """``x.fill_(v)``: every element is ``v``; only a tensor ``v`` that depends on the input carries signal."""
     value = ctx.arg(1, "value")
     if isinstance(value, fx.Node) and value in ctx.tensor_args and ctx.traced.depends_on_input().get(value, False):
-        from .elementwise import Elementwise
         op: Op = Elementwise(tuple(ctx.out.shape), "union")
         op.data = [value]
         return op
     op = Constant(ctx.out)
     op.data = []
     return op
-
-
-def _uniform_like(v: Any, alive: bool, zero: bool = True) -> Any:
-    if isinstance(v, torch.Tensor):
-        shape = tuple(v.shape)
-        return Status.uniform(shape, 1 if len(shape) > 1 else 0, alive).with_zero(zero)
-    if isinstance(v, (tuple, list)):
-        return tuple(_uniform_like(x, alive, zero) for x in v)
-    return None
 
 
 @rule(operator.getitem)

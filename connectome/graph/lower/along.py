@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..status import Status, gathered, joined
+from .fallback import Fallback
 from .base import Ctx, Op, rule
 
 aten = torch.ops.aten
@@ -79,7 +80,6 @@ def _along(ctx: Ctx, dim: Any, default: tuple[int, ...]) -> Op:
     out_shape = tuple(outs[0].shape)
     dims = _norm(ctx.concrete(dim), len(in_shape), default) if in_shape else ()
     if len(out_shape) != len(in_shape):
-        from .misc import Fallback
         return Fallback(ctx.out, [ctx.val(x)], "changes the rank")
     op = Along(in_shape, out_shape, dims, len(outs) if isinstance(ctx.out, (tuple, list)) else 1)
     op.data = [x]
@@ -210,7 +210,6 @@ def bilinear_function(ctx: Ctx) -> Op:
     x1, x2, w_arg = ctx.arg(0, "input1"), ctx.arg(1, "input2"), ctx.arg(2, "weight")
     w = ctx.weight(w_arg, "linear")
     if w is None:
-        from .misc import Fallback
         return Fallback(ctx.out, [ctx.val(a) for a in ctx.tensor_args], "bilinear with a computed weight")
     op = BilinearLayer(w, [0, 1])
     op.data = [x1, x2]
@@ -225,7 +224,6 @@ def trilinear(ctx: Ctx) -> Op:
                                                              (6, "sumdim"))]
     w = ctx.weight(w_arg, "linear") if layout == [[1, 3], [0], [1, 2], [2, 3]] else None
     if w is None:
-        from .misc import Fallback
         return Fallback(ctx.out, [ctx.val(a) for a in ctx.tensor_args], "trilinear product other than bilinear")
     op = BilinearLayer(w, [0, 1])
     op.data = [x1, x2]

@@ -1,9 +1,9 @@
 """Writes into a tensor: ``slice_scatter``, ``index_put``, ``index_copy``, ``copy``, ``index_add``,
-``scatter_add`` and the fx :func:`~connectome.mutation.write_back` of an in-place write into a view.
+``scatter_add`` and the fx :func:`~connectome.graph.mutation.write_back` of an in-place write into a view.
 
 A write that *replaces* elements (``slice_scatter``, ``index_copy``, ``index_put``) only moves values:
 each output element is one element of the base or of the source, an exact index map read off by
-running the op on numbered tensors (:func:`~connectome.lower.structural.index_map_op`). A write that
+running the op on numbered tensors (:func:`~connectome.graph.lower.structural.index_map_op`). A write that
 *accumulates* (``index_add``, ``scatter_add``, ``index_put(accumulate=True)``, the reductions) keeps the
 base and adds every source element that lands on an element: an :class:`Accumulate` op, whose
 targets are read off by indexing a numbered base the way the op does. Indices must be constants (a
@@ -35,6 +35,7 @@ from torch import fx, nn
 
 from ..mutation import view_of, write_back
 from ..status import Status
+from .fallback import Fallback
 from .base import Ctx, Op, rule
 from .structural import index_map_op
 
@@ -90,7 +91,6 @@ def _fallback_on_computed_index(fn):
         dep = ctx.traced.depends_on_input()
         data = ctx.tensor_args[0] if ctx.tensor_args else None
         if any(dep.get(a, False) for a in ctx.tensor_args if ctx.val(a).dtype in _INDEX_DTYPES and a is not data):
-            from .misc import Fallback
             return Fallback(ctx.out, [ctx.val(a) for a in ctx.tensor_args], "indices computed from the input")
         return fn(ctx)
     rule_fn.__name__, rule_fn.__doc__ = fn.__name__, fn.__doc__

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..status import Status, union
+from .fallback import Fallback
 from .base import Ctx, Op, Weight, rule
 from .mixing import Mixing
 
@@ -254,7 +255,6 @@ def swin_window_attention(ctx: Ctx) -> Op:
     qkv = ctx.weight(qkv_w, "attention")
     proj = ctx.weight(proj_w, "linear")
     if qkv is None or proj is None:
-        from .misc import Fallback
         return Fallback(ctx.out, [ctx.val(a) for a in ctx.tensor_args], "window attention with computed weights")
     C = shape[-1]
 

@@ -2,7 +2,7 @@
 
 All of them are one :class:`Mixing` op: a connectivity ``conn[o, j, t]`` (output channel ``o``, input
 channel ``j`` of its group, kernel tap ``t``) plus, per tap, the position maps of
-:mod:`connectome.spatial`. A linear layer is the case of one tap that maps every position to itself.
+:mod:`connectome.graph.spatial`. A linear layer is the case of one tap that maps every position to itself.
 
 The walk never touches the 4-D mask more than a few times per layer: forward it reduces ``conn`` to
 ``(O, T, P)`` ("does output channel o see input pattern p through tap t"), backward to ``(I, T, Q)``,
@@ -11,7 +11,7 @@ and the effective mask is ``conn`` ANDed with a gather from a tiny ``(P, Q, T)``
 Examples
 --------
 >>> import torch
->>> from connectome.status import Status
+>>> from connectome.graph.status import Status
 >>> op = Mixing.linear(None, torch.tensor([[1, 0], [0, 0]], dtype=torch.bool), (1, 2), (1, 2))
 >>> op.forward([Status.uniform((1, 2), 1, True)]).alive_units().tolist()
 [True, False]

@@ -20,6 +20,7 @@ from torch import fx, nn
 
 from ..reduce import all_distinct
 from ..status import Status
+from .fallback import Fallback
 from .base import Ctx, Op, rule
 
 aten = torch.ops.aten
@@ -317,5 +318,4 @@ def indexing(ctx: Ctx) -> Op:
     try:
         return index_map_op(ctx, ctx.hints, data)
     except Exception as e:
-        from .misc import Fallback
         return Fallback(ctx.out, [ctx.val(a) for a in ctx.tensor_args], f"indexing by a computed tensor ({e})")

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .names import WeightNames
-from .reduce import count_true
+from ..graph.names import WeightNames
+from ..graph.reduce import count_true
 
 __all__ = ["MaskSource", "prunable_weights", "PRUNABLE_KINDS", "nonzero"]
 
@@ -56,7 +56,7 @@ def prunable_weights(model: nn.Module, names: WeightNames | None = None) -> dict
     """Every prunable weight of the model by layer type: key -> kind, in module order.
 
     A tensor used by several layers (a head tied to the embedding) is listed once, under its key
-    (:class:`~connectome.names.WeightNames`), with the kind of its first layer.
+    (:class:`~connectome.graph.names.WeightNames`), with the kind of its first layer.
 
     >>> prunable_weights(torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8), torch.nn.Linear(8, 2)))
     {'0.weight': 'conv2d', '2.weight': 'linear'}

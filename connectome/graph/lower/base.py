@@ -22,11 +22,14 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import fx, nn
 
-from ..registry import register
+from ...registry import register
 from ..status import Status
 from ..trace import Traced
+from .computed import computed_weight
+from .weight import Weight
 
-__all__ = ["Op", "Weight", "Ctx", "rule", "RULES", "find_rule", "find_rule_key", "key_name", "LowerError"]
+__all__ = ["Op", "Weight", "Ctx", "rule", "RULES", "find_rule", "find_rule_key", "key_name", "LowerError",
+           "transposed_weight"]
 
 Value = Status | tuple | None
 RuleFn = Callable[["Ctx"], "Op"]
@@ -97,44 +100,6 @@ def key_name(k: Any) -> str:
     name = getattr(k, "__name__", str(k))
     short = {"torch.nn.functional": "F", "_operator": "operator", "builtins": ""}.get(mod, mod)
     return f"{short}.{name}" if short else name
-
-
-@dataclass
-class Weight:
-    """A prunable weight an op reads: its key (:class:`~connectome.names.WeightNames`), kind and 0/1 mask.
-
-    When the op reads a view of the parameter (a slice, a transpose), ``mask`` has the operand's
-    shape and ``index`` holds, per operand element, its flat index in the parameter. When it reads a
-    tensor computed from parameters (``s * W``, a standardised ``W``), ``mask`` is the computed tensor's
-    support and ``back`` maps an operand-shaped mask to the parameters the operand depends on.
-    """
-
-    name: str
-    kind: str
-    mask: torch.Tensor
-    index: torch.Tensor | None = None
-    reduced: Any = None   # masks.Reduced when the mask was prefetched
-    backmap: Callable[[torch.Tensor], dict[str, torch.Tensor]] | None = None
-    keys: tuple[str, ...] = ()       # every parameter key behind the operand (default: ``name``)
-    support: dict[str, torch.Tensor] = field(default_factory=dict)   # computed support, per key
-
-    def __post_init__(self) -> None:
-        if not self.keys:
-            self.keys = (self.name,)
-
-    def to_param(self, m: torch.Tensor, shape: tuple) -> torch.Tensor:
-        """An operand-shaped effective mask as a parameter-shaped one."""
-        if self.index is None:
-            return m
-        full = torch.zeros(int(torch.tensor(shape).prod()) if shape else 1, dtype=torch.bool)
-        full[self.index.reshape(-1)[m.reshape(-1)]] = True
-        return full.reshape(shape)
-
-    def back(self, m: torch.Tensor, shape: Callable[[str], tuple]) -> dict[str, torch.Tensor]:
-        """The operand-shaped effective mask ``m`` as parameter-shaped masks, by key."""
-        if self.backmap is not None:
-            return self.backmap(m)
-        return {self.name: self.to_param(m, shape(self.name))}
 
 
 class Op:
@@ -221,7 +186,7 @@ class Ctx:
 
         A parameter, or ``torch.nn.utils.prune``'s ``weight_orig * weight_mask`` when export traced it,
         is that weight; a tensor computed from parameters alone (``W.t()``, ``s * W``, a parametrization
-        that export inlined) is traced back to them (:mod:`connectome.lower.computed`). Returns None
+        that export inlined) is traced back to them (:mod:`connectome.graph.lower.computed`). Returns None
         when the operand depends on the model inputs (then it is an activation, not a weight).
         """
         name = self.traced.attr_name(arg)
@@ -231,7 +196,6 @@ class Ctx:
             if all(names) and any(n.endswith("_orig") for n in names):
                 name = next(n for n in names if n.endswith("_orig"))
         if name is None:
-            from .computed import computed_weight
             return computed_weight(self, arg, kind)
         if not self.masks.names.is_param(name):
             return None            # a buffer or a constant (a DCT matrix): an operand, not a prunable weight
@@ -260,3 +224,15 @@ def tensor_args(traced: Traced, node: fx.Node) -> list[fx.Node]:
 
 def _has_tensor(v: Any) -> bool:
     return isinstance(v, (list, tuple)) and any(isinstance(x, torch.Tensor) or _has_tensor(x) for x in v)
+
+
+_TRANSPOSES = {"t", "permute", "transpose", "numpy_T"}
+
+
+def transposed_weight(ctx: Ctx, arg: Any) -> Weight | None:
+    """``W.t()`` (or ``permute(W, [1, 0])``) of a parameter: its Weight, else None."""
+    if isinstance(arg, torch.fx.Node) and arg.op == "call_function":
+        name = getattr(getattr(arg.target, "overloadpacket", arg.target), "__name__", "")
+        if name in _TRANSPOSES and arg.args:
+            return ctx.weight(arg.args[0], "linear")
+    return None

@@ -37,7 +37,7 @@ import torch
 from torch import fx
 
 from .lower import UnitGraph, lower_node
-from .lower.misc import Constant
+from .lower.fallback import Constant
 from .status import Status, any_alive, union
 
 __all__ = ["constant_weights"]
@@ -173,7 +173,7 @@ def _made_by_weights(t: Any):
             return memo[n]
         memo[n] = False
         if n.op == "call_module":
-            from .masks import _kind_of
+            from ..io.masks import _kind_of
             found = _kind_of(t.module(n)) is not None
         elif n.op in ("call_function", "call_method"):
             name = n.target if isinstance(n.target, str) else getattr(n.target, "__name__", "")
@@ -236,7 +236,7 @@ def _op_at(g: UnitGraph, node: fx.Node, fwd: dict, lowered: dict) -> tuple:
         found = lower_node(g.traced, node, g.masks)
         if found is None:    # no rule, or its rule fails: every output depends on every input
             from .lower.base import tensor_args
-            from .lower.misc import Fallback
+            from .lower.fallback import Fallback
             targs = tensor_args(g.traced, node)
             found = (Fallback(g.traced.vals.get(node), [g.traced.vals.get(a) for a in targs], "constant"), targs)
         op, args = found
@@ -244,7 +244,7 @@ def _op_at(g: UnitGraph, node: fx.Node, fwd: dict, lowered: dict) -> tuple:
         try:
             out = op.forward(ins)
         except Exception:   # statuses this rule cannot take: all to all
-            from .lower.misc import Fallback
+            from .lower.fallback import Fallback
             op = Fallback(g.traced.vals.get(node), [g.traced.vals.get(a) for a in args], "constant")
             out = op.forward(ins)
         lowered[node] = (op, args, ins, out)

@@ -1,6 +1,6 @@
 """Convolutions: ``nn.Conv1d/2d/3d``, ``nn.ConvTranspose1d/2d/3d``, their functional and ATen forms.
 
-Each kernel tap is a position map (:func:`connectome.spatial.conv_taps`): a tap that, at the traced
+Each kernel tap is a position map (:func:`connectome.graph.spatial.conv_taps`): a tap that, at the traced
 input size, only ever reads padding maps nothing, so it is never effective.
 """
 from __future__ import annotations

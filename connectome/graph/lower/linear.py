@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Ctx, rule
+from .base import Ctx, rule, transposed_weight
+from .bilinear import linear_with_computed_weight, plus_term, product
 from .mixing import Mixing
 
 aten = torch.ops.aten
@@ -22,34 +23,19 @@ def linear_function(ctx: Ctx) -> Mixing:
     x, w = ctx.arg(0, "input"), ctx.arg(1, "weight")
     weight = ctx.weight(w, "linear")
     if weight is None:
-        from .bilinear import linear_with_computed_weight
         return linear_with_computed_weight(ctx)
     op = Mixing.linear(weight, weight.mask, ctx.shape(x), tuple(ctx.out.shape))
     op.data = [x]
     return op
 
 
-_TRANSPOSES = {"t", "permute", "transpose", "numpy_T"}
-
-
-def _transposed_weight(ctx: Ctx, arg):
-    """``W.t()`` (or ``permute(W, [1, 0])``) of a parameter: its Weight, else None."""
-    if isinstance(arg, torch.fx.Node) and arg.op == "call_function":
-        name = getattr(getattr(arg.target, "overloadpacket", arg.target), "__name__", "")
-        if name in _TRANSPOSES and arg.args:
-            return ctx.weight(arg.args[0], "linear")
-    return None
-
-
 @rule(aten.addmm, torch.addmm, ".addmm")
 def addmm(ctx: Ctx):
     """``addmm(bias, x, W.t())``: core ATen's linear layer; with another matrix it is a product plus a term."""
     x, mat2 = ctx.arg(1, "mat1"), ctx.arg(2, "mat2")
-    weight = _transposed_weight(ctx, mat2)
+    weight = transposed_weight(ctx, mat2)
     if weight is None:
-        from .bilinear import plus_term, product
         return plus_term(ctx, product(ctx, torch.mm, x, mat2), ctx.arg(0, "input"))
     op = Mixing.linear(weight, weight.mask, ctx.shape(x), tuple(ctx.out.shape))
     op.data = [x]
-    from .bilinear import plus_term
     return plus_term(ctx, op, ctx.arg(0, "input"))

@@ -20,11 +20,10 @@ from typing import Any
 
 from torch import nn
 
+from .errors import SpecError
+from .tensors import read_tensors
+
 __all__ = ["SpecError", "load_model", "parse_shape", "parse_kwargs"]
-
-
-class SpecError(ValueError):
-    """A model spec, weights file or shape could not be used; the message says how to fix it."""
 
 
 def parse_shape(text: str) -> list[tuple[int, ...]]:
@@ -89,7 +88,7 @@ def load_model(spec: str, trust: bool = False, kwargs: dict[str, Any] | None = N
         if scheme == "timm":
             return _timm(name, kwargs)
         if scheme == "connectome":
-            from . import models
+            from .. import models
             if name not in models.MODELS:
                 raise SpecError(f"unknown connectome model {name!r}; choose from {', '.join(models.MODELS)}")
             return models.MODELS[name](**kwargs), models.INPUT_SHAPES[name]
@@ -151,7 +150,6 @@ def _factory(module_name: str, attr: str, kwargs: dict | None = None) -> tuple[n
 
 
 def _load_pickle(path: str, trust: bool) -> nn.Module:
-    from .checkpoint import read_tensors
     obj, fmt = read_tensors(path, trust=trust)   # safe unless trusted; refuses code-carrying pickles
     if isinstance(obj, dict) and not fmt.startswith("pickle"):
         raise SpecError(f"{path} is a state_dict, not a model: give the architecture as MODEL and this file "

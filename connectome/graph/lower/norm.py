@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..masks import nonzero
+from ...io.masks import nonzero
 from ..status import Status
 from .base import Ctx, Op, rule
 

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import fx
 
-from .base import Weight
+from .weight import Weight
 
 if TYPE_CHECKING:
     from .base import Ctx
