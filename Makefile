@@ -10,7 +10,7 @@ CONSTRAINTS := constraints.txt
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
 
-.PHONY: demo test bench clean tools
+.PHONY: demo test bench clean tools lint
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -36,12 +36,19 @@ tools:
 	@test -d /usr/share/datasets/fashion-mnist || \
 		{ $(SUDO) apt-get update -qq && $(APT_INSTALL) dataset-fashion-mnist >/dev/null; }
 
-test: $(VENV)/.installed-test tools
+# ruff's linter and formatter (check mode) and mypy over the library and the CLI: part of every test run
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check connectome cli
+	$(BIN)/ruff format --check connectome cli
+	$(BIN)/mypy
+
+test: $(VENV)/.installed-test tools lint
 	CONNECTOME_STRICT_TOOLS=1 $(BIN)/python -m pytest
 
 bench: $(VENV)/.installed-test tools
 	$(BIN)/python benchmarks/bench_analyze.py
 	$(BIN)/python benchmarks/bench_render.py
+	$(BIN)/python benchmarks/bench_breadth.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

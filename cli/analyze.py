@@ -1,4 +1,5 @@
 """``connectome analyze``: per-layer direct vs effective sparsity, dead units, collapse."""
+
 from __future__ import annotations
 
 import json
@@ -7,18 +8,25 @@ import click
 
 import connectome
 from connectome import report
+from connectome.graph.trace import as_inputs
 from connectome.io.checkpoint import load
 from connectome.io.files import write_atomic
 from connectome.io.spec import SpecError
+from connectome.parts import capture_inputs
 
 from .main import main
 from .options import DTYPES, display_name, input_options, shapes_arg
 
+
 def model_options(fn):
     """MODEL, --weights and the input options: shared by every command that loads a model by name."""
     fn = input_options(fn)
-    fn = click.option("--weights", type=click.Path(dir_okay=False), default=None,
-                      help="Checkpoint to load into MODEL: a state_dict (.pt/.pth/.bin) or .safetensors file.")(fn)
+    fn = click.option(
+        "--weights",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="Checkpoint to load into MODEL: a state_dict (.pt/.pth/.bin) or .safetensors file.",
+    )(fn)
     return click.argument("model")(fn)
 
 
@@ -36,10 +44,31 @@ def build(model: str, input_shape: str | None, weights: str | None, trust: bool)
 @main.command()
 @model_options
 @click.option("--json", "as_json", is_flag=True, help="Print the analysis as JSON (the schema of res.to_dict()).")
-@click.option("--html", "html_file", default=None, metavar="FILE",
-              help="Also write a self-contained HTML report (summary, layer diagram, table); needs graphviz's dot.")
-def analyze(model: str, input_shape: str | None, weights: str | None, trust: bool, input_dtype: str,
-            tracer: str, as_json: bool, html_file: str | None) -> None:
+@click.option(
+    "--html",
+    "html_file",
+    default=None,
+    metavar="FILE",
+    help="Also write a self-contained HTML report (summary, layer diagram, table); needs graphviz's dot.",
+)
+@click.option(
+    "--submodule",
+    default=None,
+    metavar="NAME",
+    help="Analyse only this part (e.g. backbone), with its own inputs and outputs; --input-shape is "
+    "then the part's input (without it, the whole model runs once to find it).",
+)
+def analyze(
+    model: str,
+    input_shape: str | None,
+    weights: str | None,
+    trust: bool,
+    input_dtype: str,
+    tracer: str,
+    as_json: bool,
+    html_file: str | None,
+    submodule: str | None,
+) -> None:
     """Analyse MODEL: direct vs effective sparsity per layer, dead units, collapse.
 
     MODEL is torchvision:NAME, connectome:NAME (lenet_300_100, lenet_5, vgg19, resnet18),
@@ -53,12 +82,24 @@ def analyze(model: str, input_shape: str | None, weights: str | None, trust: boo
       connectome analyze torchvision:resnet18 --input-shape 1,3,64,64 --weights pruned.pt --json
       connectome analyze mymodels:tiny_bert --input-shape 1,128 --input-dtype int64
       connectome analyze torchvision:resnet50 --weights pruned.pt --html report.html
+      connectome analyze torchvision:fasterrcnn_resnet50_fpn --submodule backbone --input-shape 1,3,224,224
     """
     ck, shape = build(model, input_shape, weights, trust)
-    res = connectome.analyze(ck.model, input_shape=shape, tracer=tracer,
-                             input_dtype=DTYPES[input_dtype], masks=ck.masks or None)
+    inputs = None
+    if submodule and not input_shape:  # the part's inputs, as the whole model hands them over
+        inputs = capture_inputs(ck.model, as_inputs(None, shape, DTYPES[input_dtype]), submodule)
+    res = connectome.analyze(
+        ck.model,
+        example_inputs=inputs,
+        input_shape=None if inputs else shape,
+        tracer=tracer,
+        input_dtype=DTYPES[input_dtype],
+        masks=ck.masks or None,
+        submodule=submodule,
+    )
     if html_file:
         from connectome.render.html import html_report
+
         write_atomic(html_file, html_report(res, display_name(model)), inputs=(weights, model))
         click.echo(f"wrote {html_file}", err=True)
     if as_json:
@@ -67,6 +108,8 @@ def analyze(model: str, input_shape: str | None, weights: str | None, trust: boo
     click.echo(report.table(res))
     if res.unsupported_ops:
         ops = sorted({u["op"] for u in res.unsupported_ops})
-        click.echo(f"\nnote: {len(res.unsupported_ops)} op(s) without a rule were treated as all-to-all "
-                   f"(sound, possibly loose): {', '.join(ops)}")
+        click.echo(
+            f"\nnote: {len(res.unsupported_ops)} op(s) without a rule were treated as all-to-all "
+            f"(sound, possibly loose): {', '.join(ops)}"
+        )
     click.echo("\n" + report.verdict(res))

@@ -1,4 +1,5 @@
 """``connectome audit``: check a pruned checkpoint before it is published."""
+
 from __future__ import annotations
 
 import json
@@ -7,8 +8,8 @@ import sys
 import click
 
 from connectome import audit as audit_mod
-from connectome.io.files import write_atomic
 from connectome.io.checkpoint import load
+from connectome.io.files import write_atomic
 from connectome.io.spec import SpecError, parse_kwargs
 
 from .main import main
@@ -36,32 +37,86 @@ class _Progress:
 
 @main.command()
 @click.argument("checkpoint", required=False)
-@click.option("--arch", default=None, metavar="SPEC",
-              help="Architecture: torchvision:NAME, timm:NAME, connectome:NAME, package.module:factory or "
-                   "file.py:factory. Not needed for a whole-model pickle (with --trust).")
-@click.option("--arch-kwargs", multiple=True, metavar="K=V[,K=V]",
-              help="Keyword arguments for the architecture's factory, e.g. num_classes=100.")
-@click.option("--masks", "masks_file", default=None, metavar="FILE",
-              help="Separate mask file (name -> 0/1 tensor, .pt or .safetensors); overrides masks in CHECKPOINT.")
+@click.option(
+    "--arch",
+    default=None,
+    metavar="SPEC",
+    help="Architecture: torchvision:NAME, timm:NAME, connectome:NAME, package.module:factory or "
+    "file.py:factory. Not needed for a whole-model pickle (with --trust).",
+)
+@click.option(
+    "--arch-kwargs",
+    multiple=True,
+    metavar="K=V[,K=V]",
+    help="Keyword arguments for the architecture's factory, e.g. num_classes=100.",
+)
+@click.option(
+    "--masks",
+    "masks_file",
+    default=None,
+    metavar="FILE",
+    help="Separate mask file (name -> 0/1 tensor, .pt or .safetensors); overrides masks in CHECKPOINT.",
+)
 @input_options
-@click.option("--claim-sparsity", type=float, default=None, metavar="S",
-              help="The sparsity the checkpoint claims (0.99 = 100x); fails when the direct or the effective "
-                   "sparsity is below it, or when the network is collapsed.")
-@click.option("--max-dead-units", type=float, default=None, metavar="FRACTION",
-              help="Fail when more than this fraction of the prunable layers' units are dead.")
-@click.option("--fail-on", default=",".join(audit_mod.DEFAULT_FAIL_ON), show_default=True, metavar="LIST",
-              help=f"Which errors fail the audit (exit 1), from: {', '.join(audit_mod.CATEGORIES)}; "
-                   "'none' reports only.")
-@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown", "html"]), default="text",
-              show_default=True, help="Report format: terminal text, JSON (the analyze schema plus findings), "
-                                      "markdown for a model card, or a self-contained HTML page with the layer "
-                                      "diagram (needs graphviz's dot).")
+@click.option(
+    "--claim-sparsity",
+    type=float,
+    default=None,
+    metavar="S",
+    help="The sparsity the checkpoint claims (0.99 = 100x); fails when the direct or the effective "
+    "sparsity is below it, or when the network is collapsed.",
+)
+@click.option(
+    "--max-dead-units",
+    type=float,
+    default=None,
+    metavar="FRACTION",
+    help="Fail when more than this fraction of the prunable layers' units are dead.",
+)
+@click.option(
+    "--fail-on",
+    default=",".join(audit_mod.DEFAULT_FAIL_ON),
+    show_default=True,
+    metavar="LIST",
+    help=f"Which errors fail the audit (exit 1), from: {', '.join(audit_mod.CATEGORIES)}; 'none' reports only.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "markdown", "html"]),
+    default="text",
+    show_default=True,
+    help="Report format: terminal text, JSON (the analyze schema plus findings), "
+    "markdown for a model card, or a self-contained HTML page with the layer "
+    "diagram (needs graphviz's dot).",
+)
 @click.option("-o", "--output", default=None, metavar="FILE", help="Write the report to FILE (atomically).")
 @click.option("--no-margin", is_flag=True, help="Skip the collapse margin (a minimum cut on the unit graph).")
-@click.option("--margin-budget", type=float, default=60.0, show_default=True, metavar="SECONDS",
-              help="Skip the collapse margin, with a note, when building its graph takes longer than this.")
-def audit(checkpoint, arch, arch_kwargs, masks_file, trust, input_shape, input_dtype, tracer, claim_sparsity,
-          max_dead_units, fail_on, fmt, output, no_margin, margin_budget):
+@click.option(
+    "--margin-budget",
+    type=float,
+    default=60.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Skip the collapse margin, with a note, when building its graph takes longer than this.",
+)
+def audit(
+    checkpoint,
+    arch,
+    arch_kwargs,
+    masks_file,
+    trust,
+    input_shape,
+    input_dtype,
+    tracer,
+    claim_sparsity,
+    max_dead_units,
+    fail_on,
+    fmt,
+    output,
+    no_margin,
+    margin_budget,
+):
     """Audit a pruned CHECKPOINT before publishing it.
 
     Loads the weights safely (state_dicts with weights_only=True, or .safetensors; nested dicts,
@@ -87,9 +142,18 @@ def audit(checkpoint, arch, arch_kwargs, masks_file, trust, input_shape, input_d
     try:
         progress("load", 0, 3)
         ck = load(checkpoint, arch=arch, arch_kwargs=parse_kwargs(list(arch_kwargs)), masks=masks_file, trust=trust)
-        rep = audit_mod.audit(ck, shapes_arg(input_shape), claim_sparsity,
-                              max_dead_units, categories, margin=not no_margin, margin_budget_s=margin_budget,
-                              input_dtype=DTYPES[input_dtype], tracer=tracer, progress=progress)
+        rep = audit_mod.audit(
+            ck,
+            shapes_arg(input_shape),
+            claim_sparsity,
+            max_dead_units,
+            categories,
+            margin=not no_margin,
+            margin_budget_s=margin_budget,
+            input_dtype=DTYPES[input_dtype],
+            tracer=tracer,
+            progress=progress,
+        )
     finally:
         progress.close()
     if fmt == "json":
@@ -98,6 +162,7 @@ def audit(checkpoint, arch, arch_kwargs, masks_file, trust, input_shape, input_d
         text = audit_mod.markdown(rep)
     elif fmt == "html":
         from connectome.render.html import audit_html
+
         text = audit_html(rep, display_name(checkpoint or arch))
     else:
         text = audit_mod.terminal(rep) + "\n"

@@ -1,4 +1,5 @@
 """Entry point: the command group, shared options, and one place that turns errors into exit code 2."""
+
 from __future__ import annotations
 
 import sys
@@ -8,12 +9,20 @@ import click
 
 from connectome.data import DataError
 from connectome.graph.lower.base import LowerError
-from connectome.prune import PruneError
-from connectome.io.spec import SpecError
 from connectome.graph.trace import TraceError
+from connectome.io.spec import SpecError
+from connectome.prune import PruneError
 
-USER_ERRORS = (SpecError, TraceError, LowerError, PruneError, DataError, FileNotFoundError, IsADirectoryError,
-               PermissionError)
+USER_ERRORS = (
+    SpecError,
+    TraceError,
+    LowerError,
+    PruneError,
+    DataError,
+    FileNotFoundError,
+    IsADirectoryError,
+    PermissionError,
+)
 
 
 class Group(click.Group):

@@ -1,4 +1,5 @@
 """Options shared by every command that traces a model: input shape and dtype, tracer, --trust."""
+
 from __future__ import annotations
 
 import os
@@ -8,21 +9,44 @@ import torch
 
 from connectome.io.spec import parse_shape
 
-DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16,
-          "int64": torch.int64, "int32": torch.int32, "bool": torch.bool}
+DTYPES = {
+    "float32": torch.float32,
+    "float64": torch.float64,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "int64": torch.int64,
+    "int32": torch.int32,
+    "bool": torch.bool,
+}
 
 
 def input_options(fn):
     """--input-shape, --input-dtype, --tracer and --trust."""
-    fn = click.option("--tracer", type=click.Choice(["auto", "fx", "export"]), default="auto", show_default=True,
-                      help="torch.fx symbolic tracing, torch.export, or fx with export as fallback.")(fn)
-    fn = click.option("--input-dtype", type=click.Choice(sorted(DTYPES)), default="float32", show_default=True,
-                      help="Element type of the inputs: int64 for token ids.")(fn)
-    fn = click.option("--trust", is_flag=True,
-                      help="Allow loading a whole-model pickle (torch.save(model)); pickles can run code.")(fn)
-    return click.option("--input-shape", "input_shape", default=None, metavar="SHAPE",
-                        help="Input shape, e.g. 1,3,32,32 (several inputs: 1,3,32,32;1,10). "
-                             "Defaults to the model's natural size when known.")(fn)
+    fn = click.option(
+        "--tracer",
+        type=click.Choice(["auto", "fx", "export"]),
+        default="auto",
+        show_default=True,
+        help="torch.fx symbolic tracing, torch.export, or fx with export as fallback.",
+    )(fn)
+    fn = click.option(
+        "--input-dtype",
+        type=click.Choice(sorted(DTYPES)),
+        default="float32",
+        show_default=True,
+        help="Element type of the inputs: int64 for token ids.",
+    )(fn)
+    fn = click.option(
+        "--trust", is_flag=True, help="Allow loading a whole-model pickle (torch.save(model)); pickles can run code."
+    )(fn)
+    return click.option(
+        "--input-shape",
+        "input_shape",
+        default=None,
+        metavar="SHAPE",
+        help="Input shape, e.g. 1,3,32,32 (several inputs: 1,3,32,32;1,10). "
+        "Defaults to the model's natural size when known.",
+    )(fn)
 
 
 def display_name(spec: str) -> str:

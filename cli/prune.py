@@ -1,4 +1,5 @@
 """``connectome prune``: masks by a score and a layer quota, aimed at the direct or effective sparsity."""
+
 from __future__ import annotations
 
 import math
@@ -9,9 +10,10 @@ import torch
 
 from connectome import data as data_mod
 from connectome.io.files import check_writable
-from connectome.prune import QUOTAS, SCORES, prune as prune_model, save
-from connectome.report import compression as fmt_compression
 from connectome.io.spec import SpecError
+from connectome.prune import QUOTAS, SCORES, save
+from connectome.prune import prune as prune_model
+from connectome.report import compression as fmt_compression
 
 from .analyze import build, model_options
 from .main import main
@@ -22,26 +24,78 @@ from .options import DTYPES
 @model_options
 @click.option("--method", required=True, type=click.Choice(sorted(SCORES)), help="How weights are scored.")
 @click.option("--sparsity", type=float, default=None, metavar="S", help="Share of weights to remove, e.g. 0.99.")
-@click.option("--compression", type=float, default=None, metavar="C",
-              help="The other way to say it: 100 keeps 1 weight in 100 (sparsity 0.99).")
-@click.option("--quota", type=click.Choice(sorted(QUOTAS)), default=None,
-              help="Per-layer densities (selection per layer); without one, all layers compete globally.")
-@click.option("--target", type=click.Choice(["direct", "effective"]), default="direct", show_default=True,
-              help="effective: keep more weights directly until the *effective* sparsity meets the target.")
-@click.option("--seed", type=int, default=0, show_default=True,
-              help="Seed for the initial weights of a model built from code, random scores and data batches.")
-@click.option("--data", "dataset", type=click.Choice(data_mod.DATASETS), default=None,
-              help="Data for snip and grasp (local files first; see --data-root, --download).")
-@click.option("--data-root", default=None, metavar="DIR",
-              help="Folder with the dataset's files (MNIST: IDX or CSV; CIFAR-10: python or binary batches).")
+@click.option(
+    "--compression",
+    type=float,
+    default=None,
+    metavar="C",
+    help="The other way to say it: 100 keeps 1 weight in 100 (sparsity 0.99).",
+)
+@click.option(
+    "--quota",
+    type=click.Choice(sorted(QUOTAS)),
+    default=None,
+    help="Per-layer densities (selection per layer); without one, all layers compete globally.",
+)
+@click.option(
+    "--target",
+    type=click.Choice(["direct", "effective"]),
+    default="direct",
+    show_default=True,
+    help="effective: keep more weights directly until the *effective* sparsity meets the target.",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Seed for the initial weights of a model built from code, random scores and data batches.",
+)
+@click.option(
+    "--data",
+    "dataset",
+    type=click.Choice(data_mod.DATASETS),
+    default=None,
+    help="Data for snip and grasp (local files first; see --data-root, --download).",
+)
+@click.option(
+    "--data-root",
+    default=None,
+    metavar="DIR",
+    help="Folder with the dataset's files (MNIST: IDX or CSV; CIFAR-10: python or binary batches).",
+)
 @click.option("--download", is_flag=True, help="Let torchvision download the dataset when no local copy exists.")
 @click.option("--batch-size", type=int, default=256, show_default=True, help="Examples for snip and grasp.")
 @click.option("--rounds", type=int, default=100, show_default=True, help="Rounds of iterative methods (synflow).")
-@click.option("-o", "--output", required=True, metavar="FILE",
-              help="Where to write the pruned state_dict (torch.nn.utils.prune form: weight_orig + weight_mask).")
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    metavar="FILE",
+    help="Where to write the pruned state_dict (torch.nn.utils.prune form: weight_orig + weight_mask).",
+)
 @click.option("--masks-only", is_flag=True, help="Write {weight name: bool mask} instead (for --masks).")
-def prune(model, input_shape, weights, trust, input_dtype, tracer, method, sparsity, compression, quota, target,
-          seed, dataset, data_root, download, batch_size, rounds, output, masks_only):
+def prune(
+    model,
+    input_shape,
+    weights,
+    trust,
+    input_dtype,
+    tracer,
+    method,
+    sparsity,
+    compression,
+    quota,
+    target,
+    seed,
+    dataset,
+    data_root,
+    download,
+    batch_size,
+    rounds,
+    output,
+    masks_only,
+):
     """Prune MODEL and write the result; prints its direct and effective sparsity.
 
     Methods score weights (magnitude, random, lamp; snip and grasp on a batch of --data; synflow
@@ -57,28 +111,48 @@ def prune(model, input_shape, weights, trust, input_dtype, tracer, method, spars
     """
     sparsity = _sparsity(sparsity, compression)
     if dataset is None and SCORES[method].needs_data:
-        raise SpecError(f"--method {method} scores weights on data: add --data (mnist or fashion-mnist for "
-                        "1x28x28 inputs, cifar10 for 3x32x32)")
-    check_writable(output, inputs=(weights, model))      # a bad -o fails now, not after the pruning
-    torch.manual_seed(seed)      # a model built from code starts from the same weights on every run
+        raise SpecError(
+            f"--method {method} scores weights on data: add --data (mnist or fashion-mnist for "
+            "1x28x28 inputs, cifar10 for 3x32x32)"
+        )
+    check_writable(output, inputs=(weights, model))  # a bad -o fails now, not after the pruning
+    torch.manual_seed(seed)  # a model built from code starts from the same weights on every run
     ck, shape = build(model, input_shape, weights, trust)
     batch = data_mod.batch(dataset, batch_size, seed, root=data_root, download=download) if dataset else None
-    p = prune_model(ck.model, method, sparsity, quota=quota, target=target, seed=seed, input_shape=shape,
-                    batch=batch, rounds=rounds, log=_progress, tracer=tracer, input_dtype=DTYPES[input_dtype])
+    p = prune_model(
+        ck.model,
+        method,
+        sparsity,
+        quota=quota,
+        target=target,
+        seed=seed,
+        input_shape=shape,
+        batch=batch,
+        rounds=rounds,
+        log=_progress,
+        tracer=tracer,
+        input_dtype=DTYPES[input_dtype],
+    )
     save(ck.model, p.masks, output, masks_only=masks_only)
     res = p.analysis
-    click.echo(f"direct sparsity {_floor_pct(res.direct_sparsity)} ({fmt_compression(res.direct_compression)}), "
-               f"effective sparsity {_floor_pct(res.effective_sparsity)} "
-               f"({fmt_compression(res.effective_compression)})"
-               + (", COLLAPSED" if res.collapsed else ""))
+    click.echo(
+        f"direct sparsity {_floor_pct(res.direct_sparsity)} ({fmt_compression(res.direct_compression)}), "
+        f"effective sparsity {_floor_pct(res.effective_sparsity)} "
+        f"({fmt_compression(res.effective_compression)})" + (", COLLAPSED" if res.collapsed else "")
+    )
     if p.note:
         click.echo(f"note: {p.note}", err=True)
     if res.collapsed and target == "direct":
-        click.echo("note: no input reaches an output, so every weight is ineffective; --target effective keeps "
-                   "weights until enough are effective, and a --quota (igq, erk) spreads them over the layers",
-                   err=True)
-    click.echo(f"wrote {output}: {p.kept:,} of {res.params_total:,} weights kept"
-               + (f" after {p.analyses} analyses" if target == "effective" else ""), err=True)
+        click.echo(
+            "note: no input reaches an output, so every weight is ineffective; --target effective keeps "
+            "weights until enough are effective, and a --quota (igq, erk) spreads them over the layers",
+            err=True,
+        )
+    click.echo(
+        f"wrote {output}: {p.kept:,} of {res.params_total:,} weights kept"
+        + (f" after {p.analyses} analyses" if target == "effective" else ""),
+        err=True,
+    )
 
 
 def _progress(msg: str) -> None:
@@ -101,6 +175,7 @@ def _sparsity(sparsity: float | None, compression: float | None) -> float:
         if compression < 1:
             raise SpecError(f"--compression must be 1 or more, not {compression}")
         return 1.0 - 1.0 / compression
+    assert sparsity is not None  # exactly one of the two was given
     if not 0.0 <= sparsity < 1.0:
         raise SpecError(f"--sparsity must lie in [0, 1), not {sparsity}")
     return sparsity

@@ -1,4 +1,5 @@
 """``connectome rules``: what the lowering registry knows."""
+
 from __future__ import annotations
 
 import click

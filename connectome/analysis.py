@@ -11,24 +11,27 @@ Examples
 >>> res.layers[0]["dead_out"]
 1
 """
+
 from __future__ import annotations
 
 import gc
-from contextlib import contextmanager
+from collections.abc import Mapping
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import fx, nn
 
 from .graph.lower import UnitGraph, lower
-from .io.masks import MaskSource, prunable_weights
 from .graph.names import WeightNames
 from .graph.reduce import count_true
 from .graph.status import Status, any_alive
-from .graph.trace import TraceError, Traced, trace
+from .graph.trace import InputShape, Traced, TraceError, as_inputs, trace
 from .graph.walk import Walk, walk
+from .io.masks import MaskSource, prunable_weights
+from .parts import analysable_parts, prefixed, submodule_of
 
 if TYPE_CHECKING:
     import scipy.sparse
@@ -46,7 +49,7 @@ class Analysis:
     layers: list[dict]
     collapsed: bool
     unsupported_ops: list[dict]
-    walk: Walk | None = field(default=None, repr=False)
+    walk: Walk = field(repr=False)
     tracer: str = "fx"
     input_shapes: list[list[int]] = field(default_factory=list)
 
@@ -93,11 +96,13 @@ class Analysis:
         fwd, bwd = self.walk.fwd.get(node), self.walk.bwd.get(node)
         fwd = fwd[0] if isinstance(fwd, tuple) else fwd
         bwd = bwd[0] if isinstance(bwd, tuple) else bwd
+        if fwd is None:
+            raise KeyError(f"layer {layer!r} has no unit status: the walk did not reach it")
         f = fwd.with_cdim(cdim) if isinstance(cdim, int) else fwd
-        alive_out = bwd.with_cdim(f.cdim).alive_units() if isinstance(bwd, Status) else np.zeros(f.channels, bool)
+        alive_out = bwd.with_cdim(f.cdim).alive_units() if isinstance(bwd, Status) else np.zeros(f.channels, np.bool_)
         return {"alive_from_input": f.alive_units(), "alive_to_output": alive_out}
 
-    def channel_adjacency(self, layer: str) -> "scipy.sparse.csr_matrix":
+    def channel_adjacency(self, layer: str) -> scipy.sparse.csr_matrix:
         """Effective weights between (output unit, input unit) of a layer, summed over kernel taps.
 
         A sparse (units_out x units_in) matrix of counts: the capacities of the unit graph.
@@ -108,6 +113,7 @@ class Analysis:
         [[9, 9], [9, 9]]
         """
         import scipy.sparse
+
         name = next((n for n in self.effective_masks if n in (layer, layer + ".weight")), None)
         if name is None:
             raise KeyError(f"no prunable layer {layer!r}")
@@ -116,6 +122,24 @@ class Analysis:
         if self.kinds.get(name, "").startswith("convT"):
             counts = counts.t()
         return scipy.sparse.csr_matrix(counts.numpy().astype(np.int64))
+
+    def unit_matrices(self) -> dict[str, scipy.sparse.csr_array]:
+        """Per prunable weight, its (units_out x units_in) effective weights, |w| summed over taps
+        (:func:`connectome.network.unit_matrices`)."""
+        from .network import unit_matrices
+
+        return unit_matrices(self)
+
+    def to_networkx(self) -> Any:
+        """The units as a networkx DiGraph joined by effective weights (:func:`connectome.network.to_networkx`).
+
+        >>> res = analyze(torch.nn.Linear(2, 1), input_shape=(1, 2))
+        >>> res.unit_matrices()["weight"].shape, res.to_networkx().number_of_edges()
+        ((1, 2), 2)
+        """
+        from .network import to_networkx
+
+        return to_networkx(self)
 
     def _owner_node(self, layer: str) -> Any:
         for node, op in self.walk.graph.ops.items():
@@ -151,29 +175,44 @@ class Analyzer:
     True
     """
 
-    def __init__(self, model: nn.Module, example_inputs: Any = None, input_shape: Sequence[int] | None = None,
-                 tracer: str = "auto", input_dtype: torch.dtype | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        example_inputs: Any = None,
+        input_shape: InputShape | None = None,
+        tracer: str = "auto",
+        input_dtype: torch.dtype | None = None,
+        submodule: str | None = None,
+    ):
+        self.prefix = submodule or ""
+        whole, model = model, submodule_of(model, submodule) if submodule else model
         self.model = model
         with _gc_paused():
-            self.traced: Traced = trace(model, example_inputs, input_shape, tracer, input_dtype)
+            try:
+                self.traced: Traced = trace(model, example_inputs, input_shape, tracer, input_dtype)
+            except TraceError as e:
+                err = _with_parts(e, whole, example_inputs, input_shape, input_dtype) if not submodule else e
+                if err is e:
+                    raise
+                raise err from e
             if tracer == "auto" and _opaque_modules(self.traced):
                 # fx keeps every torch.nn module whole; for those without a rule (nn.TransformerEncoderLayer),
                 # torch.export sees inside, down to ops that have rules
-                try:
+                with suppress(TraceError):
                     self.traced = trace(model, example_inputs, input_shape, "export", input_dtype)
-                except TraceError:
-                    pass
             self.names = WeightNames(model)
             self.kinds = prunable_weights(model, self.names)
 
     def run(self, masks: Mapping[str, torch.Tensor] | None = None) -> Analysis:
         """Analyse with ``masks`` (name -> 0/1 tensor) overriding the model's own masks."""
+        if self.prefix and masks:  # the whole model's names: keep this part's, without the prefix
+            masks = {k[len(self.prefix) + 1 :]: v for k, v in masks.items() if k.startswith(self.prefix + ".")}
         with _gc_paused():
             source = MaskSource(self.model, masks, self.names)
             source.prefetch(self.kinds)
             graph = lower(self.traced, source)
             w = walk(graph)
-            return _result(self.traced, graph, w, source, self.kinds)
+            return prefixed(_result(self.traced, graph, w, source, self.kinds), self.prefix)
 
 
 @contextmanager
@@ -189,17 +228,38 @@ def _gc_paused():
             gc.enable()
 
 
-def analyze(model: nn.Module, example_inputs: Any = None, input_shape: Sequence[int] | None = None,
-            masks: Mapping[str, torch.Tensor] | None = None, tracer: str = "auto",
-            input_dtype: torch.dtype | None = None) -> Analysis:
+def analyze(
+    model: nn.Module,
+    example_inputs: Any = None,
+    input_shape: InputShape | None = None,
+    masks: Mapping[str, torch.Tensor] | None = None,
+    tracer: str = "auto",
+    input_dtype: torch.dtype | None = None,
+    submodule: str | None = None,
+) -> Analysis:
     """Effective masks, dead units and collapse of ``model`` for the given input (tensor, tuple or shape).
 
     Masks are ``masks[name]`` when given, else ``torch.nn.utils.prune``'s ``weight_mask`` buffers,
     else ``weight != 0``. With ``input_shape``, inputs are float32 unless ``input_dtype`` says otherwise
-    (``torch.long`` for token ids).
+    (``torch.long`` for token ids). With ``submodule`` (``"backbone"``), only that part is analysed, with
+    its own inputs (the inputs given are the part's: see :func:`connectome.parts.capture_inputs` to get
+    them from the whole model's) and its own outputs; names stay the whole model's.
     """
-    with _gc_paused():   # one pause for both steps: re-enabling the collector costs a young-generation pass
-        return Analyzer(model, example_inputs, input_shape, tracer, input_dtype).run(masks)
+    with _gc_paused():  # one pause for both steps: re-enabling the collector costs a young-generation pass
+        return Analyzer(model, example_inputs, input_shape, tracer, input_dtype, submodule).run(masks)
+
+
+def _with_parts(e: TraceError, model: nn.Module, example_inputs: Any, input_shape: Any, dtype: Any) -> TraceError:
+    """The trace error, naming the submodules that can be analysed instead."""
+    try:
+        parts = analysable_parts(model, as_inputs(example_inputs, input_shape, dtype))
+    except Exception:
+        parts = []
+    if not parts:
+        return e
+    err = TraceError(f"{e}; these parts of it can be analysed (submodule=... or --submodule): {', '.join(parts)}")
+    err.parts = parts  # type: ignore[attr-defined]
+    return err
 
 
 def _result(traced: Traced, graph: UnitGraph, w: Walk, source: MaskSource, kinds: dict[str, str]) -> Analysis:
@@ -213,7 +273,7 @@ def _result(traced: Traced, graph: UnitGraph, w: Walk, source: MaskSource, kinds
                 owners.setdefault(key, (node, wt.kind))
                 kinds.setdefault(key, wt.kind)
                 uses[key] = uses.get(key, 0) + 1
-            for key, sup in wt.support.items():   # computed weights: zeros the computation made nonzero
+            for key, sup in wt.support.items():  # computed weights: zeros the computation made nonzero
                 support[key] = support[key] | sup if key in support else sup
     referenced = {source.names.key(r) for r in _referenced(traced)}
     masks, eff, layers = {}, {}, []
@@ -230,14 +290,15 @@ def _result(traced: Traced, graph: UnitGraph, w: Walk, source: MaskSource, kinds
         if name in w.effective:
             eff[name] = w.effective[name]
             if name in source.names.renormalized and eff[name].any():
-                eff[name] = mask.clone()   # zeroing one entry rescales all: one effective entry keeps them all
-        elif name in owners or not any(name == r or name.startswith(r + ".") or r == name + "_orig"
-                                       for r in referenced):
-            eff[name] = torch.zeros_like(mask)   # owned but never reached, or only in constant computations
+                eff[name] = mask.clone()  # zeroing one entry rescales all: one effective entry keeps them all
+        elif name in owners or not any(
+            name == r or name.startswith(r + ".") or r == name + "_orig" for r in referenced
+        ):
+            eff[name] = torch.zeros_like(mask)  # owned but never reached, or only in constant computations
         else:  # used by an op we cannot see into: never call it ineffective
             eff[name] = mask.clone()
             unsupported.append({"node": "", "op": name, "reason": "weight used by an op without a rule"})
-        row = _layer_row(name, kinds[name], mask, eff[name], owners.get(name), graph, w, nonzero)
+        row = _layer_row(name, kind, mask, eff[name], owners.get(name), graph, w, nonzero)
         row["shared_with"] = source.names.aliases(name)
         row["uses"] = uses.get(name, 0)
         layers.append(row)
@@ -249,10 +310,14 @@ def _result(traced: Traced, graph: UnitGraph, w: Walk, source: MaskSource, kinds
 def _opaque_modules(traced: Traced) -> list[str]:
     """Modules with parameters that the graph calls whole and that no rule knows."""
     from .graph.lower.base import find_rule
+
     found = []
     for n in traced.graph.nodes:
-        if n.op == "call_module" and find_rule(traced, n)[1] is None and \
-                any(True for _ in traced.module(n).parameters()):
+        if (
+            n.op == "call_module"
+            and find_rule(traced, n)[1] is None
+            and any(True for _ in traced.module(n).parameters())
+        ):
             found.append(str(n.target))
     return found
 
@@ -261,17 +326,20 @@ def _referenced(traced: Traced) -> set[str]:
     """Modules and parameters that input-dependent computation uses (a constant branch does not count)."""
     dep = traced.depends_on_input()
 
-    refs = set(traced.opaque_weights)   # computed weights we could not see through
+    refs = set(traced.opaque_weights)  # computed weights we could not see through
     for n in traced.graph.nodes:
         if n.op == "call_module" and dep[n]:
             refs.add(str(n.target))
         elif (n.op == "get_attr" or n in traced.param_nodes) and any(dep[u] for u in n.users):
-            refs.add(traced.attr_name(n))
+            name = traced.attr_name(n)
+            assert name is not None  # a get_attr or parameter node always has a name
+            refs.add(name)
     return refs
 
 
-def _layer_row(name: str, kind: str, mask: torch.Tensor, eff: torch.Tensor, owner, graph: UnitGraph,
-               w: Walk, nonzero: int) -> dict:
+def _layer_row(
+    name: str, kind: str, mask: torch.Tensor, eff: torch.Tensor, owner, graph: UnitGraph, w: Walk, nonzero: int
+) -> dict:
     layer = name[: -len(".weight")] if name.endswith(".weight") else name
     units_in = units_out = dead_in = dead_out = 0
     if owner is not None:
@@ -282,7 +350,12 @@ def _layer_row(name: str, kind: str, mask: torch.Tensor, eff: torch.Tensor, owne
         args = graph.args.get(node) or []
         op = graph.ops[node]
         cdim = getattr(op, "cdim", None)
-        if isinstance(out_f, Status):
+        counts = (
+            op.unit_counts(name, [w.fwd.get(a) for a in args], w.bwd.get(node)) if hasattr(op, "unit_counts") else None
+        )
+        if counts is not None:  # ops with several cells (stacked recurrent layers) count per weight
+            units_in, units_out, dead_in, dead_out = counts
+        elif isinstance(out_f, Status):
             s = out_f.with_cdim(cdim) if isinstance(cdim, int) else out_f
             units_out = s.channels
             dead_in = int((~s.alive_units()).sum())
@@ -292,13 +365,21 @@ def _layer_row(name: str, kind: str, mask: torch.Tensor, eff: torch.Tensor, owne
             else:
                 dead_out = units_out
         x = w.fwd.get(args[0]) if args else None
-        if isinstance(x, Status):
+        if isinstance(x, Status) and counts is None:
             units_in = x.with_cdim(cdim).channels if isinstance(cdim, int) else x.channels
     elif mask.dim() >= 2:
         units_in, units_out = int(mask.shape[1]), int(mask.shape[0])
         dead_in = dead_out = units_out
     same = eff.data_ptr() == mask.data_ptr() and eff.shape == mask.shape and eff.stride() == mask.stride()
-    effective = nonzero if same else count_true(eff)   # all-alive layers return their mask itself
-    return {"name": layer, "kind": kind, "numel": mask.numel(), "nonzero": nonzero,
-            "effective": effective, "units_in": units_in, "units_out": units_out,
-            "dead_in": dead_in, "dead_out": dead_out}
+    effective = nonzero if same else count_true(eff)  # all-alive layers return their mask itself
+    return {
+        "name": layer,
+        "kind": kind,
+        "numel": mask.numel(),
+        "nonzero": nonzero,
+        "effective": effective,
+        "units_in": units_in,
+        "units_out": units_out,
+        "dead_in": dead_in,
+        "dead_out": dead_out,
+    }

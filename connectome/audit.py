@@ -15,19 +15,21 @@ Examples
 >>> rep.failed, [f.code for f in rep.findings if f.severity == "error"]
 (['collapse', 'claim'], ['collapsed', 'claim-collapsed'])
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import torch
 
 from .analysis import Analysis, Analyzer
 from .io.checkpoint import Checkpoint
-from .margin import Margin, collapse_margin
 from .io.masks import prunable_weights
-from .report import compression, pct, table
 from .io.spec import SpecError
+from .margin import Margin, collapse_margin
+from .report import compression, pct, table
 
 __all__ = ["Finding", "AuditReport", "audit", "CATEGORIES"]
 
@@ -38,10 +40,10 @@ DEFAULT_FAIL_ON = ("collapse", "dead", "claim", "nonfinite")
 @dataclass
 class Finding:
     code: str
-    severity: str          # "error", "warning" or "info"
+    severity: str  # "error", "warning" or "info"
     message: str
     layer: str | None = None
-    category: str | None = None   # the --fail-on category that makes an error fail the audit
+    category: str | None = None  # the --fail-on category that makes an error fail the audit
 
 
 @dataclass
@@ -49,7 +51,7 @@ class AuditReport:
     analysis: Analysis
     findings: list[Finding]
     margin: Margin | None
-    failed: list[str]                       # categories whose policy failed (exit 1 when non-empty)
+    failed: list[str]  # categories whose policy failed (exit 1 when non-empty)
     claim_sparsity: float | None = None
     notes: list[str] = field(default_factory=list)
     source: str | None = None
@@ -62,8 +64,11 @@ class AuditReport:
         """The analysis schema plus ``findings``, the collapse margin and the policy outcome."""
         d = self.analysis.to_dict()
         d["findings"] = [{k: v for k, v in asdict(f).items() if k != "category"} for f in self.findings]
-        d.update(self.margin.to_dict() if self.margin else
-                 {"collapse_margin": None, "bottleneck_layer": None, "cut_layers": {}, "margin_note": "not computed"})
+        d.update(
+            self.margin.to_dict()
+            if self.margin
+            else {"collapse_margin": None, "bottleneck_layer": None, "cut_layers": {}, "margin_note": "not computed"}
+        )
         d["claimed_sparsity"] = self.claim_sparsity
         d["failed"] = list(self.failed)
         d["passed"] = self.passed
@@ -72,11 +77,18 @@ class AuditReport:
         return d
 
 
-def audit(ck: Checkpoint, input_shape: Sequence[int] | Sequence[Sequence[int]] | None = None,
-          claim_sparsity: float | None = None, max_dead_units: float | None = None,
-          fail_on: Iterable[str] = DEFAULT_FAIL_ON, margin: bool = True, margin_budget_s: float = 60.0,
-          input_dtype: torch.dtype | None = None, tracer: str = "auto",
-          progress: Callable[[str, int, int], None] | None = None) -> AuditReport:
+def audit(
+    ck: Checkpoint,
+    input_shape: Sequence[int] | Sequence[Sequence[int]] | None = None,
+    claim_sparsity: float | None = None,
+    max_dead_units: float | None = None,
+    fail_on: Iterable[str] = DEFAULT_FAIL_ON,
+    margin: bool = True,
+    margin_budget_s: float = 60.0,
+    input_dtype: torch.dtype | None = None,
+    tracer: str = "auto",
+    progress: Callable[[str, float, int], None] | None = None,
+) -> AuditReport:
     """Analyse a loaded checkpoint and check it against the policies (see the module docs)."""
     fail_on = set(fail_on)
     bad = fail_on - set(CATEGORIES)
@@ -100,40 +112,72 @@ def audit(ck: Checkpoint, input_shape: Sequence[int] | Sequence[Sequence[int]] |
     m = None
     if margin:
         step("collapse margin", 2, 3)
-        m = collapse_margin(res, budget_s=margin_budget_s,
-                            progress=(lambda i, n: step("collapse margin", 2 + i / max(n, 1), 3)) if progress else None)
+        m = collapse_margin(
+            res,
+            budget_s=margin_budget_s,
+            progress=(lambda i, n: step("collapse margin", 2 + i / max(n, 1), 3)) if progress else None,
+        )
         if m.margin is not None and not res.collapsed:
-            findings.append(Finding("collapse-margin", "info",
-                                    f"removing {m.margin:,} more weight(s) would disconnect the network "
-                                    f"(the thinnest cut runs through {', '.join(list(m.cut)[:3]) or 'no layer'})",
-                                    m.bottleneck_layer))
+            findings.append(
+                Finding(
+                    "collapse-margin",
+                    "info",
+                    f"removing {m.margin:,} more weight(s) would disconnect the network "
+                    f"(the thinnest cut runs through {', '.join(list(m.cut)[:3]) or 'no layer'})",
+                    m.bottleneck_layer,
+                )
+            )
         elif m.note and not res.collapsed:
             findings.append(Finding("collapse-margin", "info", f"collapse margin not computed: {m.note}"))
     step("done", 3, 3)
-    failed = sorted({f.category for f in findings if f.severity == "error" and f.category in fail_on},
-                    key=CATEGORIES.index)
+    failed = sorted(
+        {f.category for f in findings if f.severity == "error" and f.category in fail_on}, key=CATEGORIES.index
+    )
     return AuditReport(res, findings, m, failed, claim_sparsity, list(ck.notes), ck.path)
 
 
 def _findings(res: Analysis, ck: Checkpoint, claim: float | None, max_dead: float | None) -> list[Finding]:
     out: list[Finding] = []
     d, e = res.direct_sparsity, res.effective_sparsity
-    out.append(Finding("sparsity", "info",
-                       f"direct sparsity {pct(d)} (compression {compression(res.direct_compression)}), effective "
-                       f"{pct(e)} ({compression(res.effective_compression)}) over {res.params_total:,} weights"))
+    out.append(
+        Finding(
+            "sparsity",
+            "info",
+            f"direct sparsity {pct(d)} (compression {compression(res.direct_compression)}), effective "
+            f"{pct(e)} ({compression(res.effective_compression)}) over {res.params_total:,} weights",
+        )
+    )
     if res.collapsed:
-        out.append(Finding("collapsed", "error", "no path from the inputs to the outputs remains: the network "
-                           "computes a constant", None, "collapse"))
+        out.append(
+            Finding(
+                "collapsed",
+                "error",
+                "no path from the inputs to the outputs remains: the network computes a constant",
+                None,
+                "collapse",
+            )
+        )
     for r in res.layers:
         if r["nonzero"] and not r["effective"] and not res.collapsed:
-            out.append(Finding("layer-disconnected", "warning", f"{r['name']}: all {r['nonzero']:,} nonzero weights "
-                               f"are ineffective (the layer is cut off)", r["name"]))
+            out.append(
+                Finding(
+                    "layer-disconnected",
+                    "warning",
+                    f"{r['name']}: all {r['nonzero']:,} nonzero weights are ineffective (the layer is cut off)",
+                    r["name"],
+                )
+            )
     wasted = res.params_nonzero - res.params_effective
     if wasted:
         share = wasted / res.params_nonzero
-        out.append(Finding("ineffective-weights", "warning",
-                           f"{wasted:,} nonzero weights ({pct(share)} of nonzero) are ineffective: zero them to reach "
-                           f"effective sparsity {pct(e)} with the same outputs"))
+        out.append(
+            Finding(
+                "ineffective-weights",
+                "warning",
+                f"{wasted:,} nonzero weights ({pct(share)} of nonzero) are ineffective: zero them to reach "
+                f"effective sparsity {pct(e)} with the same outputs",
+            )
+        )
     dead_total = units_total = 0
     for r in res.layers:
         if not r["units_out"]:
@@ -142,20 +186,41 @@ def _findings(res: Analysis, ck: Checkpoint, claim: float | None, max_dead: floa
         dead_total += dead
         units_total += r["units_out"]
         if dead and r["effective"]:
-            out.append(Finding("dead-units", "info", f"{r['name']}: {dead} of {r['units_out']} units are dead "
-                               f"({r['dead_in']} see no input, {r['dead_out']} reach no output)", r["name"]))
+            out.append(
+                Finding(
+                    "dead-units",
+                    "info",
+                    f"{r['name']}: {dead} of {r['units_out']} units are dead "
+                    f"({r['dead_in']} see no input, {r['dead_out']} reach no output)",
+                    r["name"],
+                )
+            )
     if max_dead is not None and units_total:
         share = dead_total / units_total
         if share > max_dead:
-            out.append(Finding("max-dead-units", "error", f"{dead_total:,} of {units_total:,} units are dead "
-                               f"({pct(share)}), above the allowed {pct(max_dead)}", None, "dead"))
+            out.append(
+                Finding(
+                    "max-dead-units",
+                    "error",
+                    f"{dead_total:,} of {units_total:,} units are dead "
+                    f"({pct(share)}), above the allowed {pct(max_dead)}",
+                    None,
+                    "dead",
+                )
+            )
     if claim is not None:
         out.extend(_claim(res, claim))
     out.extend(_tensor_findings(ck))
     if res.unsupported_ops:
         ops = sorted({u["op"] for u in res.unsupported_ops})
-        out.append(Finding("unsupported-ops", "warning", f"{len(res.unsupported_ops)} op(s) without a rule were "
-                           f"treated as all-to-all (sound, possibly loose): {', '.join(ops[:5])}"))
+        out.append(
+            Finding(
+                "unsupported-ops",
+                "warning",
+                f"{len(res.unsupported_ops)} op(s) without a rule were "
+                f"treated as all-to-all (sound, possibly loose): {', '.join(ops[:5])}",
+            )
+        )
     return out
 
 
@@ -170,17 +235,40 @@ def _dead_units(res: Analysis, row: dict) -> int:
 def _claim(res: Analysis, claim: float) -> list[Finding]:
     d, e = res.direct_sparsity, res.effective_sparsity
     if res.collapsed:
-        return [Finding("claim-collapsed", "error", f"claimed sparsity {pct(claim)}: the direct sparsity is "
-                        f"{pct(d)}, but the network is collapsed, so no sparsity claim describes a working model",
-                        None, "claim")]
+        return [
+            Finding(
+                "claim-collapsed",
+                "error",
+                f"claimed sparsity {pct(claim)}: the direct sparsity is "
+                f"{pct(d)}, but the network is collapsed, so no sparsity claim describes a working model",
+                None,
+                "claim",
+            )
+        ]
     if e < claim:
-        return [Finding("claim-effective", "error", f"claimed sparsity {pct(claim)} is not met: effective sparsity "
-                        f"{pct(e)} and direct sparsity {pct(d)} are both below it", None, "claim")]
+        return [
+            Finding(
+                "claim-effective",
+                "error",
+                f"claimed sparsity {pct(claim)} is not met: effective sparsity "
+                f"{pct(e)} and direct sparsity {pct(d)} are both below it",
+                None,
+                "claim",
+            )
+        ]
     if d < claim:
         extra = round((claim - d) * res.params_total)
-        return [Finding("claim-direct", "error", f"claimed sparsity {pct(claim)} is not met by the stored weights: "
-                        f"direct sparsity {pct(d)} is below it, although effective sparsity {pct(e)} meets it; zero "
-                        f"the ineffective weights (at least {extra:,}) before publishing", None, "claim")]
+        return [
+            Finding(
+                "claim-direct",
+                "error",
+                f"claimed sparsity {pct(claim)} is not met by the stored weights: "
+                f"direct sparsity {pct(d)} is below it, although effective sparsity {pct(e)} meets it; zero "
+                f"the ineffective weights (at least {extra:,}) before publishing",
+                None,
+                "claim",
+            )
+        ]
     return [Finding("claim-met", "info", f"claimed sparsity {pct(claim)} holds: direct {pct(d)}, effective {pct(e)}")]
 
 
@@ -195,14 +283,28 @@ def _tensor_findings(ck: Checkpoint) -> list[Finding]:
     for name, raw in ck.raw_masks.items():
         if raw.numel() and not bool(((raw == 0) | (raw == 1)).all()):
             vals = torch.unique(raw.float()[(raw != 0) & (raw != 1)])[:3].tolist()
-            out.append(Finding("mask-not-binary", "error", f"{name}: mask holds values other than 0 and 1 "
-                               f"(e.g. {', '.join(f'{v:g}' for v in vals)}); nonzero entries were read as kept",
-                               name.rpartition(".")[0], "mask"))
+            out.append(
+                Finding(
+                    "mask-not-binary",
+                    "error",
+                    f"{name}: mask holds values other than 0 and 1 "
+                    f"(e.g. {', '.join(f'{v:g}' for v in vals)}); nonzero entries were read as kept",
+                    name.rpartition(".")[0],
+                    "mask",
+                )
+            )
     for name, n in ck.disagree.items():
         if n:
-            out.append(Finding("mask-weight-disagree", "error", f"{name}: {n:,} position(s) masked out but with a "
-                               f"nonzero weight: the stored weight does not match its mask (analysed as masked)",
-                               name.rpartition(".")[0], "mask"))
+            out.append(
+                Finding(
+                    "mask-weight-disagree",
+                    "error",
+                    f"{name}: {n:,} position(s) masked out but with a "
+                    f"nonzero weight: the stored weight does not match its mask (analysed as masked)",
+                    name.rpartition(".")[0],
+                    "mask",
+                )
+            )
     return out
 
 
@@ -210,27 +312,40 @@ def markdown(rep: AuditReport) -> str:
     """A model-card section: summary, per-layer table and findings, as GitHub-flavoured markdown."""
     res = rep.analysis
     status = "PASSED" if rep.passed else f"FAILED ({', '.join(rep.failed)})"
-    lines = ["## Sparsity audit (connectome)", "", f"**Result: {status}**", "",
-             "| | direct | effective |", "|---|---|---|",
-             f"| sparsity | {pct(res.direct_sparsity)} | {pct(res.effective_sparsity)} |",
-             f"| compression | {compression(res.direct_compression)} | {compression(res.effective_compression)} |",
-             f"| weights | {res.params_nonzero:,} of {res.params_total:,} | {res.params_effective:,} of "
-             f"{res.params_total:,} |", ""]
+    lines = [
+        "## Sparsity audit (connectome)",
+        "",
+        f"**Result: {status}**",
+        "",
+        "| | direct | effective |",
+        "|---|---|---|",
+        f"| sparsity | {pct(res.direct_sparsity)} | {pct(res.effective_sparsity)} |",
+        f"| compression | {compression(res.direct_compression)} | {compression(res.effective_compression)} |",
+        f"| weights | {res.params_nonzero:,} of {res.params_total:,} | {res.params_effective:,} of "
+        f"{res.params_total:,} |",
+        "",
+    ]
     if rep.claim_sparsity is not None:
         lines += [f"Claimed sparsity: {pct(rep.claim_sparsity)}.", ""]
     if rep.margin is not None:
         if rep.margin.margin is not None:
-            lines += [f"Collapse margin: {rep.margin.margin:,} weight(s) (bottleneck: `{rep.margin.bottleneck_layer}`).",
-                      ""]
+            lines += [
+                f"Collapse margin: {rep.margin.margin:,} weight(s) (bottleneck: `{rep.margin.bottleneck_layer}`).",
+                "",
+            ]
         elif rep.margin.note:
             lines += [f"Collapse margin: {rep.margin.note}.", ""]
-    lines += ["| layer | kind | params | nonzero | effective | direct sp. | effective sp. | dead in | dead out |",
-              "|---|---|--:|--:|--:|--:|--:|--:|--:|"]
+    lines += [
+        "| layer | kind | params | nonzero | effective | direct sp. | effective sp. | dead in | dead out |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|",
+    ]
     for r in res.layers:
         n = r["numel"]
-        lines.append(f"| `{r['name']}` | {r['kind']} | {n:,} | {r['nonzero']:,} | {r['effective']:,} | "
-                     f"{pct(1 - r['nonzero'] / n if n else 0)} | {pct(1 - r['effective'] / n if n else 0)} | "
-                     f"{r['dead_in']}/{r['units_out']} | {r['dead_out']}/{r['units_out']} |")
+        lines.append(
+            f"| `{r['name']}` | {r['kind']} | {n:,} | {r['nonzero']:,} | {r['effective']:,} | "
+            f"{pct(1 - r['nonzero'] / n if n else 0)} | {pct(1 - r['effective'] / n if n else 0)} | "
+            f"{r['dead_in']}/{r['units_out']} | {r['dead_out']}/{r['units_out']} |"
+        )
     lines += ["", "| severity | code | finding |", "|---|---|---|"]
     for f in rep.findings:
         lines.append(f"| {f.severity} | `{f.code}` | {f.message.replace('|', '/')} |")

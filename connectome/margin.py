@@ -20,12 +20,14 @@ Examples
 >>> r.margin, r.bottleneck_layer
 (2, '2')
 """
+
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,8 +38,8 @@ from .graph.status import Status, slots
 
 __all__ = ["Margin", "collapse_margin"]
 
-_PER_CHANNEL_LIMIT = 2048      # probe one channel at a time up to this many when binary probes are ambiguous
-_DENSE_LIMIT = 4_000_000       # an all-to-all block bigger than this is too large to add
+_PER_CHANNEL_LIMIT = 2048  # probe one channel at a time up to this many when binary probes are ambiguous
+_DENSE_LIMIT = 4_000_000  # an all-to-all block bigger than this is too large to add
 
 
 @dataclass
@@ -46,23 +48,28 @@ class Margin:
 
     margin: int | None
     bottleneck_layer: str | None = None
-    cut: dict[str, int] = field(default_factory=dict)   # layer -> weights of the minimum cut in it
+    cut: dict[str, int] = field(default_factory=dict)  # layer -> weights of the minimum cut in it
     note: str | None = None
     units: int = 0
     edges: int = 0
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"collapse_margin": self.margin, "bottleneck_layer": self.bottleneck_layer,
-                "cut_layers": dict(self.cut), "margin_note": self.note}
+        return {
+            "collapse_margin": self.margin,
+            "bottleneck_layer": self.bottleneck_layer,
+            "cut_layers": dict(self.cut),
+            "margin_note": self.note,
+        }
 
 
 class _Budget(Exception):
     pass
 
 
-def collapse_margin(res: Analysis, budget_s: float = 60.0, progress: Callable[[int, int], None] | None = None
-                    ) -> Margin:
+def collapse_margin(
+    res: Analysis, budget_s: float = 60.0, progress: Callable[[int, int], None] | None = None
+) -> Margin:
     """The minimum cut between all inputs and all outputs of ``res``'s unit graph (see module docs).
 
     Skipped (``margin=None`` with a note) when building the graph would take longer than ``budget_s``.
@@ -78,7 +85,7 @@ def collapse_margin(res: Analysis, budget_s: float = 60.0, progress: Callable[[i
 
 def _dead(v: Any) -> Any:
     if isinstance(v, Status):
-        return Status.uniform(v.shape, v.cdim, False).with_zero(False)   # a nonzero constant, like a weight
+        return Status.uniform(v.shape, v.cdim, False).with_zero(False)  # a nonzero constant, like a weight
     if isinstance(v, tuple):
         return tuple(_dead(x) for x in v)
     return None
@@ -90,11 +97,11 @@ class _Builder:
         self.g = res.walk.graph
         self.start, self.budget_s = start, budget_s
         self.offset: dict[tuple[Any, int], int] = {}
-        self.n = 2                                  # 0: source, 1: sink
+        self.n = 2  # 0: source, 1: sink
         self.rows: list[np.ndarray] = []
         self.cols: list[np.ndarray] = []
         self.caps: list[np.ndarray] = []
-        self.layer: list[np.ndarray] = []           # layer id per edge, -1 for unbounded edges
+        self.layer: list[np.ndarray] = []  # layer id per edge, -1 for unbounded edges
         self.layers: list[str] = []
 
     def check_time(self) -> None:
@@ -114,7 +121,7 @@ class _Builder:
         self.rows.append(r.astype(np.int64))
         self.cols.append(c.astype(np.int64))
         if cap is None:
-            self.caps.append(np.full(len(r), -1, np.int64))   # unbounded, set once the total is known
+            self.caps.append(np.full(len(r), -1, np.int64))  # unbounded, set once the total is known
         else:
             self.caps.append(cap.astype(np.int64))
         self.layer.append(np.full(len(r), layer, np.int64))
@@ -145,8 +152,9 @@ def _solve(res: Analysis, start: float, budget_s: float, progress) -> Margin:
                 b.add(b.offset[(node, k)] + alive, np.ones(len(alive)), None)
     if progress:
         progress(len(nodes), len(nodes))
-    rows, cols, caps, layer = (np.concatenate(parts or [np.zeros(0, np.int64)])
-                               for parts in (b.rows, b.cols, b.caps, b.layer))
+    rows, cols, caps, layer = (
+        np.concatenate(parts or [np.zeros(0, np.int64)]) for parts in (b.rows, b.cols, b.caps, b.layer)
+    )
     finite_total = int(caps[caps > 0].sum())
     big = finite_total + 1
     if big >= 2**31 - 1:
@@ -157,12 +165,17 @@ def _solve(res: Analysis, start: float, budget_s: float, progress) -> Margin:
     free = layer < 0
     U = scipy.sparse.csr_matrix((np.ones(int(free.sum()), np.int8), (rows[free], cols[free])), shape=(b.n, b.n))
     if 1 in set(breadth_first_order(U, 0, directed=True, return_predecessors=False).tolist()):
-        return Margin(None, note="some input reaches an output through no prunable weight (a skip path): "
-                                 "no number of weights removed disconnects it", units=b.n, edges=len(rows),
-                      seconds=time.perf_counter() - start)
+        return Margin(
+            None,
+            note="some input reaches an output through no prunable weight (a skip path): "
+            "no number of weights removed disconnects it",
+            units=b.n,
+            edges=len(rows),
+            seconds=time.perf_counter() - start,
+        )
     # every input-output path now crosses a finite edge, so the flow stays below `big` (no int32 overflow)
     C = scipy.sparse.csr_matrix((caps, (rows, cols)), shape=(b.n, b.n))
-    C.data = np.minimum(C.data, big)        # parallel unbounded edges must stay "unbounded", not overflow
+    C.data = np.minimum(C.data, big)  # parallel unbounded edges must stay "unbounded", not overflow
     C = C.astype(np.int32)
     flow = maximum_flow(C, 0, 1)
     value = int(flow.flow_value)
@@ -177,9 +190,10 @@ def _solve(res: Analysis, start: float, budget_s: float, progress) -> Margin:
     per_layer: dict[str, int] = {}
     for lid, cap in zip(layer[cut], caps[cut]):
         per_layer[b.layers[lid]] = per_layer.get(b.layers[lid], 0) + int(cap)
-    bottleneck = max(per_layer, key=per_layer.get) if per_layer else None
-    return Margin(value, bottleneck, dict(sorted(per_layer.items(), key=lambda kv: -kv[1])), None, b.n, len(rows),
-                  seconds)
+    bottleneck = max(per_layer, key=per_layer.__getitem__) if per_layer else None
+    return Margin(
+        value, bottleneck, dict(sorted(per_layer.items(), key=lambda kv: -kv[1])), None, b.n, len(rows), seconds
+    )
 
 
 def _live(v: Any) -> bool:
@@ -211,10 +225,10 @@ def _mixing_edges(b: _Builder, node, op: Mixing, s_in: Status, base_in: int, out
     cdim = op.cdim % ndim if ndim else 0
     if not isinstance(out, Status) or s_in.cdim != cdim or out.cdim != op.cdim % max(len(out.shape), 1):
         return False
-    ins = [w.fwd.get(a) for a in b.g.args[node]]
+    ins: list[Any] = [w.fwd.get(a) for a in b.g.args[node]]  # the walk's statuses (Status, tuple or None)
     grad = w.bwd.get(node)
     eff = op.effective_conn(ins, grad if isinstance(grad, Status) and grad.any() else None)
-    counts = eff.view(torch.uint8).sum(-1, dtype=torch.int64).numpy()    # (O, Ig)
+    counts = eff.view(torch.uint8).sum(-1, dtype=torch.int64).numpy()  # (O, Ig)
     o, j = np.nonzero(counts)
     og = op.out_channels // op.groups
     ig = counts.shape[1]
@@ -234,8 +248,7 @@ def _probe_edges(b: _Builder, node, op, i: int, ka: int, s_in: Status, base_in: 
     S = int(np.prod(s_in.pos_shape, dtype=np.int64)) if s_in.shape else 1
 
     def run(sel: np.ndarray) -> dict[int, np.ndarray]:
-        probe = Status(s_in.shape, s_in.cdim, np.ones((1, S), bool), np.where(sel, 0, -1).astype(np.int64),
-                       s_in.zero)
+        probe = Status(s_in.shape, s_in.cdim, np.ones((1, S), bool), np.where(sel, 0, -1).astype(np.int64), s_in.zero)
         ins = list(fwd)
         slot = fwd[i]
         ins[i] = probe if not isinstance(slot, tuple) else tuple(probe if k == ka else x for k, x in enumerate(slot))
@@ -247,8 +260,9 @@ def _probe_edges(b: _Builder, node, op, i: int, ka: int, s_in: Status, base_in: 
         result = {}
         for k, ref in outs:
             s = got.get(k)
-            result[k] = (s.with_cdim(ref.cdim).alive_units() if s is not None and s.any()
-                         else np.zeros(ref.channels, bool))
+            result[k] = (
+                s.with_cdim(ref.cdim).alive_units() if s is not None and s.any() else np.zeros(ref.channels, bool)
+            )
         return result
 
     alive = s_in.alive_units()
@@ -257,13 +271,13 @@ def _probe_edges(b: _Builder, node, op, i: int, ka: int, s_in: Status, base_in: 
     on = [run(alive & (((chans >> bit) & 1) == 1)) for bit in range(bits)]
     off = [run(alive & (((chans >> bit) & 1) == 0)) for bit in range(bits)]
     for k, ref in outs:
-        hit_on = np.stack([r[k] for r in on])       # (bits, C_out)
+        hit_on = np.stack([r[k] for r in on])  # (bits, C_out)
         hit_off = np.stack([r[k] for r in off])
         reached = (hit_on | hit_off).any(0)
         single = (hit_on ^ hit_off).all(0)
         src = (hit_on.astype(np.int64) << np.arange(bits)[:, None]).sum(0)
         ok = single & (src < C)
-        if (reached & ~ok).any():     # some output unit reads several input units: probe one at a time
+        if (reached & ~ok).any():  # some output unit reads several input units: probe one at a time
             _per_channel(b, run, alive, k, base_in, out_base[k], ref.channels)
             continue
         cols = np.nonzero(reached)[0]
@@ -280,5 +294,5 @@ def _per_channel(b: _Builder, run, alive: np.ndarray, k: int, base_in: int, base
         return
     if len(chans) * c_out > _DENSE_LIMIT:
         raise _Budget(f"an op mixes {len(chans)} units into {c_out}: too large to probe")
-    rr, cc = np.meshgrid(chans, np.arange(c_out), indexing="ij")   # sound: assume every pair connects
+    rr, cc = np.meshgrid(chans, np.arange(c_out), indexing="ij")  # sound: assume every pair connects
     b.add(base_in + rr.ravel(), base_out + cc.ravel(), None)

@@ -11,9 +11,10 @@ Examples
 >>> sum(p.numel() for p in resnet18_cifar().parameters() if p.dim() > 1)
 11164352
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -23,19 +24,52 @@ __all__ = ["lenet_300_100", "lenet_5", "vgg19_cifar", "resnet18_cifar", "MODELS"
 
 def lenet_300_100(num_classes: int = 10) -> nn.Module:
     """784-300-100-10 fully connected network with ReLU."""
-    return nn.Sequential(nn.Flatten(), nn.Linear(784, 300), nn.ReLU(), nn.Linear(300, 100), nn.ReLU(),
-                         nn.Linear(100, num_classes))
+    return nn.Sequential(
+        nn.Flatten(), nn.Linear(784, 300), nn.ReLU(), nn.Linear(300, 100), nn.ReLU(), nn.Linear(100, num_classes)
+    )
 
 
 def lenet_5(num_classes: int = 10) -> nn.Module:
     """Two 5x5 conv layers (6, 16 channels) with max pooling, then 120-84-10 fully connected."""
     return nn.Sequential(
-        nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-        nn.Linear(16 * 5 * 5, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, num_classes))
+        nn.Conv2d(1, 6, 5, padding=2),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(6, 16, 5),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(16 * 5 * 5, 120),
+        nn.ReLU(),
+        nn.Linear(120, 84),
+        nn.ReLU(),
+        nn.Linear(84, num_classes),
+    )
 
 
-_VGG19 = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"]
+_VGG19: list[int | str] = [
+    64,
+    64,
+    "M",
+    128,
+    128,
+    "M",
+    256,
+    256,
+    256,
+    256,
+    "M",
+    512,
+    512,
+    512,
+    512,
+    "M",
+    512,
+    512,
+    512,
+    512,
+    "M",
+]
 
 
 def vgg19_cifar(num_classes: int = 10, batch_norm: bool = True) -> nn.Module:
@@ -43,7 +77,7 @@ def vgg19_cifar(num_classes: int = 10, batch_norm: bool = True) -> nn.Module:
     layers: list[nn.Module] = []
     c = 3
     for v in _VGG19:
-        if v == "M":
+        if isinstance(v, str):  # "M": max pool
             layers.append(nn.MaxPool2d(2))
             continue
         layers += [nn.Conv2d(c, v, 3, padding=1, bias=not batch_norm)]
@@ -77,7 +111,7 @@ class ResNetCifar(nn.Module):
         self.bn1 = nn.BatchNorm2d(64)
         stages, c = [], 64
         for i, n in enumerate(blocks):
-            width = 64 * 2 ** i
+            width = 64 * 2**i
             stage = [BasicBlock(c if j == 0 else width, width, (1 if i == 0 else 2) if j == 0 else 1) for j in range(n)]
             stages.append(nn.Sequential(*stage))
             c = width
@@ -97,6 +131,14 @@ def resnet18_cifar(num_classes: int = 10) -> nn.Module:
 
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
-    "lenet_300_100": lenet_300_100, "lenet_5": lenet_5, "vgg19": vgg19_cifar, "resnet18": resnet18_cifar}
+    "lenet_300_100": lenet_300_100,
+    "lenet_5": lenet_5,
+    "vgg19": vgg19_cifar,
+    "resnet18": resnet18_cifar,
+}
 INPUT_SHAPES: dict[str, tuple[int, ...]] = {
-    "lenet_300_100": (1, 1, 28, 28), "lenet_5": (1, 1, 28, 28), "vgg19": (1, 3, 32, 32), "resnet18": (1, 3, 32, 32)}
+    "lenet_300_100": (1, 1, 28, 28),
+    "lenet_5": (1, 1, 28, 28),
+    "vgg19": (1, 3, 32, 32),
+    "resnet18": (1, 3, 32, 32),
+}

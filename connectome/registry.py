@@ -9,6 +9,7 @@ Traceback (most recent call last):
 ...
 RuntimeError: duplicate quota 'uniform': builtins.max (builtins.len has it)
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -22,5 +23,5 @@ def register(table: dict, key: Any, value: Any, what: str, shown: str | None = N
 
 
 def _where(value: Any) -> str:
-    fn = getattr(value, "fn", value)            # a registered record wraps its function
+    fn = getattr(value, "fn", value)  # a registered record wraps its function
     return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__name__)}"

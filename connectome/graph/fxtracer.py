@@ -7,6 +7,7 @@ Examples
 >>> [n.op for n in g.nodes]
 ['placeholder', 'call_module', 'call_module', 'output']
 """
+
 from __future__ import annotations
 
 import collections
@@ -21,8 +22,9 @@ from .mutation import returns_input, writes_into_input
 __all__ = ["FxTracer"]
 
 
-_PLAIN_ARGS = frozenset({int, float, bool, str, type(None), torch.dtype, torch.device, torch.memory_format,
-                         torch.layout})
+_PLAIN_ARGS = frozenset(
+    {int, float, bool, str, type(None), torch.dtype, torch.device, torch.memory_format, torch.layout}
+)
 
 
 class _ModuleStack(collections.OrderedDict):
@@ -45,12 +47,23 @@ class _WritingProxy(fx.Proxy):
     write; this one records the in-place operator, as eager PyTorch runs it."""
 
 
-for _name, _op in (("__iadd__", operator.iadd), ("__isub__", operator.isub), ("__imul__", operator.imul),
-                   ("__itruediv__", operator.itruediv), ("__ifloordiv__", operator.ifloordiv),
-                   ("__imod__", operator.imod), ("__ipow__", operator.ipow), ("__iand__", operator.iand),
-                   ("__ior__", operator.ior), ("__ixor__", operator.ixor)):
-    setattr(_WritingProxy, _name,
-            lambda self, other, _op=_op: self.tracer.create_proxy("call_function", _op, (self, other), {}))
+for _name, _op in (
+    ("__iadd__", operator.iadd),
+    ("__isub__", operator.isub),
+    ("__imul__", operator.imul),
+    ("__itruediv__", operator.itruediv),
+    ("__ifloordiv__", operator.ifloordiv),
+    ("__imod__", operator.imod),
+    ("__ipow__", operator.ipow),
+    ("__iand__", operator.iand),
+    ("__ior__", operator.ior),
+    ("__ixor__", operator.ixor),
+):
+    setattr(
+        _WritingProxy,
+        _name,
+        lambda self, other, _op=_op: self.tracer.create_proxy("call_function", _op, (self, other), {}),
+    )
 
 
 class FxTracer(fx.Tracer):
@@ -60,8 +73,8 @@ class FxTracer(fx.Tracer):
 
     def __init__(self) -> None:
         super().__init__()
-        self.inplace_modules: set[str] = set()   # leaf modules that write into their input
-        self.alias_modules: set[str] = set()     # leaf modules that return their input itself (nn.Identity)
+        self.inplace_modules: set[str] = set()  # leaf modules that write into their input
+        self.alias_modules: set[str] = set()  # leaf modules that return their input itself (nn.Identity)
         if isinstance(getattr(self, "module_stack", None), collections.OrderedDict):
             self.module_stack = _ModuleStack(self.module_stack)
         if type(getattr(self, "scope", None)) is fx.proxy.Scope:
@@ -87,6 +100,6 @@ class FxTracer(fx.Tracer):
             return tuple(self.create_arg(x) for x in a)
         if t is list:
             return [self.create_arg(x) for x in a]
-        if t is dict and all(type(k) is str for k in a):   # every call's kwargs
+        if t is dict and all(type(k) is str for k in a):  # every call's kwargs
             return {k: self.create_arg(v) for k, v in a.items()}
         return super().create_arg(a)

@@ -28,10 +28,12 @@ Examples
 >>> [n.name for n in g.nodes if n.op == "output"][0], next(n for n in g.nodes if n.op == "output").args[0].name
 ('output', 'write_back')
 """
+
 from __future__ import annotations
 
 import builtins
 import operator
+from collections.abc import Collection
 from typing import Any
 
 import torch
@@ -39,33 +41,155 @@ from torch import fx
 
 __all__ = ["functionalize", "write_back", "is_view"]
 
-_VIEW_METHODS = frozenset({"view", "view_as", "reshape", "reshape_as", "transpose", "permute", "t", "narrow", "select",
-                           "unsqueeze", "squeeze", "flatten", "unflatten", "expand", "expand_as", "diagonal",
-                           "unfold", "movedim", "moveaxis", "swapaxes", "swapdims", "split", "chunk", "unbind",
-                           "tensor_split", "as_strided", "detach", "__getitem__",
-                           # may return the tensor itself: a write into the result may write into it
-                           "contiguous", "float", "double", "half", "bfloat16", "to", "type", "type_as", "cpu",
-                           "cuda", "view_as_real", "view_as_complex", "real", "imag"})
-_VIEW_FUNCS = {torch.transpose, torch.narrow, torch.select, torch.squeeze, torch.unsqueeze, torch.flatten,
-               torch.reshape, torch.permute, torch.t, torch.movedim, torch.moveaxis, torch.swapaxes, torch.swapdims,
-               torch.split, torch.chunk, torch.unbind, torch.tensor_split, torch.diagonal, torch.unflatten,
-               torch.as_strided, torch.detach}
-_INPLACE_OPERATORS = {operator.iadd, operator.isub, operator.imul, operator.itruediv, operator.ifloordiv,
-                      operator.imod, operator.ipow, operator.iand, operator.ior, operator.ixor}
-_NOT_WRITES = frozenset({"requires_grad_", "share_memory_", "squeeze_", "unsqueeze_", "t_", "transpose_",
-                         "resize_", "as_strided_", "set_",
-                         # keep zero at zero and each element where it is: liveness is unchanged
-                         "relu_", "relu6_", "leaky_relu_", "elu_", "celu_", "selu_", "silu_", "hardswish_",
-                         "mish_", "tanh_"})
+_VIEW_METHODS = frozenset(
+    {
+        "view",
+        "view_as",
+        "reshape",
+        "reshape_as",
+        "transpose",
+        "permute",
+        "t",
+        "narrow",
+        "select",
+        "unsqueeze",
+        "squeeze",
+        "flatten",
+        "unflatten",
+        "expand",
+        "expand_as",
+        "diagonal",
+        "unfold",
+        "movedim",
+        "moveaxis",
+        "swapaxes",
+        "swapdims",
+        "split",
+        "chunk",
+        "unbind",
+        "tensor_split",
+        "as_strided",
+        "detach",
+        "__getitem__",
+        # may return the tensor itself: a write into the result may write into it
+        "contiguous",
+        "float",
+        "double",
+        "half",
+        "bfloat16",
+        "to",
+        "type",
+        "type_as",
+        "cpu",
+        "cuda",
+        "view_as_real",
+        "view_as_complex",
+        "real",
+        "imag",
+    }
+)
+_VIEW_FUNCS = {
+    torch.transpose,
+    torch.narrow,
+    torch.select,
+    torch.squeeze,
+    torch.unsqueeze,
+    torch.flatten,
+    torch.reshape,
+    torch.permute,
+    torch.t,
+    torch.movedim,
+    torch.moveaxis,
+    torch.swapaxes,
+    torch.swapdims,
+    torch.split,
+    torch.chunk,
+    torch.unbind,
+    torch.tensor_split,
+    torch.diagonal,
+    torch.unflatten,
+    torch.as_strided,
+    torch.detach,
+}
+_INPLACE_OPERATORS = {
+    operator.iadd,
+    operator.isub,
+    operator.imul,
+    operator.itruediv,
+    operator.ifloordiv,
+    operator.imod,
+    operator.ipow,
+    operator.iand,
+    operator.ior,
+    operator.ixor,
+}
+_NOT_WRITES = frozenset(
+    {
+        "requires_grad_",
+        "share_memory_",
+        "squeeze_",
+        "unsqueeze_",
+        "t_",
+        "transpose_",
+        "resize_",
+        "as_strided_",
+        "set_",
+        # keep zero at zero and each element where it is: liveness is unchanged
+        "relu_",
+        "relu6_",
+        "leaky_relu_",
+        "elu_",
+        "celu_",
+        "selu_",
+        "silu_",
+        "hardswish_",
+        "mish_",
+        "tanh_",
+    }
+)
 # in-place modules that keep zero at zero (ResNets' ReLU(inplace=True)): nothing to redirect
-_SAME_LIVENESS_MODULES = (torch.nn.ReLU, torch.nn.ReLU6, torch.nn.LeakyReLU, torch.nn.ELU, torch.nn.CELU,
-                          torch.nn.SELU, torch.nn.SiLU, torch.nn.Hardswish, torch.nn.Mish, torch.nn.Dropout,
-                          torch.nn.Dropout1d, torch.nn.Dropout2d, torch.nn.Dropout3d, torch.nn.AlphaDropout)
-_SAME_LIVENESS_FUNCS = {"relu", "relu6", "leaky_relu", "elu", "celu", "selu", "silu", "hardswish", "mish",
-                        "dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout"}
+_SAME_LIVENESS_MODULES = (
+    torch.nn.ReLU,
+    torch.nn.ReLU6,
+    torch.nn.LeakyReLU,
+    torch.nn.ELU,
+    torch.nn.CELU,
+    torch.nn.SELU,
+    torch.nn.SiLU,
+    torch.nn.Hardswish,
+    torch.nn.Mish,
+    torch.nn.Dropout,
+    torch.nn.Dropout1d,
+    torch.nn.Dropout2d,
+    torch.nn.Dropout3d,
+    torch.nn.AlphaDropout,
+)
+_SAME_LIVENESS_FUNCS = {
+    "relu",
+    "relu6",
+    "leaky_relu",
+    "elu",
+    "celu",
+    "selu",
+    "silu",
+    "hardswish",
+    "mish",
+    "dropout",
+    "dropout1d",
+    "dropout2d",
+    "dropout3d",
+    "alpha_dropout",
+}
 # modules that return their input itself (in eval mode): a write into the result writes into the input
-_ALIAS_MODULES = (torch.nn.Identity, torch.nn.Dropout, torch.nn.Dropout1d, torch.nn.Dropout2d, torch.nn.Dropout3d,
-                  torch.nn.AlphaDropout, torch.nn.FeatureAlphaDropout)
+_ALIAS_MODULES = (
+    torch.nn.Identity,
+    torch.nn.Dropout,
+    torch.nn.Dropout1d,
+    torch.nn.Dropout2d,
+    torch.nn.Dropout3d,
+    torch.nn.AlphaDropout,
+    torch.nn.FeatureAlphaDropout,
+)
 
 
 def write_back(base: torch.Tensor, value: torch.Tensor, chain: tuple) -> torch.Tensor:
@@ -123,7 +247,7 @@ def returns_input(m: torch.nn.Module) -> bool:
     return isinstance(m, _ALIAS_MODULES)
 
 
-def _writes(n: fx.Node, inplace_modules: set[str]) -> bool:
+def _writes(n: fx.Node, inplace_modules: Collection[str]) -> bool:
     """Whether ``n`` writes into its first argument."""
     if not n.args or not isinstance(n.args[0], fx.Node):
         return False
@@ -132,22 +256,27 @@ def _writes(n: fx.Node, inplace_modules: set[str]) -> bool:
         return name.endswith("_") and not name.startswith("_") and name not in _NOT_WRITES
     if n.op == "call_function":
         name = getattr(n.target, "__name__", "")
-        if n.target in _INPLACE_OPERATORS or (name.endswith("_") and not name.startswith("_") and
-                                              name not in _NOT_WRITES and n.target is not operator.setitem):
-            return True                    # h += y, torch.index_put_(h, ...), torch.sigmoid_(h)
+        if n.target in _INPLACE_OPERATORS or (
+            name.endswith("_")
+            and not name.startswith("_")
+            and name not in _NOT_WRITES
+            and n.target is not operator.setitem
+        ):
+            return True  # h += y, torch.index_put_(h, ...), torch.sigmoid_(h)
         return n.kwargs.get("inplace") is True and name not in _SAME_LIVENESS_FUNCS
     return n.op == "call_module" and str(n.target) in inplace_modules
 
 
-def functionalize(graph: fx.Graph, inplace_modules: set[str] = frozenset(),
-                  alias_modules: set[str] = frozenset()) -> list[fx.Node]:
+def functionalize(
+    graph: fx.Graph, inplace_modules: Collection[str] = frozenset(), alias_modules: Collection[str] = frozenset()
+) -> list[fx.Node]:
     """Rewrite ``graph`` so that reads after an in-place write see it; returns the tensors written into.
 
     ``inplace_modules`` are the targets of ``call_module`` nodes that write into their input,
     ``alias_modules`` those that return their input itself.
     """
     written: list[fx.Node] = []
-    latest: dict[fx.Node, fx.Node] = {}   # a written tensor -> the node that holds its value now
+    latest: dict[fx.Node, fx.Node] = {}  # a written tensor -> the node that holds its value now
     for n in list(graph.nodes):
         if not _writes(n, inplace_modules):
             continue
@@ -156,19 +285,20 @@ def functionalize(graph: fx.Graph, inplace_modules: set[str] = frozenset(),
         while isinstance(base, fx.Node) and base.args and isinstance(base.args[0], fx.Node):
             if is_view(base):
                 chain.insert(0, base)
-            elif not (_writes(base, inplace_modules) or (base.op == "call_module" and
-                                                         str(base.target) in alias_modules)):
-                break                      # a write and an identity return their input itself
+            elif not (
+                _writes(base, inplace_modules) or (base.op == "call_module" and str(base.target) in alias_modules)
+            ):
+                break  # a write and an identity return their input itself
             base = base.args[0]
         written.append(base)
-        base = latest.get(base, base)      # an earlier write into the same tensor
+        base = latest.get(base, base)  # an earlier write into the same tensor
         if chain:
             with graph.inserting_after(n):
                 new = graph.call_function(write_back, (base, n, tuple(_spec(v) for v in chain)))
         else:
             new = n
         _redirect(graph, base, new, n)
-        if base.op == "get_attr":         # fx reads a buffer anew at each access: all of them see the write
+        if base.op == "get_attr":  # fx reads a buffer anew at each access: all of them see the write
             for other in list(graph.nodes):
                 if other.op == "get_attr" and other.target == base.target and other is not base:
                     _redirect(graph, other, new, n)
@@ -187,7 +317,8 @@ def _spec(v: fx.Node) -> tuple:
     elif v.target is operator.getitem:
         name = "operator.getitem"
     else:
-        name = "torch." + v.target.__name__
+        fn: Any = v.target  # a call_function node's target: the function
+        name = "torch." + fn.__name__
     return (v.op, name, tuple(v.args[1:]), dict(v.kwargs))
 
 

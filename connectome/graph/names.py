@@ -21,6 +21,7 @@ Examples
 >>> n.key("head.weight"), n.aliases("emb.weight")
 ('emb.weight', ['head.weight'])
 """
+
 from __future__ import annotations
 
 import re
@@ -38,8 +39,8 @@ class WeightNames:
     def __init__(self, model: nn.Module):
         self._key: dict[str, str] = {}
         self._aliases: dict[str, list[str]] = {}
-        self.parametrized: set[str] = set()            # keys that are a parametrization's output
-        self.renormalized: set[str] = set()             # keys a hook divides by the norm of the whole tensor
+        self.parametrized: set[str] = set()  # keys that are a parametrization's output
+        self.renormalized: set[str] = set()  # keys a hook divides by the norm of the whole tensor
         by_tensor: dict[int, str] = {}
         for mod_name, module in model.named_modules(remove_duplicate=False):
             prefix = mod_name + "." if mod_name else ""
@@ -55,7 +56,7 @@ class WeightNames:
                 plain = not hooked and ".parametrizations." not in name and not attr.endswith("_orig")
                 key = name if plain else self._structural_key(prefix, attr, hooked)
                 first = by_tensor.setdefault(id(p), key)
-                if first == name:          # the common case: a parameter's first and only name
+                if first == name:  # the common case: a parameter's first and only name
                     self._key[name] = name
                     continue
                 if not plain and _PARAMETRIZED.match(name):
@@ -101,15 +102,24 @@ class WeightNames:
         >>> WeightNames(m).aliases("0.weight")
         ['1.weight']
         """
-        return [a for a in self._aliases.get(key, []) if ".parametrizations." not in a and
-                not a.endswith("_orig") and not (a[-2:] in ("_g", "_v") and a[:-2] == key)]
+        return [
+            a
+            for a in self._aliases.get(key, [])
+            if ".parametrizations." not in a
+            and not a.endswith("_orig")
+            and not (a[-2:] in ("_g", "_v") and a[:-2] == key)
+        ]
 
 
 def _spectral_norm_hooks(module: nn.Module) -> set[str]:
     """Weights that the hook-style ``spectral_norm`` divides by the spectral norm of the stored parameter:
     zeroing one stored entry rescales all the others."""
-    return {hook.name for hook in module._forward_pre_hooks.values()
-            if type(hook).__name__ == "SpectralNorm" and isinstance(getattr(hook, "name", None), str)}
+    found: set[str] = set()
+    for hook in module._forward_pre_hooks.values():
+        name = getattr(hook, "name", None)
+        if type(hook).__name__ == "SpectralNorm" and isinstance(name, str):
+            found.add(name)
+    return found
 
 
 def _weight_norm_hooks(module: nn.Module) -> set[str]:

@@ -14,6 +14,7 @@ Examples
 >>> count_true(x.bool())
 1
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -21,7 +22,7 @@ import torch
 
 __all__ = ["any_along", "count_true", "all_distinct", "distinct_rows"]
 
-_LANES = 255   # int64 lanes one add may combine before a byte could overflow
+_LANES = 255  # int64 lanes one add may combine before a byte could overflow
 
 
 def any_along(u8: torch.Tensor, dim: int) -> torch.Tensor:
@@ -31,15 +32,15 @@ def any_along(u8: torch.Tensor, dim: int) -> torch.Tensor:
     [1, 1, 1, 1, 1, 1, 1, 1]
     """
     if dim != 1 or u8.dim() != 3 or u8.shape[2] == 1 or not u8.is_contiguous():
-        return u8.amax(dim)   # outer and innermost reductions are already vectorised
-    O, n, T = u8.shape
-    for b in (16, 8, 32, 64, 128):   # split n = a * b; add the a slabs of b*T bytes lane-wise (16: fastest for 3x3)
+        return u8.amax(dim)  # outer and innermost reductions are already vectorised
+    outer, n, T = u8.shape
+    for b in (16, 8, 32, 64, 128):  # split n = a * b; add the a slabs of b*T bytes lane-wise (16: fastest for 3x3)
         if n % b == 0 and (b * T) % 8 == 0 and n // b <= _LANES:
-            try:   # a view whose byte offset is not a multiple of 8 cannot be read as int64
-                lanes = u8.reshape(O, n // b, b * T).view(torch.int64).sum(1)
+            try:  # a view whose byte offset is not a multiple of 8 cannot be read as int64
+                lanes = u8.reshape(outer, n // b, b * T).view(torch.int64).sum(1)
             except RuntimeError:
                 break
-            return lanes.view(torch.uint8).reshape(O, b, T).amax(1).clamp_(max=1)
+            return lanes.view(torch.uint8).reshape(outer, b, T).amax(1).clamp_(max=1)
     return u8.amax(1)
 
 
@@ -49,7 +50,7 @@ def count_true(mask: torch.Tensor) -> int:
     >>> count_true(torch.ones(1000, 9, dtype=torch.bool))
     9000
     """
-    small = mask.numel() < 1 << 20            # below ~1M elements numpy's count starts up faster
+    small = mask.numel() < 1 << 20  # below ~1M elements numpy's count starts up faster
     if mask.dtype == torch.bool and mask.device.type == "cpu" and (small or not mask.is_contiguous()):
         return int(np.count_nonzero(mask.detach().numpy()))
     if mask.dtype != torch.bool or not mask.is_contiguous() or small:
@@ -61,8 +62,7 @@ def count_true(mask: torch.Tensor) -> int:
     lanes = flat[:whole].view(torch.int64)
     full = lanes.numel() // _LANES * _LANES
     total = int(lanes[:full].view(_LANES, -1).sum(0).view(torch.uint8).sum(dtype=torch.int64))
-    return total + int(lanes[full:].view(torch.uint8).sum(dtype=torch.int64)) + \
-        int(flat[whole:].sum(dtype=torch.int64))
+    return total + int(lanes[full:].view(torch.uint8).sum(dtype=torch.int64)) + int(flat[whole:].sum(dtype=torch.int64))
 
 
 def all_distinct(values: np.ndarray) -> bool:

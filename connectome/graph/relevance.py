@@ -29,6 +29,7 @@ Examples
 >>> int(res.effective_masks["wq.weight"].sum())     # q weights the input-dependent keys
 16
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -36,6 +37,7 @@ from typing import Any
 import torch
 from torch import fx
 
+from ..io.masks import MaskSource
 from .lower import UnitGraph, lower_node
 from .lower.fallback import Constant
 from .status import Status, any_alive, union
@@ -68,8 +70,11 @@ def _constant_part(s: Any) -> Any:
     if isinstance(s, Status):
         if s.zero or s.is_full():
             return Status.uniform(s.shape, s.cdim, False)
-        return Status.from_full(~s.full(), s.cdim).with_zero(False) if s.any() else \
-            Status.uniform(s.shape, s.cdim, True).with_zero(False)
+        return (
+            Status.from_full(~s.full(), s.cdim).with_zero(False)
+            if s.any()
+            else Status.uniform(s.shape, s.cdim, True).with_zero(False)
+        )
     if isinstance(s, tuple):
         return tuple(_constant_part(x) for x in s)
     return s
@@ -96,9 +101,10 @@ def constant_weights(g: UnitGraph, fwd: dict, bwd: dict) -> dict[str, torch.Tens
         parts = [constant_part(a, s) for a, s in zip(args, ins)]
         if not any(any_alive(p) for p in parts):
             continue
-        if op.weights:   # weights inside the product (attention's projections): constants count as signal
-            _add(effective, g, op, [_merge(s, p) if isinstance(p, Status) else s for s, p in zip(ins, parts)],
-                 bwd[node])
+        if op.weights:  # weights inside the product (attention's projections): constants count as signal
+            _add(
+                effective, g, op, [_merge(s, p) if isinstance(p, Status) else s for s, p in zip(ins, parts)], bwd[node]
+            )
         for a, p, c in zip(args, parts, op.backward(ins, fwd[node], bwd[node])):
             if isinstance(c, Status) and isinstance(p, Status) and p.any():
                 seed = _within(c, p)
@@ -120,7 +126,7 @@ def constant_weights(g: UnitGraph, fwd: dict, bwd: dict) -> dict[str, torch.Tens
                 rel[a] = _merge(rel.get(a), c)
     for node, r in rel.items():
         op, args, ins, out = _op_at(g, node, fwd, lowered)
-        if op is None and isinstance(r, Status):   # a weight read as a raw tensor (DETR's query embedding)
+        if op is None and isinstance(r, Status):  # a weight read as a raw tensor (DETR's query embedding)
             _add_leaf(effective, g, node, r)
             continue
         if op is None or not op.weights or not any_alive(r):
@@ -129,9 +135,28 @@ def constant_weights(g: UnitGraph, fwd: dict, bwd: dict) -> dict[str, torch.Tens
     return effective
 
 
-_WEIGHTED = frozenset({"linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
-                       "conv_transpose3d", "convolution", "matmul", "mm", "bmm", "addmm", "baddbmm", "einsum",
-                       "tensordot", "embedding", "bilinear", "__matmul__"})
+_WEIGHTED = frozenset(
+    {
+        "linear",
+        "conv1d",
+        "conv2d",
+        "conv3d",
+        "conv_transpose1d",
+        "conv_transpose2d",
+        "conv_transpose3d",
+        "convolution",
+        "matmul",
+        "mm",
+        "bmm",
+        "addmm",
+        "baddbmm",
+        "einsum",
+        "tensordot",
+        "embedding",
+        "bilinear",
+        "__matmul__",
+    }
+)
 
 
 def _constant_flow(g: UnitGraph) -> dict[fx.Node, Any]:
@@ -159,7 +184,7 @@ def _constant_flow(g: UnitGraph) -> dict[fx.Node, Any]:
         else:
             try:
                 flow[node] = op.forward([flow.get(a) for a in g.args[node]])
-            except Exception:   # an op that cannot take these statuses: the constant may be anywhere in it
+            except Exception:  # an op that cannot take these statuses: the constant may be anywhere in it
                 flow[node] = _alive_like(v)
     return flow
 
@@ -174,6 +199,7 @@ def _made_by_weights(t: Any):
         memo[n] = False
         if n.op == "call_module":
             from ..io.masks import _kind_of
+
             found = _kind_of(t.module(n)) is not None
         elif n.op in ("call_function", "call_method"):
             name = n.target if isinstance(n.target, str) else getattr(n.target, "__name__", "")
@@ -182,6 +208,7 @@ def _made_by_weights(t: Any):
             found = False
         memo[n] = found or any(made(a) for a in n.all_input_nodes)
         return memo[n]
+
     return made
 
 
@@ -206,8 +233,15 @@ def _add(effective: dict, g: UnitGraph, op: Any, ins: list, grad: Any) -> None:
     owned = {w.name: w for w in op.weights}
     for name, m in op.effective(ins, grad).items():
         w = owned.get(name)
-        for key, pm in (w.back(m, lambda k: tuple(g.masks[k].shape)) if w is not None else {name: m}).items():
+        for key, pm in (w.back(m, lambda k: tuple(_masks(g)[k].shape)) if w is not None else {name: m}).items():
             effective[key] = effective[key] | pm if key in effective else pm
+
+
+def _masks(g: UnitGraph) -> MaskSource:
+    """The graph's mask source (:func:`~connectome.graph.lower.lower` always gives it one)."""
+    if g.masks is None:
+        raise ValueError("the unit graph has no mask source: build it with connectome.graph.lower.lower")
+    return g.masks
 
 
 def _add_leaf(effective: dict, g: UnitGraph, node: fx.Node, r: Status) -> None:
@@ -233,18 +267,20 @@ def _op_at(g: UnitGraph, node: fx.Node, fwd: dict, lowered: dict) -> tuple:
         args = g.args[node]
         return op, args, [fwd.get(a) for a in args], fwd.get(node)
     if node not in lowered:
-        found = lower_node(g.traced, node, g.masks)
-        if found is None:    # no rule, or its rule fails: every output depends on every input
+        found = lower_node(g.traced, node, _masks(g))
+        if found is None:  # no rule, or its rule fails: every output depends on every input
             from .lower.base import tensor_args
             from .lower.fallback import Fallback
+
             targs = tensor_args(g.traced, node)
             found = (Fallback(g.traced.vals.get(node), [g.traced.vals.get(a) for a in targs], "constant"), targs)
         op, args = found
         ins = [_alive_like(g.traced.vals.get(a)) for a in args]
         try:
             out = op.forward(ins)
-        except Exception:   # statuses this rule cannot take: all to all
+        except Exception:  # statuses this rule cannot take: all to all
             from .lower.fallback import Fallback
+
             op = Fallback(g.traced.vals.get(node), [g.traced.vals.get(a) for a in args], "constant")
             out = op.forward(ins)
         lowered[node] = (op, args, ins, out)

@@ -14,20 +14,32 @@ Examples
 >>> apply_taps(np.array([[True, False, False]]), (3,), [(taps[0],)]).tolist()
 [[False, True, False]]
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
-from typing import NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
 from .reduce import all_distinct, distinct_rows
 
-__all__ = ["DimMap", "conv_taps", "transposed_taps", "adaptive_map", "interp_map", "apply_taps",
-           "all_alive_taps", "per_tap_all_alive", "per_tap_all_alive_cols", "Columns",
-           "window_taps"]
+__all__ = [
+    "DimMap",
+    "conv_taps",
+    "transposed_taps",
+    "adaptive_map",
+    "interp_map",
+    "apply_taps",
+    "all_alive_taps",
+    "per_tap_all_alive",
+    "per_tap_all_alive_cols",
+    "Columns",
+    "window_taps",
+]
 
 
 @dataclass(frozen=True, eq=False)
@@ -42,26 +54,27 @@ class DimMap:
     def matrix(self) -> np.ndarray:
         if self.mat is not None:
             return self.mat
+        src = _given(self.src)
         m = np.zeros((self.n_out, self.n_in), bool)
-        ok = self.src >= 0
-        m[np.nonzero(ok)[0], self.src[ok]] = True
+        ok = src >= 0
+        m[np.nonzero(ok)[0], src[ok]] = True
         return m
 
     @cached_property
     def reads(self) -> np.ndarray:
         """Per output index: reads at least one real input index (the map applied to all-alive)."""
-        return (self.src >= 0) if self.src is not None else self.mat.any(1)
+        return (self.src >= 0) if self.src is not None else np.asarray(_given(self.mat).any(1))
 
     @cached_property
     def is_read(self) -> np.ndarray:
         """Per input index: read by at least one output index (the transpose applied to all-alive)."""
         if self.src is not None:
             return np.bincount(self.src[self.src >= 0], minlength=self.n_in)[: self.n_in] > 0
-        return self.mat.any(0)
+        return np.asarray(_given(self.mat).any(0))
 
     def reads_input(self) -> bool:
         """Whether any output index reads a real (non-padding) input index."""
-        return bool((self.src >= 0).any()) if self.src is not None else bool(self.mat.any())
+        return bool((self.src >= 0).any()) if self.src is not None else bool(_given(self.mat).any())
 
     @cached_property
     def injective(self) -> bool:
@@ -74,7 +87,7 @@ class DimMap:
         if self.src is not None:
             padded = np.concatenate([t, np.zeros_like(np.take(t, [0], axis=axis))], axis=axis)
             return np.take(padded, np.where(self.src >= 0, self.src, self.n_in), axis=axis)
-        return _matmul_axis(self.mat, t, axis)
+        return _matmul_axis(_given(self.mat), t, axis)
 
     def apply_t(self, t: np.ndarray, axis: int) -> np.ndarray:
         """Backward: input positions alive where some alive output position reads them."""
@@ -83,23 +96,32 @@ class DimMap:
             shape[axis] = self.n_in
             out = np.zeros(shape, bool)
             ok = np.nonzero(self.src >= 0)[0]
-            idx_out = [slice(None)] * t.ndim
-            idx_in = [slice(None)] * t.ndim
+            idx_out: list[slice | np.ndarray] = [slice(None)] * t.ndim
+            idx_in: list[slice | np.ndarray] = [slice(None)] * t.ndim
             idx_out[axis], idx_in[axis] = self.src[ok], ok
             out[tuple(idx_out)] = t[tuple(idx_in)]
             return out
         return _matmul_axis(self.matrix().T, t, axis)
 
 
+def _given(a: np.ndarray | None) -> np.ndarray:
+    """The one of a :class:`DimMap`'s ``src`` and ``mat`` that it holds."""
+    if a is None:
+        raise ValueError("a DimMap holds an index array (src) or a bool matrix (mat): it has neither")
+    return a
+
+
 def _matmul_axis(m: np.ndarray, t: np.ndarray, axis: int) -> np.ndarray:
     # torch, not numpy: numpy's BLAS threads spin after each call and starve torch's reductions
-    r = torch.tensordot(torch.from_numpy(m.astype(np.float32)), torch.from_numpy(t.astype(np.float32)),
-                        dims=([1], [axis]))
+    r = torch.tensordot(
+        torch.from_numpy(m.astype(np.float32)), torch.from_numpy(t.astype(np.float32)), dims=([1], [axis])
+    )
     return np.moveaxis(r.numpy(), 0, axis) > 0
 
 
-def apply_taps(table: np.ndarray, pos_shape: Sequence[int], taps: Sequence[Sequence[DimMap | None]],
-               transpose: bool = False) -> np.ndarray:
+def apply_taps(
+    table: np.ndarray, pos_shape: Sequence[int], taps: Sequence[Sequence[DimMap | None]], transpose: bool = False
+) -> np.ndarray:
     """OR over taps of the per-dim maps applied to a ``(P, S)`` table; returns ``(P, S_out)``.
 
     Each tap has one entry per position dim: a :class:`DimMap`, or None for the identity.
@@ -123,7 +145,7 @@ def apply_taps(table: np.ndarray, pos_shape: Sequence[int], taps: Sequence[Seque
 def all_alive_taps(taps: tuple, pos_shape: tuple, transpose: bool) -> np.ndarray:
     """:func:`apply_taps` on one all-alive row, read-only and cached: the common case, and tap maps
     are cached objects, so every layer of the same geometry shares it across analyses."""
-    out = per_tap_all_alive(taps, pos_shape, transpose).any(0)
+    out = np.asarray(per_tap_all_alive(taps, pos_shape, transpose).any(0))
     out.flags.writeable = False
     return out
 
@@ -135,7 +157,8 @@ def _tap_vectors(taps: tuple, d: int, transpose: bool) -> np.ndarray | None:
     if all(m is None for m in maps):
         return None
     slot: dict[int, int] = {}
-    rows, index = [], []
+    rows: list[np.ndarray] = []
+    index: list[int] = []
     for m in maps:
         if id(m) not in slot:
             slot[id(m)] = len(rows)
@@ -172,9 +195,9 @@ def per_tap_all_alive(taps: tuple, pos_shape: tuple, transpose: bool) -> np.ndar
 class Columns(NamedTuple):
     """An all-alive tap table stored by distinct position columns: position ``s`` is column ``cols[s]``."""
 
-    table: np.ndarray   # (T, 1, C)
-    cols: np.ndarray    # (S,)
-    dims: tuple         # per position dim: (its positions sorted by class, where each class begins)
+    table: np.ndarray  # (T, 1, C)
+    cols: np.ndarray  # (S,)
+    dims: tuple  # per position dim: (its positions sorted by class, where each class begins)
 
     def widen(self, rows: np.ndarray) -> np.ndarray:
         """``(K, C)`` per-column values as ``(K, S)`` per-position values."""
@@ -183,7 +206,7 @@ class Columns(NamedTuple):
     def narrow(self, rows: np.ndarray) -> np.ndarray:
         """``(K, S)`` bool rows as ``(K, C)``: column c is alive where some position of it is."""
         r = rows.reshape((len(rows),) + tuple(len(order) for order, _ in self.dims))
-        for d, (order, starts) in enumerate(self.dims):   # classes are per dim: reduce one dim at a time
+        for d, (order, starts) in enumerate(self.dims):  # classes are per dim: reduce one dim at a time
             r = np.logical_or.reduceat(np.take(r, order, axis=d + 1), starts, axis=d + 1)
         return r.reshape(len(rows), -1)
 
@@ -202,13 +225,13 @@ def per_tap_all_alive_cols(taps: tuple, pos_shape: tuple, transpose: bool) -> Co
     """
     T = len(taps)
     table = np.ones((T,) + (1,) * len(pos_shape), bool)
-    cols = np.zeros((), np.int64)
+    cols: np.ndarray = np.zeros((), np.int64)
     dims = []
     for d, n in enumerate(pos_shape):
         vecs = _tap_vectors(taps, d, transpose)
-        if vecs is None:                      # every position of dim d alike
+        if vecs is None:  # every position of dim d alike
             vecs = np.ones((T, n), bool)
-        uniq, inv = _distinct_columns(vecs)   # positions of dim d that every tap treats alike
+        uniq, inv = _distinct_columns(vecs)  # positions of dim d that every tap treats alike
         shape = [T] + [1] * len(pos_shape)
         shape[d + 1] = uniq.shape[1]
         table = table & uniq.reshape(shape)
@@ -242,16 +265,18 @@ def _padded_index(y: np.ndarray, n: int, mode: str) -> np.ndarray:
 
 
 @lru_cache(maxsize=4096)
-def conv_taps(n_in: int, n_out: int, kernel: int, stride: int = 1, padding: int = 0,
-              dilation: int = 1, mode: str = "zeros") -> tuple[DimMap, ...]:
+def conv_taps(
+    n_in: int, n_out: int, kernel: int, stride: int = 1, padding: int = 0, dilation: int = 1, mode: str = "zeros"
+) -> tuple[DimMap, ...]:
     """One map per kernel tap along a dim: output ``y`` reads ``y*stride - padding + a*dilation``."""
     y = np.arange(n_out) * stride - padding
     return tuple(DimMap(n_in, n_out, src=_padded_index(y + a * dilation, n_in, mode)) for a in range(kernel))
 
 
 @lru_cache(maxsize=4096)
-def transposed_taps(n_in: int, n_out: int, kernel: int, stride: int = 1, padding: int = 0,
-                    dilation: int = 1) -> tuple[DimMap, ...]:
+def transposed_taps(
+    n_in: int, n_out: int, kernel: int, stride: int = 1, padding: int = 0, dilation: int = 1
+) -> tuple[DimMap, ...]:
     """Taps of a transposed convolution: input ``x`` writes output ``x*stride - padding + a*dilation``."""
     taps = []
     y = np.arange(n_out)
@@ -263,8 +288,7 @@ def transposed_taps(n_in: int, n_out: int, kernel: int, stride: int = 1, padding
     return tuple(taps)
 
 
-def window_taps(n_in: int, n_out: int, kernel: int, stride: int, padding: int, dilation: int = 1
-                ) -> tuple[DimMap, ...]:
+def window_taps(n_in: int, n_out: int, kernel: int, stride: int, padding: int, dilation: int = 1) -> tuple[DimMap, ...]:
     """Pooling windows: the same geometry as convolution taps with zero padding."""
     return conv_taps(n_in, n_out, kernel, stride, padding, dilation, "zeros")
 
@@ -281,15 +305,21 @@ def adaptive_map(n_in: int, n_out: int) -> DimMap:
 
 
 @lru_cache(maxsize=1024)
-def interp_map(n_in: int, n_out: int, mode: str, align_corners: bool | None,
-               scale: float | None) -> DimMap:
+def interp_map(n_in: int, n_out: int, mode: str, align_corners: bool | None, scale: float | None) -> DimMap:
     """The support of torch's 1-D interpolation along one dim, read off torch itself on a basis."""
-    one_d = {"nearest": "nearest", "nearest-exact": "nearest-exact", "linear": "linear",
-             "bilinear": "linear", "trilinear": "linear", "bicubic": "linear", "area": "area"}[mode]
+    one_d = {
+        "nearest": "nearest",
+        "nearest-exact": "nearest-exact",
+        "linear": "linear",
+        "bilinear": "linear",
+        "trilinear": "linear",
+        "bicubic": "linear",
+        "area": "area",
+    }[mode]
     if mode == "bicubic":  # cubic kernels reach two neighbours each side; widen linear's support
         return _widen(interp_map(n_in, n_out, "bilinear", align_corners, scale), 1)
     eye = torch.eye(n_in, dtype=torch.float64).unsqueeze(1)
-    kw = {} if one_d in ("nearest", "nearest-exact", "area") else {"align_corners": align_corners}
+    kw: dict[str, Any] = {} if one_d in ("nearest", "nearest-exact", "area") else {"align_corners": align_corners}
     if scale is not None and one_d != "area":
         r = torch.nn.functional.interpolate(eye, scale_factor=scale, mode=one_d, **kw)
         if r.shape[-1] != n_out:

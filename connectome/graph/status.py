@@ -16,12 +16,13 @@ Examples
 >>> s.map_channels(np.array([2, -1])).alive_units().tolist()
 [True, False]
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
 from math import prod
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -78,12 +79,12 @@ class Status:
     idx: np.ndarray
     zero: bool = True
 
-    def with_zero(self, zero: bool) -> "Status":
+    def with_zero(self, zero: bool) -> Status:
         return self if zero == self.zero else replace(self, zero=zero)
 
     # ---- construction -------------------------------------------------------------------------
     @staticmethod
-    def uniform(shape: Sequence[int], cdim: int, alive: bool) -> "Status":
+    def uniform(shape: Sequence[int], cdim: int, alive: bool) -> Status:
         """Every element alive (or every element dead)."""
         shape = tuple(int(d) for d in shape)
         cdim = _norm_dim(cdim, len(shape))
@@ -93,13 +94,13 @@ class Status:
         return Status(shape, cdim, np.zeros((0, s), bool), np.full(c, -1, np.int64))
 
     @staticmethod
-    def from_rows(rows: np.ndarray, shape: Sequence[int], cdim: int) -> "Status":
+    def from_rows(rows: np.ndarray, shape: Sequence[int], cdim: int) -> Status:
         """From a ``(C, S)`` bool array of per-channel position patterns."""
         table, idx = dedupe_rows(rows)
         return Status(tuple(shape), _norm_dim(cdim, len(shape)), table, idx)
 
     @staticmethod
-    def from_table(table: np.ndarray, idx: np.ndarray, shape: Sequence[int], cdim: int) -> "Status":
+    def from_table(table: np.ndarray, idx: np.ndarray, shape: Sequence[int], cdim: int) -> Status:
         """From a table that may hold duplicate or empty rows; normalises it."""
         if len(table) == 1:
             alive = bool(table.any())
@@ -111,18 +112,18 @@ class Status:
         return Status(tuple(shape), _norm_dim(cdim, len(shape)), t, new)
 
     @staticmethod
-    def from_unique_table(table: np.ndarray, idx: np.ndarray, shape: Sequence[int], cdim: int) -> "Status":
+    def from_unique_table(table: np.ndarray, idx: np.ndarray, shape: Sequence[int], cdim: int) -> Status:
         """From a table whose rows are already distinct and non-empty (as :func:`dedupe_rows` leaves them)."""
         return Status(tuple(shape), _norm_dim(cdim, len(shape)), table, np.asarray(idx, np.int64))
 
     @staticmethod
-    def from_full(arr: np.ndarray, cdim: int) -> "Status":
+    def from_full(arr: np.ndarray, cdim: int) -> Status:
         """From a bool array of the tensor's full shape."""
         arr = np.asarray(arr, bool)
         if arr.ndim == 0:
             return Status.from_rows(arr.reshape(1, 1), (), 0)
         cdim = _norm_dim(cdim, arr.ndim)
-        rows = np.moveaxis(arr, cdim, 0).reshape(arr.shape[cdim], prod(arr.shape[:cdim] + arr.shape[cdim + 1:]))
+        rows = np.moveaxis(arr, cdim, 0).reshape(arr.shape[cdim], prod(arr.shape[:cdim] + arr.shape[cdim + 1 :]))
         return Status.from_rows(rows, arr.shape, cdim)
 
     # ---- views ----------------------------------------------------------------------------------
@@ -135,7 +136,7 @@ class Status:
         """Shape of the position dims (every dim but ``cdim``)."""
         if not self.shape:
             return ()
-        return self.shape[: self.cdim] + self.shape[self.cdim + 1:]
+        return self.shape[: self.cdim] + self.shape[self.cdim + 1 :]
 
     def alive_units(self) -> np.ndarray:
         """Per channel: alive at some position."""
@@ -145,7 +146,7 @@ class Status:
         return self._any
 
     @cached_property
-    def _any(self) -> bool:   # asked many times per status in a walk; statuses are never changed in place
+    def _any(self) -> bool:  # asked many times per status in a walk; statuses are never changed in place
         return bool((self.idx >= 0).any())
 
     def is_full(self) -> bool:
@@ -165,7 +166,7 @@ class Status:
         return np.moveaxis(r, 0, self.cdim)
 
     # ---- transformations --------------------------------------------------------------------------
-    def with_cdim(self, cdim: int) -> "Status":
+    def with_cdim(self, cdim: int) -> Status:
         """The same status laid out with another channel dimension."""
         cdim = _norm_dim(cdim, len(self.shape))
         if cdim == self.cdim or not self.shape:
@@ -174,7 +175,7 @@ class Status:
             return Status.uniform(self.shape, cdim, self.any()).with_zero(self.zero)
         return Status.from_full(self.full(), cdim).with_zero(self.zero)
 
-    def map_channels(self, index: np.ndarray, shape: Sequence[int] | None = None) -> "Status":
+    def map_channels(self, index: np.ndarray, shape: Sequence[int] | None = None) -> Status:
         """Channel ``k`` of the result is channel ``index[k]`` of this one (``-1``: dead)."""
         index = np.asarray(index, np.int64)
         shape = list(self.shape if shape is None else shape)
@@ -183,8 +184,9 @@ class Status:
         src = np.concatenate([self.idx, [-1]])
         return Status(tuple(shape), self.cdim, self.table, src[index], self.zero)
 
-    def map_positions(self, taps: Sequence[Sequence[DimMap | None]], out_pos: Sequence[int],
-                      transpose: bool = False) -> "Status":
+    def map_positions(
+        self, taps: Sequence[Sequence[DimMap | None]], out_pos: Sequence[int], transpose: bool = False
+    ) -> Status:
         """Channel-wise position maps (pooling, resampling): OR over ``taps`` of per-dim maps.
 
         With ``transpose`` the maps are used the other way round (for the backward walk).
@@ -194,17 +196,18 @@ class Status:
         shape.insert(self.cdim, self.channels)
         return Status.from_table(table, self.idx, shape, self.cdim).with_zero(self.zero)
 
-    def broadcast_to(self, shape: Sequence[int]) -> "Status":
+    def broadcast_to(self, shape: Sequence[int]) -> Status:
         """Numpy broadcasting of the status to ``shape``."""
         shape = tuple(shape)
         if shape == self.shape:
             return self
         pad = len(shape) - len(self.shape)
         if not self.shape:
-            return Status.from_full(np.broadcast_to(self.full(), shape), _default_cdim(len(shape), 1)).with_zero(self.zero)
+            scalar = Status.from_full(np.broadcast_to(self.full(), shape), _default_cdim(len(shape), 1))
+            return scalar.with_zero(self.zero)
         cdim = self.cdim + pad
         src_pos = (1,) * pad + self.pos_shape
-        out_pos = shape[:cdim] + shape[cdim + 1:]
+        out_pos = shape[:cdim] + shape[cdim + 1 :]
         t = self.table.reshape((len(self.table),) + src_pos)
         t = np.broadcast_to(t, (len(self.table),) + out_pos).reshape(len(self.table), prod(out_pos))
         idx = self.idx
@@ -212,17 +215,17 @@ class Status:
             idx = np.broadcast_to(idx, (shape[cdim],))
         return Status(shape, cdim, np.ascontiguousarray(t), np.array(idx), self.zero)
 
-    def reduce_to(self, shape: Sequence[int]) -> "Status":
+    def reduce_to(self, shape: Sequence[int]) -> Status:
         """Inverse of :meth:`broadcast_to` for the backward walk: OR over broadcast dims."""
         shape = tuple(shape)
         if shape == self.shape:
             return self
         full = self.full()
         pad = full.ndim - len(shape)
-        full = full.any(axis=tuple(range(pad))) if pad else full
+        full = np.asarray(full.any(axis=tuple(range(pad)))) if pad else full
         axes = tuple(d for d, n in enumerate(shape) if n == 1 and full.shape[d] != 1)
         if axes:
-            full = full.any(axis=axes, keepdims=True)
+            full = np.asarray(full.any(axis=axes, keepdims=True))
         return Status.from_full(full, _default_cdim(len(shape), self.cdim - pad))
 
 
@@ -250,11 +253,11 @@ def _distinct_tuples(idxs: list[np.ndarray], sizes: list[int]) -> tuple[np.ndarr
     """Distinct rows of ``stack(idxs, axis=1)`` (entries in ``[-1, size)``) and each row's index among
     them, as ``np.unique(..., axis=0)`` gives them, through one integer key per row (~10x faster)."""
     radix = [n + 1 for n in sizes]
-    if float(np.prod(np.array(radix, dtype=np.float64))) >= 2.0 ** 62:
+    if float(np.prod(np.array(radix, dtype=np.float64))) >= 2.0**62:
         uniq, inverse = np.unique(np.stack(idxs, axis=1), axis=0, return_inverse=True)
         return uniq, inverse.ravel()
     key = np.zeros(len(idxs[0]), np.int64)
-    for idx, r in zip(idxs, radix):     # the first status is the most significant digit: sorted as rows
+    for idx, r in zip(idxs, radix):  # the first status is the most significant digit: sorted as rows
         key = key * r + (idx + 1)
     ukey, inverse = np.unique(key, return_inverse=True)
     uniq = np.empty((len(ukey), len(idxs)), np.int64)
@@ -290,7 +293,8 @@ def gathered(n: int, parts: Sequence[tuple[int, Status | None]]) -> list[Status 
     res: list[Status | None] = [None] * n
     for i, part in parts:
         if part is not None:
-            res[i] = part if res[i] is None else union([res[i], part])
+            prev = res[i]
+            res[i] = part if prev is None else union([prev, part])
     return res
 
 
@@ -323,7 +327,7 @@ def slots(v: object) -> list[tuple[int, Status]]:
 def _split(shape: tuple[int, ...], cdim: int) -> tuple[int, int]:
     if not shape:
         return 1, 1
-    return shape[cdim], prod(shape[:cdim] + shape[cdim + 1:])
+    return shape[cdim], prod(shape[:cdim] + shape[cdim + 1 :])
 
 
 def _norm_dim(d: int, ndim: int) -> int:

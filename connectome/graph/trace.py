@@ -12,23 +12,26 @@ Examples
 >>> t.tracer, [tuple(t.vals[n].shape) for n in t.outputs]
 ('fx', [(2, 3)])
 """
+
 from __future__ import annotations
 
-import logging
 import os
-import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import fx, nn
 
+from .exporttrace import export_program, split_signature
 from .fxtracer import FxTracer
 from .mutation import functionalize
 from .shapes import DATA_DEPENDENT, MetaRun, ShapeError, data_dependent, to_meta, unbacked
 from .values import holds_tensor, random_values, reads_values, shape_only, writes_in_place, zeros_of
 
 __all__ = ["Traced", "TraceError", "trace", "as_inputs"]
+
+InputShape = Sequence[int] | Sequence[Sequence[int]]  # one input's shape, or one shape per input
 
 
 class TraceError(ValueError):
@@ -41,11 +44,11 @@ class Traced:
 
     model: nn.Module
     graph: fx.Graph
-    tracer: str                                   # "fx" or "export"
-    inputs: list[fx.Node]                         # placeholders that are model inputs
-    outputs: list[fx.Node]                        # tensor nodes the model returns
-    vals: dict[fx.Node, Any]                      # meta tensors (or tuples, ints) per node
-    root: nn.Module                               # owner of get_attr / call_module targets
+    tracer: str  # "fx" or "export"
+    inputs: list[fx.Node]  # placeholders that are model inputs
+    outputs: list[fx.Node]  # tensor nodes the model returns
+    vals: dict[fx.Node, Any]  # meta tensors (or tuples, ints) per node
+    root: nn.Module  # owner of get_attr / call_module targets
     param_nodes: dict[fx.Node, str] = field(default_factory=dict)  # export placeholder -> FQN
     constants: dict[str, torch.Tensor] = field(default_factory=dict)  # export's lifted tensor constants
     _folded: dict[fx.Node, Any] = field(default_factory=dict, repr=False)
@@ -61,12 +64,14 @@ class Traced:
         dep: dict[fx.Node, bool] = {}
         inputs = set(self.inputs)
         for n in self.graph.nodes:
-            found = [False]
-            fx.node.map_arg((n.args, n.kwargs), lambda a: found.__setitem__(0, found[0] or dep.get(a, False)))
+            found = any(dep.get(a, False) for a in n.all_input_nodes)  # the nodes in its args and kwargs
             # a shape read off an input (x.shape[0], x.size(1)), or a tensor made from one (zeros_like), is
             # fixed by the traced input shape
-            dep[n] = n in inputs or random_values(n) or (
-                found[0] and (holds_tensor(self.vals.get(n)) or reads_values(n)) and not shape_only(n))
+            dep[n] = (
+                n in inputs
+                or random_values(n)
+                or (found and (holds_tensor(self.vals.get(n)) or reads_values(n)) and not shape_only(n))
+            )
         self._dep = dep
         return dep
 
@@ -87,29 +92,35 @@ class Traced:
         if arg in self.inputs:
             raise ValueError(f"{arg.name} is a model input, not a constant")
         if arg in self.vals and not holds_tensor(self.vals[arg]):
-            return self.vals[arg]      # a shape or a number: known from shape propagation
+            return self.vals[arg]  # a shape or a number: known from shape propagation
+        target: Any = arg.target  # a function (call_function) or a method's name (call_method)
         if arg.op == "get_attr" or arg in self.param_nodes:
-            value = self.attr(self.attr_name(arg))
+            name = self.attr_name(arg)
+            value = self.attr(name) if name is not None else None
             if value is None:
                 raise ValueError(f"no value for {arg.name}")
-        elif arg.op in ("call_function", "call_method") and shape_only(arg):   # zeros_like(x): x's shape only
+        elif arg.op in ("call_function", "call_method") and shape_only(arg):  # zeros_like(x): x's shape only
             args = fx.node.map_arg(arg.args, lambda a: zeros_of(self.vals.get(a)))
             kwargs = fx.node.map_arg(arg.kwargs, lambda a: zeros_of(self.vals.get(a)))
-            value = arg.target(*args, **kwargs) if arg.op == "call_function" else \
-                getattr(args[0], arg.target)(*args[1:], **kwargs)
+            value = (
+                target(*args, **kwargs) if arg.op == "call_function" else getattr(args[0], target)(*args[1:], **kwargs)
+            )
         elif arg.op in ("call_function", "call_method"):
             args = fx.node.map_arg(arg.args, lambda a: self.constant(a, overrides, grad))
             kwargs = fx.node.map_arg(arg.kwargs, lambda a: self.constant(a, overrides, grad))
             if writes_in_place(arg) and args and isinstance(args[0], torch.Tensor):
-                args = (args[0].clone(),) + tuple(args[1:])   # never write into the model's own tensors
+                args = (args[0].clone(),) + tuple(args[1:])  # never write into the model's own tensors
             with torch.enable_grad() if grad else torch.no_grad():
-                value = arg.target(*args, **kwargs) if arg.op == "call_function" else \
-                    getattr(args[0], arg.target)(*args[1:], **kwargs)
+                value = (
+                    target(*args, **kwargs)
+                    if arg.op == "call_function"
+                    else getattr(args[0], target)(*args[1:], **kwargs)
+                )
         else:
             raise ValueError(f"{arg.name} ({arg.op}) cannot be evaluated ahead of time")
         if overrides is None:
             self._folded[arg] = value
-        else:   # the caller's table memoises this evaluation
+        else:  # the caller's table memoises this evaluation
             overrides[arg] = value
         return value
 
@@ -128,9 +139,10 @@ class Traced:
 
     def module(self, node: fx.Node) -> nn.Module:
         """The module a ``call_module`` node calls."""
-        mod = self._modules.get(node.target)
+        target = str(node.target)  # a call_module node's target is the module's qualified name
+        mod = self._modules.get(target)
         if mod is None:
-            mod = self._modules[node.target] = self.root.get_submodule(node.target)
+            mod = self._modules[target] = self.root.get_submodule(target)
         return mod
 
     def attr_name(self, node: Any) -> str | None:
@@ -163,14 +175,20 @@ def _refuse_value_reads(traced: Traced) -> Traced:
     dep = traced.depends_on_input()
     for n in traced.graph.nodes:
         if dep.get(n) and reads_values(n):
-            raise TraceError(f"{_where(n)} reads a number off the input's values (.item(), .tolist(), int(t)), "
-                             "which connectome cannot follow: keep it a tensor (x.amax() instead of "
-                             "x.max().item())")
+            raise TraceError(
+                f"{_where(n)} reads a number off the input's values (.item(), .tolist(), int(t)), "
+                "which connectome cannot follow: keep it a tensor (x.amax() instead of "
+                "x.max().item())"
+            )
     return traced
 
 
-def as_inputs(example_inputs: Any = None, input_shape: Sequence[int] | None = None,
-              input_dtype: torch.dtype | None = None, device: str | None = None) -> tuple:
+def as_inputs(
+    example_inputs: Any = None,
+    input_shape: InputShape | None = None,
+    input_dtype: torch.dtype | None = None,
+    device: str | None = None,
+) -> tuple:
     """Normalise example inputs: a tensor, a tuple of tensors, or shapes (float32 unless ``input_dtype``).
 
     Token models take integer ids: ``input_dtype=torch.long``.
@@ -178,19 +196,26 @@ def as_inputs(example_inputs: Any = None, input_shape: Sequence[int] | None = No
     >>> [(tuple(x.shape), x.dtype) for x in as_inputs(input_shape=(1, 8), input_dtype=torch.long)]
     [((1, 8), torch.int64)]
     """
-    if example_inputs is None and input_shape is None:
-        raise TraceError("no example input: pass example_inputs or input_shape (e.g. 1,3,32,32)")
     if example_inputs is None:
-        shapes = input_shape if input_shape and isinstance(input_shape[0], (list, tuple)) else [input_shape]
-        return tuple(torch.zeros(tuple(int(d) for d in s), dtype=input_dtype or torch.float32, device=device)
-                     for s in shapes)
+        if input_shape is None:
+            raise TraceError("no example input: pass example_inputs or input_shape (e.g. 1,3,32,32)")
+        one = not (input_shape and isinstance(input_shape[0], (list, tuple)))
+        shapes: Sequence[Any] = [input_shape] if one else input_shape
+        return tuple(
+            torch.zeros(tuple(int(d) for d in s), dtype=input_dtype or torch.float32, device=device) for s in shapes
+        )
     if isinstance(example_inputs, torch.Tensor):
         return (example_inputs,)
     return tuple(example_inputs)
 
 
-def trace(model: nn.Module, example_inputs: Any = None, input_shape: Sequence[int] | None = None,
-          tracer: str = "auto", input_dtype: torch.dtype | None = None) -> Traced:
+def trace(
+    model: nn.Module,
+    example_inputs: Any = None,
+    input_shape: InputShape | None = None,
+    tracer: str = "auto",
+    input_dtype: torch.dtype | None = None,
+) -> Traced:
     """Trace ``model`` with shapes; ``tracer`` is ``"auto"``, ``"fx"``, ``"export"`` or ``"export-core"``.
 
     ``"export-core"`` decomposes the exported graph to core ATen (``convolution``, ``addmm``...), the
@@ -244,33 +269,38 @@ def _trace_fx(model: nn.Module, inputs: tuple) -> Traced:
         constants = _restore(model, before)
         with torch.no_grad():
             for name, b, version, saved in buffers:
-                if b._version != version:       # written in place while tracing
+                if b._version != version:  # written in place while tracing
                     b.copy_(saved)
                     written.append(name)
-    if written:   # fx ran the write for real: later reads of the buffer are constants it cannot relate to it
-        raise TraceError(f"{type(model).__name__}.forward writes into its buffer {written[0]} in place, which "
-                         "torch.fx runs instead of tracing: use --tracer export (auto does)")
+    if written:  # fx ran the write for real: later reads of the buffer are constants it cannot relate to it
+        raise TraceError(
+            f"{type(model).__name__}.forward writes into its buffer {written[0]} in place, which "
+            "torch.fx runs instead of tracing: use --tracer export (auto does)"
+        )
     # reads after an in-place write read what it wrote
     for base in functionalize(graph, tracer.inplace_modules, tracer.alias_modules):
         if base.op == "get_attr" and _read_for_real(model, str(base.target), constants):
             written.append(str(base.target))
     if written:
-        raise TraceError(f"{type(model).__name__}.forward writes into its buffer {written[0]} in place and "
-                         "reads it again, which torch.fx cannot relate: use --tracer export (auto does)")
+        raise TraceError(
+            f"{type(model).__name__}.forward writes into its buffer {written[0]} in place and "
+            "reads it again, which torch.fx cannot relate: use --tracer export (auto does)"
+        )
     placeholders = [n for n in graph.nodes if n.op == "placeholder"]
     if len(placeholders) < len(inputs):
         raise TraceError(f"{type(model).__name__}.forward takes {len(placeholders)} inputs, got {len(inputs)}")
     traced = Traced(model, graph, "fx", placeholders[: len(inputs)], [], {}, model, constants=constants)
     run = MetaRun(model, graph, constants)
     try:
-        traced.vals = run.run(inputs, placeholders)
+        traced.vals = run.propagate(inputs, placeholders)
     except ShapeError as e:
         cause = e.__cause__ or e
         if data_dependent(e.node):
             raise TraceError(DATA_DEPENDENT.format(where=_where(e.node))) from cause
-        raise TraceError(f"shape propagation failed at {_where(e.node)}: {_short(cause)}; "
-                         "is the input shape right?") from cause
-    traced._modules.update(run.submodules)   # every call_module target, by the names fx gave them
+        raise TraceError(
+            f"shape propagation failed at {_where(e.node)}: {_short(cause)}; is the input shape right?"
+        ) from cause
+    traced._modules.update(run.submodules)  # every call_module target, by the names fx gave them
     traced.outputs = _output_nodes(graph, traced.vals)
     return traced
 
@@ -296,44 +326,16 @@ def _restore(model: nn.Module, before: set[str]) -> dict[str, torch.Tensor]:
 
 
 def _trace_export(model: nn.Module, inputs: tuple, core: bool = False) -> Traced:
-    from torch.export import export
-    from torch.export.graph_signature import InputKind, OutputKind
-
-    quiet = logging.root.manager.disable
-    logging.disable(logging.ERROR)   # a failed export logs whole tracebacks; the error we raise says it in a line
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ep = export(model, inputs, strict=False)
-            # functional form: in-place writes into views become slice_scatter, copy, index_put...
-            try:
-                ep = ep.run_decompositions() if core else ep.run_decompositions({})
-            except Exception:
-                if core:
-                    raise
-                # torch cannot always re-run the program (a submodule's parameter read directly); the
-                # exported training graph is used as it is: export keeps writes, whose rules then apply
-                pass
-    finally:
-        logging.disable(quiet)
+    ep = export_program(model, inputs, core)
     dynamic = unbacked(ep.graph)
     if dynamic is not None:
         raise TraceError(DATA_DEPENDENT.format(where=_where(dynamic)))
-    nodes = {n.name: n for n in ep.graph.nodes}
-    user, param_nodes = [], {}
-    for spec in ep.graph_signature.input_specs:
-        node = nodes[spec.arg.name]
-        if spec.kind == InputKind.USER_INPUT:
-            user.append(node)
-        elif spec.target is not None:
-            param_nodes[node] = spec.target
+    user, param_nodes, outs = split_signature(ep)
     vals = {n: to_meta(n.meta.get("val")) for n in ep.graph.nodes}
-    out_node = next(n for n in ep.graph.nodes if n.op == "output")
-    outs = [a for a, spec in zip(out_node.args[0], ep.graph_signature.output_specs)
-            if spec.kind == OutputKind.USER_OUTPUT and isinstance(a, fx.Node)]
     root = ep.graph_module
-    return Traced(model, ep.graph, "export-core" if core else "export", user, outs, vals, root, param_nodes,
-                  dict(ep.constants))
+    return Traced(
+        model, ep.graph, "export-core" if core else "export", user, outs, vals, root, param_nodes, dict(ep.constants)
+    )
 
 
 def _output_nodes(graph: fx.Graph, vals: dict) -> list[fx.Node]:

@@ -15,6 +15,7 @@ Examples
 >>> holds_tensor((torch.zeros(1), 2)), holds_tensor(torch.Size([2, 3]))
 (True, False)
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -22,8 +23,17 @@ from typing import Any
 import torch
 from torch import fx
 
-__all__ = ["SHAPE_ONLY", "VALUE_READS", "RANDOM", "shape_only", "random_values", "reads_values", "zeros_of",
-           "writes_in_place", "holds_tensor"]
+__all__ = [
+    "SHAPE_ONLY",
+    "VALUE_READS",
+    "RANDOM",
+    "shape_only",
+    "random_values",
+    "reads_values",
+    "zeros_of",
+    "writes_in_place",
+    "holds_tensor",
+]
 
 SHAPE_ONLY = frozenset({"zeros_like", "ones_like", "full_like", "new_zeros", "new_ones", "new_full"})
 # non-tensor values read off tensor *values*: data, not shapes
@@ -36,9 +46,31 @@ def shape_only(n: fx.Node) -> bool:
     return target.split(".")[0] in SHAPE_ONLY
 
 
-RANDOM = frozenset({"rand", "randn", "randint", "randperm", "rand_like", "randn_like", "randint_like", "bernoulli",
-                     "normal", "multinomial", "poisson", "empty", "empty_like", "new_empty", "empty_strided",
-                     "native_dropout", "uniform", "uniform_", "normal_", "bernoulli_", "exponential_"})
+RANDOM = frozenset(
+    {
+        "rand",
+        "randn",
+        "randint",
+        "randperm",
+        "rand_like",
+        "randn_like",
+        "randint_like",
+        "bernoulli",
+        "normal",
+        "multinomial",
+        "poisson",
+        "empty",
+        "empty_like",
+        "new_empty",
+        "empty_strided",
+        "native_dropout",
+        "uniform",
+        "uniform_",
+        "normal_",
+        "bernoulli_",
+        "exponential_",
+    }
+)
 
 
 def random_values(n: fx.Node) -> bool:

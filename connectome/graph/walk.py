@@ -17,6 +17,7 @@ Examples
 >>> w.effective["0.weight"].tolist()
 [[True, True], [False, False]]
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -34,8 +35,8 @@ __all__ = ["Walk", "walk"]
 @dataclass
 class Walk:
     graph: UnitGraph
-    fwd: dict[fx.Node, Any]       # alive-from-input status per node (Status, tuple, or None)
-    bwd: dict[fx.Node, Any]       # alive-to-output status per node
+    fwd: dict[fx.Node, Any]  # alive-from-input status per node (Status, tuple, or None)
+    bwd: dict[fx.Node, Any]  # alive-to-output status per node
     effective: dict[str, torch.Tensor]
 
 
@@ -64,6 +65,8 @@ def _param_shape(g: UnitGraph, key: str) -> tuple:
         return tuple(mask.shape)
     param = g.traced.attr(key)
     param = param if param is not None else g.traced.attr(key + "_orig")
+    if param is None:
+        raise LookupError(f"no mask, parameter or buffer {key!r} in the model")
     return tuple(param.shape)
 
 
@@ -101,6 +104,7 @@ def walk(g: UnitGraph) -> Walk:
             for key, pm in (w.back(m, lambda k: _param_shape(g, k)) if w is not None else {name: m}).items():
                 effective[key] = effective[key] | pm if key in effective else pm
     from .relevance import constant_weights
-    for key, m in constant_weights(g, fwd, bwd).items():   # constants that meet live signal in a product
+
+    for key, m in constant_weights(g, fwd, bwd).items():  # constants that meet live signal in a product
         effective[key] = effective[key] | m if key in effective else m
     return Walk(g, fwd, bwd, effective)

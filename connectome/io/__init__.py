@@ -10,6 +10,7 @@ Examples
 >>> MaskSource(m)["0.weight"].shape
 torch.Size([2, 2])
 """
+
 from .checkpoint import Checkpoint, load
 from .masks import MaskSource, prunable_weights
 from .spec import SpecError, load_model, parse_shape

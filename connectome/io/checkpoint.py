@@ -17,10 +17,12 @@ Examples
 >>> ck.notes
 ["weights nested under 'state_dict'", "stripped prefix 'module.'"]
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -32,7 +34,7 @@ __all__ = ["Checkpoint", "load", "read_tensors", "SpecError"]
 
 _NESTED = ("state_dict", "model_state_dict", "model", "module", "net", "network", "weights")
 _PREFIXES = ("module.", "_orig_mod.")
-_SHOW = 10   # names listed in a mismatch message before it switches to counts
+_SHOW = 10  # names listed in a mismatch message before it switches to counts
 
 
 @dataclass
@@ -41,9 +43,9 @@ class Checkpoint:
 
     model: nn.Module
     input_shape: tuple[int, ...] | None
-    masks: dict[str, torch.Tensor] = field(default_factory=dict)       # bool, by parameter name
-    raw_masks: dict[str, torch.Tensor] = field(default_factory=dict)   # masks as stored (0/1 check)
-    disagree: dict[str, int] = field(default_factory=dict)   # masked-out positions whose weight is nonzero
+    masks: dict[str, torch.Tensor] = field(default_factory=dict)  # bool, by parameter name
+    raw_masks: dict[str, torch.Tensor] = field(default_factory=dict)  # masks as stored (0/1 check)
+    disagree: dict[str, int] = field(default_factory=dict)  # masked-out positions whose weight is nonzero
     notes: list[str] = field(default_factory=list)
     path: str | None = None
     format: str = "module"
@@ -63,8 +65,9 @@ def _unwrap(obj: Any, notes: list[str]) -> Any:
 def _flat_tensors(sd: Mapping, path: str, notes: list[str]) -> dict[str, torch.Tensor]:
     tensors = {str(k): v for k, v in sd.items() if isinstance(v, torch.Tensor)}
     if not tensors:
-        raise SpecError(f"{path} holds no tensors (keys: {', '.join(map(str, list(sd)[:5])) or 'none'}); "
-                        f"expected a state_dict")
+        raise SpecError(
+            f"{path} holds no tensors (keys: {', '.join(map(str, list(sd)[:5])) or 'none'}); expected a state_dict"
+        )
     if len(tensors) < len(sd):
         notes.append(f"ignored {len(sd) - len(tensors)} non-tensor entries")
     changed = True
@@ -72,14 +75,15 @@ def _flat_tensors(sd: Mapping, path: str, notes: list[str]) -> dict[str, torch.T
         changed = False
         for prefix in _PREFIXES:
             if all(k.startswith(prefix) for k in tensors):
-                tensors = {k[len(prefix):]: v for k, v in tensors.items()}
+                tensors = {k[len(prefix) :]: v for k, v in tensors.items()}
                 notes.append(f"stripped prefix {prefix!r}")
                 changed = True
     return tensors
 
 
-def split_pruned(tensors: dict[str, torch.Tensor], notes: list[str]
-                 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+def split_pruned(
+    tensors: dict[str, torch.Tensor], notes: list[str]
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """``weight_orig`` + ``weight_mask`` -> ``weight = orig * mask`` and a mask; plain ``X`` + ``X_mask`` too.
 
     >>> w, m = split_pruned({"fc.weight_orig": torch.ones(2), "fc.weight_mask": torch.tensor([1., 0.])}, [])
@@ -108,8 +112,11 @@ def _mismatch(path: str, arch: str, model: nn.Module, weights: dict[str, torch.T
     expected = model.state_dict()
     missing = [k for k in expected if k not in weights and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in weights if k not in expected]
-    shapes = [f"{k}: file {tuple(weights[k].shape)} vs model {tuple(expected[k].shape)}"
-              for k in weights if k in expected and tuple(weights[k].shape) != tuple(expected[k].shape)]
+    shapes = [
+        f"{k}: file {tuple(weights[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in weights
+        if k in expected and tuple(weights[k].shape) != tuple(expected[k].shape)
+    ]
     if not (missing or unexpected or shapes):
         return None
     parts = []
@@ -119,7 +126,7 @@ def _mismatch(path: str, arch: str, model: nn.Module, weights: dict[str, torch.T
             parts.append(f"{len(items)} {label} ({'; '.join(items[:_SHOW])}{more})")
     heads = {k.rpartition(".")[0] for k in weights if k in expected and weights[k].shape != expected[k].shape}
     hint = "check --arch and --arch-kwargs"
-    if len(heads) == 1 and not missing and not unexpected:   # only the classifier differs: a class count
+    if len(heads) == 1 and not missing and not unexpected:  # only the classifier differs: a class count
         head = next(iter(heads))
         n = weights.get(head + ".weight", weights.get(head + ".bias"))
         if n is not None and n.dim() >= 1:
@@ -127,9 +134,13 @@ def _mismatch(path: str, arch: str, model: nn.Module, weights: dict[str, torch.T
     return f"{path} does not match {arch}: {', '.join(parts)}; {hint}"
 
 
-def load(checkpoint: str | None = None, arch: str | nn.Module | None = None,
-         arch_kwargs: Mapping[str, Any] | None = None, masks: str | Mapping[str, torch.Tensor] | None = None,
-         trust: bool = False) -> Checkpoint:
+def load(
+    checkpoint: str | None = None,
+    arch: str | nn.Module | None = None,
+    arch_kwargs: Mapping[str, Any] | None = None,
+    masks: str | Mapping[str, torch.Tensor] | None = None,
+    trust: bool = False,
+) -> Checkpoint:
     """A model with ``checkpoint``'s weights (and masks) loaded; see the module docs for the formats.
 
     ``arch`` is a spec (``torchvision:resnet18``, ``timm:NAME``, ``package.module:factory``) or a module;
@@ -163,8 +174,10 @@ def load(checkpoint: str | None = None, arch: str | nn.Module | None = None,
             if not isinstance(obj, Mapping):
                 raise SpecError(f"{checkpoint} holds a {type(obj).__name__}, not a state_dict or a model")
             if model is None:
-                raise SpecError(f"{checkpoint} is a state_dict and has no architecture: give it with --arch "
-                                f"(torchvision:NAME, timm:NAME or package.module:factory)")
+                raise SpecError(
+                    f"{checkpoint} is a state_dict and has no architecture: give it with --arch "
+                    f"(torchvision:NAME, timm:NAME or package.module:factory)"
+                )
             weights, found = split_pruned(_flat_tensors(obj, checkpoint, notes), notes)
             bad = _mismatch(checkpoint, arch_name, model, weights)
             if bad:
@@ -175,19 +188,26 @@ def load(checkpoint: str | None = None, arch: str | nn.Module | None = None,
     if model is None:
         raise SpecError("nothing to load: give a checkpoint file, an architecture (--arch), or both")
     if masks is not None:
-        given = masks
+        given: Mapping[str, torch.Tensor]
         if isinstance(masks, str):
             obj, _ = read_tensors(masks)
-            given = _flat_tensors(_unwrap(obj, []), masks, [])
-            given = {k[:-5] if k.endswith("_mask") else k: v for k, v in given.items()}
+            flat = _flat_tensors(_unwrap(obj, []), masks, [])
+            given = {k[:-5] if k.endswith("_mask") else k: v for k, v in flat.items()}
             notes.append(f"masks from {masks}")
+        else:
+            given = masks
         params = dict(model.named_parameters())
         unknown = [k for k in given if k not in params]
         if unknown:
-            raise SpecError(f"mask file names {len(unknown)} weight(s) the model does not have "
-                            f"({', '.join(unknown[:_SHOW])}); mask keys must be parameter names like 'fc.weight'")
-        wrong = [f"{k}: mask {tuple(v.shape)} vs weight {tuple(params[k].shape)}" for k, v in given.items()
-                 if tuple(v.shape) != tuple(params[k].shape)]
+            raise SpecError(
+                f"mask file names {len(unknown)} weight(s) the model does not have "
+                f"({', '.join(unknown[:_SHOW])}); mask keys must be parameter names like 'fc.weight'"
+            )
+        wrong = [
+            f"{k}: mask {tuple(v.shape)} vs weight {tuple(params[k].shape)}"
+            for k, v in given.items()
+            if tuple(v.shape) != tuple(params[k].shape)
+        ]
         if wrong:
             raise SpecError(f"mask shapes do not match the weights: {'; '.join(wrong[:_SHOW])}")
         _set_masks(ck, dict(given), model)
@@ -202,7 +222,7 @@ def _set_masks(ck: Checkpoint, found: Mapping[str, torch.Tensor], model: nn.Modu
     params = dict(model.named_parameters())
     for name, raw in found.items():
         w = params.get(name)
-        if w is None:   # a pruned module: the parameter is weight_orig, the live weight is an attribute
+        if w is None:  # a pruned module: the parameter is weight_orig, the live weight is an attribute
             w = getattr(model.get_submodule(name.rpartition(".")[0]), name.rpartition(".")[2] + "_orig", None)
         ck.raw_masks[name] = raw
         keep = raw != 0

@@ -6,6 +6,7 @@
 >>> open(p).read()
 '{}'
 """
+
 from __future__ import annotations
 
 import os
@@ -43,7 +44,7 @@ def write_atomic(path: str, data: str | bytes, inputs: tuple[str | None, ...] = 
             f.write(data.encode() if isinstance(data, str) else data)
         umask = os.umask(0)
         os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)     # mkstemp makes 0600 files; a report should read like any other
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; a report should read like any other
         os.replace(tmp, real)
     except BaseException:
         if os.path.exists(tmp):

@@ -13,12 +13,14 @@ Examples
 >>> int(MaskSource(torch.nn.Sequential(lin)).get("0.weight").sum())
 4
 """
+
 from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterable, Iterator, Mapping, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -46,6 +48,8 @@ PRUNABLE_KINDS: dict[type, tuple[tuple[str, ...], str]] = {
 
 
 def _kind_of(module: nn.Module) -> tuple[tuple[str, ...], str] | None:
+    if isinstance(module, nn.RNNBase):  # its weights are named by layer and direction
+        return tuple(n for n in module._flat_weights_names if n.startswith("weight_")), "recurrent"
     for cls in type(module).__mro__:
         if cls in PRUNABLE_KINDS:
             return PRUNABLE_KINDS[cls]
@@ -74,8 +78,16 @@ def prunable_weights(model: nn.Module, names: WeightNames | None = None) -> dict
     return found
 
 
-_NUMPY_READS = {torch.float32, torch.float64, torch.float16, torch.int8, torch.uint8, torch.int32, torch.int64,
-                torch.bool}
+_NUMPY_READS = {
+    torch.float32,
+    torch.float64,
+    torch.float16,
+    torch.int8,
+    torch.uint8,
+    torch.int32,
+    torch.int64,
+    torch.bool,
+}
 
 
 def nonzero(t: torch.Tensor) -> torch.Tensor:
@@ -89,26 +101,32 @@ def nonzero(t: torch.Tensor) -> torch.Tensor:
     if _numpy_readable(t):
         try:
             return torch.from_numpy(np.not_equal(t.numpy(), 0))
-        except (RuntimeError, TypeError):   # tensor subclasses that have no numpy view
+        except (RuntimeError, TypeError):  # tensor subclasses that have no numpy view
             pass
     with torch.no_grad():
         return t != 0
 
 
 def _numpy_readable(t: torch.Tensor) -> bool:
-    return t.device.type == "cpu" and t.dtype in _NUMPY_READS and not t.is_conj() and not t.is_neg() \
+    return (
+        t.device.type == "cpu"
+        and t.dtype in _NUMPY_READS
+        and not t.is_conj()
+        and not t.is_neg()
         and t.layout == torch.strided
+    )
 
 
 class Reduced(NamedTuple):
     """A mask's reductions over its first dim, taken while it is still in cache from the read."""
 
-    rows: np.ndarray | None   # (out,): the row keeps some weight; only for 1x1 kernels and matrices
-    cols: np.ndarray          # (prod(shape[1:]),): some row keeps this (input, tap)
+    rows: np.ndarray | None  # (out,): the row keeps some weight; only for 1x1 kernels and matrices
+    cols: np.ndarray  # (prod(shape[1:]),): some row keeps this (input, tap)
 
 
-def _read_arrays(jobs: list[tuple[str, tuple[np.ndarray, ...], np.ndarray]]
-                 ) -> list[tuple[str, np.ndarray, int, Reduced | None]]:
+def _read_arrays(
+    jobs: list[tuple[str, tuple[np.ndarray, ...], np.ndarray]],
+) -> list[tuple[str, np.ndarray, int, Reduced | None]]:
     out = []
     for name, arrays, mask in jobs:
         np.not_equal(arrays[0], 0, out=mask)
@@ -118,8 +136,9 @@ def _read_arrays(jobs: list[tuple[str, tuple[np.ndarray, ...], np.ndarray]]
         if mask.ndim >= 2 and mask.size:
             flat = mask.reshape(mask.shape[0], -1)
             one_tap = all(d == 1 for d in mask.shape[2:])
-            reduced = Reduced(np.logical_or.reduce(flat, axis=1) if one_tap else None,
-                              np.logical_or.reduce(flat, axis=0))
+            reduced = Reduced(
+                np.logical_or.reduce(flat, axis=1) if one_tap else None, np.logical_or.reduce(flat, axis=0)
+            )
         out.append((name, mask, int(np.count_nonzero(mask)), reduced))
     return out
 
@@ -167,8 +186,9 @@ class MaskSource(Mapping[str, torch.Tensor]):
     True
     """
 
-    def __init__(self, model: nn.Module, masks: Mapping[str, torch.Tensor] | None = None,
-                 names: WeightNames | None = None):
+    def __init__(
+        self, model: nn.Module, masks: Mapping[str, torch.Tensor] | None = None, names: WeightNames | None = None
+    ):
         self.model = model
         self.names = names or WeightNames(model)
         self.explicit = {self.names.key(k): torch.as_tensor(v).bool() for k, v in (masks or {}).items()}
@@ -185,7 +205,7 @@ class MaskSource(Mapping[str, torch.Tensor]):
         if mask is None:
             return default
         self._cache[name] = mask
-        self._counts[name] = count_true(mask)      # now, while the new mask is still in cache
+        self._counts[name] = count_true(mask)  # now, while the new mask is still in cache
         return mask
 
     def prefetch(self, names: Iterable[str]) -> None:
@@ -206,7 +226,7 @@ class MaskSource(Mapping[str, torch.Tensor]):
                 continue
             arrays = self._arrays(n)
             if arrays is None:
-                self.get(n)        # not a plain CPU array: torch reads it, on this thread
+                self.get(n)  # not a plain CPU array: torch reads it, on this thread
             else:
                 jobs[n] = arrays
                 total += arrays[0].size
@@ -241,7 +261,7 @@ class MaskSource(Mapping[str, torch.Tensor]):
         except (RuntimeError, TypeError):
             return None
 
-    def reduced(self, name: str) -> "Reduced | None":
+    def reduced(self, name: str) -> Reduced | None:
         """Reductions of the mask of ``name`` taken when :meth:`prefetch` read it (None otherwise)."""
         return self._reduced.get(self.names.key(name))
 
@@ -249,7 +269,7 @@ class MaskSource(Mapping[str, torch.Tensor]):
         """How many weights the mask of ``name`` keeps (counted once, when it is read)."""
         name = self.names.key(name)
         if name not in self._counts:
-            self[name]                             # reads the mask, and counts it
+            self[name]  # reads the mask, and counts it
         return self._counts[name]
 
     def __getitem__(self, name: str) -> torch.Tensor:
@@ -271,7 +291,7 @@ class MaskSource(Mapping[str, torch.Tensor]):
         return None if module is None else _tensor(module, attr)
 
     def _module(self, name: str) -> nn.Module | None:
-        if not self._modules:   # one walk over the modules: cheaper than get_submodule for each weight
+        if not self._modules:  # one walk over the modules: cheaper than get_submodule for each weight
             self._modules.update(self.model.named_modules(remove_duplicate=False))
         if name not in self._modules:
             try:
@@ -302,8 +322,9 @@ class MaskSource(Mapping[str, torch.Tensor]):
             return None
         mod_name, _, attr = name.rpartition(".")
         module = self._module(mod_name)
+        assert module is not None  # weight(name) found the weight in it (name is already a key)
         buf = _member(module, attr + "_mask")
         v, g = module._parameters.get(attr + "_v"), module._parameters.get(attr + "_g")
-        if v is not None and g is not None:   # hook-style weight norm: weight = g * v / |v|, fresh from both
+        if v is not None and g is not None:  # hook-style weight norm: weight = g * v / |v|, fresh from both
             return (v, g)
         return (w, buf) if isinstance(buf, torch.Tensor) else (w,)

@@ -10,10 +10,12 @@ Examples
 >>> type(m).__name__, shape
 ('Sequential', (1, 1, 28, 28))
 """
+
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import os
 import sys
 from typing import Any
@@ -51,6 +53,7 @@ def parse_kwargs(items: str | list[str] | tuple[str, ...] | None) -> dict[str, A
     {'num_classes': 10, 'name': 'big', 'flag': True}
     """
     import ast
+
     if not items:
         return {}
     out: dict[str, Any] = {}
@@ -66,8 +69,9 @@ def parse_kwargs(items: str | list[str] | tuple[str, ...] | None) -> dict[str, A
     return out
 
 
-def load_model(spec: str, trust: bool = False, kwargs: dict[str, Any] | None = None
-               ) -> tuple[nn.Module, tuple[int, ...] | None]:
+def load_model(
+    spec: str, trust: bool = False, kwargs: dict[str, Any] | None = None
+) -> tuple[nn.Module, tuple[int, ...] | None]:
     """The module a spec names, and its natural input shape when known (else None).
 
     ``kwargs`` go to the factory (``num_classes=100``); specs: ``torchvision:NAME``, ``timm:NAME``,
@@ -80,8 +84,10 @@ def load_model(spec: str, trust: bool = False, kwargs: dict[str, Any] | None = N
     if not sep or not name:
         if os.path.exists(spec):
             raise SpecError(f"{spec} is a directory, not a model file")
-        raise SpecError(f"cannot resolve model {spec!r}: use torchvision:NAME, timm:NAME, connectome:NAME, "
-                        f"package.module:factory, file.py:factory, or a file saved with torch.save(model)")
+        raise SpecError(
+            f"cannot resolve model {spec!r}: use torchvision:NAME, timm:NAME, connectome:NAME, "
+            f"package.module:factory, file.py:factory, or a file saved with torch.save(model)"
+        )
     try:
         if scheme == "torchvision":
             return _torchvision(name, kwargs)
@@ -89,6 +95,7 @@ def load_model(spec: str, trust: bool = False, kwargs: dict[str, Any] | None = N
             return _timm(name, kwargs)
         if scheme == "connectome":
             from .. import models
+
             if name not in models.MODELS:
                 raise SpecError(f"unknown connectome model {name!r}; choose from {', '.join(models.MODELS)}")
             return models.MODELS[name](**kwargs), models.INPUT_SHAPES[name]
@@ -117,8 +124,13 @@ def _torchvision(name: str, kwargs: dict | None = None) -> tuple[nn.Module, tupl
         import torchvision
     except ImportError:
         raise SpecError("torchvision is not installed: pip install 'connectome[zoo]'") from None
+    kwargs = dict(kwargs or {})
     try:
-        model = torchvision.models.get_model(name, weights=None, **(kwargs or {}))
+        builder = torchvision.models.get_model_builder(name)
+        # detection and segmentation builders download ImageNet backbone weights unless told not to
+        if "weights_backbone" in inspect.signature(builder).parameters:
+            kwargs.setdefault("weights_backbone", None)
+        model = builder(weights=None, **kwargs)
     except ValueError:
         raise SpecError(f"torchvision has no model {name!r}; see torchvision.models.list_models()") from None
     size = 299 if name == "inception_v3" else 224
@@ -130,10 +142,12 @@ def _factory(module_name: str, attr: str, kwargs: dict | None = None) -> tuple[n
         if not os.path.isfile(module_name):
             raise SpecError(f"no such file: {module_name}")
         key = "_connectome_user_" + os.path.splitext(os.path.basename(module_name))[0]
-        loader = importlib.util.spec_from_file_location(key, module_name)
-        mod = importlib.util.module_from_spec(loader)
+        found = importlib.util.spec_from_file_location(key, module_name)
+        if found is None or found.loader is None:
+            raise SpecError(f"cannot load {module_name} as a Python module")
+        mod = importlib.util.module_from_spec(found)
         sys.modules[key] = mod
-        loader.loader.exec_module(mod)
+        found.loader.exec_module(mod)
     else:
         try:
             mod = importlib.import_module(module_name)
@@ -150,11 +164,15 @@ def _factory(module_name: str, attr: str, kwargs: dict | None = None) -> tuple[n
 
 
 def _load_pickle(path: str, trust: bool) -> nn.Module:
-    obj, fmt = read_tensors(path, trust=trust)   # safe unless trusted; refuses code-carrying pickles
+    obj, fmt = read_tensors(path, trust=trust)  # safe unless trusted; refuses code-carrying pickles
     if isinstance(obj, dict) and not fmt.startswith("pickle"):
-        raise SpecError(f"{path} is a state_dict, not a model: give the architecture as MODEL and this file "
-                        f"as --weights (or use connectome audit {path} --arch MODEL)")
+        raise SpecError(
+            f"{path} is a state_dict, not a model: give the architecture as MODEL and this file "
+            f"as --weights (or use connectome audit {path} --arch MODEL)"
+        )
     if not isinstance(obj, nn.Module):
-        raise SpecError(f"{path} holds a {type(obj).__name__}, not a model; give the architecture as "
-                        f"MODEL and this file as --weights")
+        raise SpecError(
+            f"{path} holds a {type(obj).__name__}, not a model; give the architecture as "
+            f"MODEL and this file as --weights"
+        )
     return obj

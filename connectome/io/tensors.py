@@ -10,6 +10,7 @@ Examples
 >>> sorted(obj), fmt
 (['w'], 'torch (zip)')
 """
+
 from __future__ import annotations
 
 import os
@@ -61,14 +62,18 @@ def read_tensors(path: str, trust: bool = False) -> tuple[Any, str]:
         try:
             return load_file(path, device="cpu"), "safetensors"
         except Exception as e:
-            raise SpecError(f"{path} is not a readable safetensors file ({first_line(e)}): it may be truncated "
-                            f"or corrupt; re-download or re-save it") from None
+            raise SpecError(
+                f"{path} is not a readable safetensors file ({first_line(e)}): it may be truncated "
+                f"or corrupt; re-download or re-save it"
+            ) from None
     with open(path, "rb") as f:
         magic = f.read(4)
     kind = "zip" if magic[:2] == b"PK" else "legacy"
     if kind == "legacy" and magic[:1] != b"\x80":
-        raise SpecError(f"{path} is not a PyTorch or safetensors checkpoint (it starts with {magic!r}); "
-                        f"save weights with torch.save(model.state_dict(), path)")
+        raise SpecError(
+            f"{path} is not a PyTorch or safetensors checkpoint (it starts with {magic!r}); "
+            f"save weights with torch.save(model.state_dict(), path)"
+        )
     if kind == "zip":
         _verify_zip(path)
     try:
@@ -77,17 +82,32 @@ def read_tensors(path: str, trust: bool = False) -> tuple[Any, str]:
         if "weights_only" not in str(e) and "Weights only" not in str(e):
             raise SpecError(f"{path} is truncated or corrupt ({first_line(e)}); re-download or re-save it") from None
         if not trust:
-            raise SpecError(f"{path} holds pickled Python objects (a whole model?), and unpickling can run "
-                            f"arbitrary code: pass --trust only if you trust its author, or re-save it with "
-                            f"torch.save(model.state_dict(), path)") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError, IndexError,
-            AttributeError, TypeError, MemoryError, OverflowError, UnicodeDecodeError) as e:
+            raise SpecError(
+                f"{path} holds pickled Python objects (a whole model?), and unpickling can run "
+                f"arbitrary code: pass --trust only if you trust its author, or re-save it with "
+                f"torch.save(model.state_dict(), path)"
+            ) from None
+    except (
+        RuntimeError,
+        EOFError,
+        zipfile.BadZipFile,
+        OSError,
+        ValueError,
+        KeyError,
+        IndexError,
+        AttributeError,
+        TypeError,
+        MemoryError,
+        OverflowError,
+        UnicodeDecodeError,
+    ) as e:
         raise SpecError(f"{path} is truncated or corrupt ({first_line(e)}); re-download or re-save it") from None
     try:  # trusted whole-model pickle
         return torch.load(path, map_location="cpu", weights_only=False), f"pickle ({kind})"
     except Exception as e:
-        raise SpecError(f"cannot unpickle {path} ({first_line(e)}): the classes it needs may not be importable "
-                        f"here") from None
+        raise SpecError(
+            f"cannot unpickle {path} ({first_line(e)}): the classes it needs may not be importable here"
+        ) from None
 
 
 def _verify_zip(path: str) -> None:
@@ -96,8 +116,16 @@ def _verify_zip(path: str) -> None:
     try:
         with zipfile.ZipFile(path) as z:
             bad = z.testzip()
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError, NotImplementedError, OverflowError,
-            UnicodeDecodeError) as e:
+    except (
+        zipfile.BadZipFile,
+        OSError,
+        EOFError,
+        ValueError,
+        KeyError,
+        NotImplementedError,
+        OverflowError,
+        UnicodeDecodeError,
+    ) as e:
         raise SpecError(f"{path} is truncated or corrupt ({first_line(e)}); re-download or re-save it") from None
     if bad is not None:
         raise SpecError(f"{path} is corrupt: record {bad!r} fails its CRC-32 check; re-download or re-save it")

@@ -11,6 +11,7 @@ effective sparsity; :func:`save` writes the result in ``torch.nn.utils.prune`` f
 >>> p.kept, round(p.analysis.direct_sparsity, 3)
 (40, 0.5)
 """
+
 from .quotas import QUOTAS, PruneError, budget, kept_counts
 from .run import Pruned, prune
 from .save import save

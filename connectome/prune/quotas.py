@@ -22,18 +22,29 @@ Examples
 >>> counts, sum(counts) == budget(shapes, 0.99)
 ([1087, 1053, 522], True)
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from math import prod
-from typing import Callable, Sequence
 
 import numpy as np
 
 from ..registry import register
 
-__all__ = ["PruneError", "QUOTAS", "quota", "uniform", "uniform_plus", "erk", "igq", "kept_counts", "budget",
-           "check_sparsity"]
+__all__ = [
+    "PruneError",
+    "QUOTAS",
+    "quota",
+    "uniform",
+    "uniform_plus",
+    "erk",
+    "igq",
+    "kept_counts",
+    "budget",
+    "check_sparsity",
+]
 
 Shapes = Sequence[Sequence[int]]
 
@@ -57,9 +68,11 @@ def quota(name: str) -> Callable:
     [1.0, 0.5]
     >>> del QUOTAS["first_dense_demo"]
     """
+
     def deco(fn: Callable[[Shapes, float], list[float]]) -> Callable[[Shapes, float], list[float]]:
         register(QUOTAS, name, fn, "quota")
         return fn
+
     return deco
 
 
@@ -133,15 +146,19 @@ def uniform_plus(shapes: Shapes, sparsity: float) -> list[float]:
     if len(n) == 1:
         return [k / n[0]]
     if k < n[0]:
-        raise PruneError(f"sparsity {sparsity} keeps {k} weights, fewer than the dense first layer's {n[0]}: "
-                         "uniform_plus cannot meet it; use another quota")
-    shared = (k - n[0]) / sum(n[1:])          # every layer after the first at one density
+        raise PruneError(
+            f"sparsity {sparsity} keeps {k} weights, fewer than the dense first layer's {n[0]}: "
+            "uniform_plus cannot meet it; use another quota"
+        )
+    shared = (k - n[0]) / sum(n[1:])  # every layer after the first at one density
     if shared >= 0.2:
         return [1.0] + [shared] * (len(n) - 1)
-    rest = k - n[0] - 0.2 * n[-1]            # the last layer floors at density 0.2
+    rest = k - n[0] - 0.2 * n[-1]  # the last layer floors at density 0.2
     if rest < 0 or len(n) == 2:
-        raise PruneError(f"sparsity {sparsity} is too high for uniform_plus: the dense first layer and the last "
-                         "layer at density 0.2 exceed the budget; use another quota")
+        raise PruneError(
+            f"sparsity {sparsity} is too high for uniform_plus: the dense first layer and the last "
+            "layer at density 0.2 exceed the budget; use another quota"
+        )
     return [1.0] + [rest / sum(n[1:-1])] * (len(n) - 2) + [0.2]
 
 
@@ -192,4 +209,4 @@ def igq(shapes: Shapes, sparsity: float) -> list[float]:
             lo = mid
         else:
             hi = mid
-    return (1.0 / (1.0 + hi * n)).tolist()     # keeps k to within float error (kept_counts allows for it)
+    return (1.0 / (1.0 + hi * n)).tolist()  # keeps k to within float error (kept_counts allows for it)

@@ -15,18 +15,19 @@ Examples
 >>> abs(p.analysis.effective_sparsity - 0.9) <= 0.001, p.analyses <= 11
 (True, True)
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 from torch import nn
 
 from ..analysis import Analysis, Analyzer
-from ..io.masks import MaskSource, prunable_weights
 from ..graph.reduce import count_true
+from ..io.masks import MaskSource, prunable_weights
 from .quotas import PruneError, budget, check_sparsity
 from .scores import SCORES, Context
 from .select import Ranking, quota_fn, select
@@ -36,18 +37,27 @@ __all__ = ["Pruned", "prune"]
 
 @dataclass
 class Pruned:
-    masks: dict[str, torch.Tensor]       # weight name -> bool mask
-    analysis: Analysis                   # of the pruned model
-    analyses: int                        # how many analyses effective targeting ran (1 otherwise)
-    kept: int                            # weights kept directly
-    note: str | None = None              # why the effective target was missed, when it was
+    masks: dict[str, torch.Tensor]  # weight name -> bool mask
+    analysis: Analysis  # of the pruned model
+    analyses: int  # how many analyses effective targeting ran (1 otherwise)
+    kept: int  # weights kept directly
+    note: str | None = None  # why the effective target was missed, when it was
 
 
-def prune(model: nn.Module, method: str, sparsity: float, quota: str | None = None, target: str = "direct",
-          seed: int = 0, input_shape: Sequence[int] | None = None,
-          batch: tuple[torch.Tensor, torch.Tensor] | None = None, rounds: int = 100,
-          log: Callable[[str], None] | None = None, tracer: str = "auto",
-          input_dtype: torch.dtype | None = None) -> Pruned:
+def prune(
+    model: nn.Module,
+    method: str,
+    sparsity: float,
+    quota: str | None = None,
+    target: str = "direct",
+    seed: int = 0,
+    input_shape: Sequence[int] | None = None,
+    batch: tuple[torch.Tensor, torch.Tensor] | None = None,
+    rounds: int = 100,
+    log: Callable[[str], None] | None = None,
+    tracer: str = "auto",
+    input_dtype: torch.dtype | None = None,
+) -> Pruned:
     """Masks for ``model`` at ``sparsity`` by ``method`` (see ``SCORES``), under an optional layer ``quota``.
 
     ``target="effective"`` makes the *effective* sparsity meet ``sparsity`` (within 0.1%).
@@ -69,11 +79,13 @@ def prune(model: nn.Module, method: str, sparsity: float, quota: str | None = No
         raise PruneError(f"{method} scores weights on data: give a batch (--data mnist, fashion-mnist or cifar10)")
     if input_shape is None:
         raise PruneError("an input shape is needed (--input-shape)")
-    if spec.needs_data and tuple(batch[0].shape[1:]) != tuple(input_shape[1:]):
-        raise PruneError(f"the data's examples are {_dims(batch[0].shape[1:])} but the model takes "
-                         f"{_dims(input_shape[1:])}: choose data that fits the model (--data)")
+    if spec.needs_data and batch is not None and tuple(batch[0].shape[1:]) != tuple(input_shape[1:]):
+        raise PruneError(
+            f"the data's examples are {_dims(batch[0].shape[1:])} but the model takes "
+            f"{_dims(input_shape[1:])}: choose data that fits the model (--data)"
+        )
     check_sparsity(sparsity)
-    quota_fn(quota)                 # an unknown quota fails now, not after the scores (100 rounds of synflow)
+    quota_fn(quota)  # an unknown quota fails now, not after the scores (100 rounds of synflow)
     log = log or (lambda msg: None)
     names = list(prunable_weights(model))
     if not names:
@@ -81,23 +93,43 @@ def prune(model: nn.Module, method: str, sparsity: float, quota: str | None = No
     source = MaskSource(model)
     params = dict(model.named_parameters())
     # a weight's key is a parameter, prune's ``_orig``, or a module's computed weight (a parametrization)
-    weights = {n: params[n] if n in params else params[n + "_orig"] if n + "_orig" in params else source.weight(n)
-               for n in names}
+    weights: dict[str, torch.Tensor] = {}
+    for n in names:
+        w = params[n] if n in params else params[n + "_orig"] if n + "_orig" in params else source.weight(n)
+        if w is None:
+            raise PruneError(f"cannot find the tensor of the prunable weight {n}")
+        weights[n] = w
     start = {}
-    for n in names:       # weights already masked (torch.nn.utils.prune, zeros) stay pruned
+    for n in names:  # weights already masked (torch.nn.utils.prune, zeros) stay pruned
         mask = source.get(n)
         start[n] = mask if mask is not None else torch.ones_like(weights[n], dtype=torch.bool)
-    ctx = Context(model, weights, dict(start), sparsity,
-                  select=lambda s, sp: select(s, sp, quota, within=ctx.masks),
-                  generator=torch.Generator().manual_seed(seed), input_shape=tuple(input_shape), batch=batch,
-                  rounds=rounds, log=log)
+    ctx = Context(
+        model,
+        weights,
+        dict(start),
+        sparsity,
+        select=lambda s, sp: select(s, sp, quota, within=ctx.masks),
+        generator=torch.Generator().manual_seed(seed),
+        input_shape=tuple(input_shape),
+        batch=batch,
+        rounds=rounds,
+        log=log,
+    )
     scores = spec.fn(ctx)
     if not any(bool((sc > 0).any()) for sc in scores.values()):
         zero = [n for n in names if not bool(start[n].any()) or not bool(weights[n].detach().ne(0).any())]
-        why = (f": {', '.join(zero[:3])} {'is' if len(zero) == 1 else 'are'} all zero and cut every path (a "
-               "zero-initialised classifier head, as in torchvision's ViT)") if zero else ""
-        raise PruneError(f"{method} scores every weight 0, so it cannot rank them{why}; load trained weights "
-                         "(--weights) or choose another method")
+        why = (
+            (
+                f": {', '.join(zero[:3])} {'is' if len(zero) == 1 else 'are'} all zero and cut every path (a "
+                "zero-initialised classifier head, as in torchvision's ViT)"
+            )
+            if zero
+            else ""
+        )
+        raise PruneError(
+            f"{method} scores every weight 0, so it cannot rank them{why}; load trained weights "
+            "(--weights) or choose another method"
+        )
     analyzer = Analyzer(model, input_shape=tuple(input_shape), tracer=tracer, input_dtype=input_dtype)
     if target == "direct":
         masks = select(scores, sparsity, quota, within=start)
@@ -113,8 +145,14 @@ def _count(masks: dict[str, torch.Tensor]) -> int:
     return sum(count_true(m) for m in masks.values())
 
 
-def _effective(analyzer: Analyzer, scores: dict[str, torch.Tensor], sparsity: float, quota: str | None,
-               start: dict[str, torch.Tensor], log: Callable[[str], None]) -> Pruned:
+def _effective(
+    analyzer: Analyzer,
+    scores: dict[str, torch.Tensor],
+    sparsity: float,
+    quota: str | None,
+    start: dict[str, torch.Tensor],
+    log: Callable[[str], None],
+) -> Pruned:
     total = sum(s.numel() for s in scores.values())
     want = budget([tuple(s.shape) for s in scores.values()], sparsity)
     ranking = Ranking(scores, quota, within=start)
@@ -125,8 +163,10 @@ def _effective(analyzer: Analyzer, scores: dict[str, torch.Tensor], sparsity: fl
         masks = ranking.masks(keep)
         res = analyzer.run(masks)
         runs += 1
-        log(f"effective targeting: keep {keep:,} directly -> {res.params_effective:,} effective "
-            f"(want {want:,}; analysis {runs})")
+        log(
+            f"effective targeting: keep {keep:,} directly -> {res.params_effective:,} effective "
+            f"(want {want:,}; analysis {runs})"
+        )
         return masks, res
 
     lo_masks, lo_res = at(want)
@@ -135,10 +175,12 @@ def _effective(analyzer: Analyzer, scores: dict[str, torch.Tensor], sparsity: fl
     hi = _count(start)
     hi_masks, hi_res = at(hi)
     if hi_res.params_effective < want:
-        raise PruneError(f"even keeping every weight leaves {hi_res.params_effective:,} effective, fewer than "
-                         f"the {want:,} that sparsity {sparsity} asks for")
+        raise PruneError(
+            f"even keeping every weight leaves {hi_res.params_effective:,} effective, fewer than "
+            f"the {want:,} that sparsity {sparsity} asks for"
+        )
     lo = want
-    while hi - lo > 1:          # invariant: effective(lo) < want <= effective(hi)
+    while hi - lo > 1:  # invariant: effective(lo) < want <= effective(hi)
         mid = (lo + hi) // 2
         masks, res = at(mid)
         if res.params_effective >= want:
@@ -151,13 +193,17 @@ def _effective(analyzer: Analyzer, scores: dict[str, torch.Tensor], sparsity: fl
     pick_lo = over and not lo_res.collapsed and lo_res.effective_sparsity - sparsity <= 0.001
     keep, masks, res = (lo, lo_masks, lo_res) if pick_lo else (hi, hi_masks, hi_res)
     bound = math.ceil(math.log2(max(total, 2))) + 2
-    log(f"effective targeting: {runs} analyses (bound {bound}); kept {keep:,}, effective sparsity "
-        f"{res.effective_sparsity:.4%}, direct {res.direct_sparsity:.4%}")
+    log(
+        f"effective targeting: {runs} analyses (bound {bound}); kept {keep:,}, effective sparsity "
+        f"{res.effective_sparsity:.4%}, direct {res.direct_sparsity:.4%}"
+    )
     note = None
     if abs(res.effective_sparsity - sparsity) > 0.001:
-        note = (f"no number of kept weights gets within 0.1% of effective sparsity {sparsity}: keeping {lo:,} "
-                f"leaves {lo_res.params_effective:,} effective weights, keeping {hi:,} leaves "
-                f"{hi_res.params_effective:,} (these scores disconnect the network until one weight joins a "
-                "whole region); try a layer quota")
+        note = (
+            f"no number of kept weights gets within 0.1% of effective sparsity {sparsity}: keeping {lo:,} "
+            f"leaves {lo_res.params_effective:,} effective weights, keeping {hi:,} leaves "
+            f"{hi_res.params_effective:,} (these scores disconnect the network until one weight joins a "
+            "whole region); try a layer quota"
+        )
         log(f"effective targeting: {note}")
     return Pruned(masks, res, runs, keep, note)

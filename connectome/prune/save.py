@@ -2,6 +2,7 @@
 
 Never a whole-model pickle: the file loads with ``torch.load(..., weights_only=True)``.
 """
+
 from __future__ import annotations
 
 import copy

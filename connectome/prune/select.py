@@ -13,10 +13,11 @@ Examples
 >>> {k: v.int().tolist() for k, v in select(s, 0.5, quota="uniform").items()}
 {'a': [1, 0, 1], 'b': [1, 0, 0]}
 """
+
 from __future__ import annotations
 
 import math
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 
@@ -39,7 +40,7 @@ def top_k(scores: torch.Tensor, k: int) -> torch.Tensor:
         return torch.zeros(scores.shape, dtype=torch.bool)
     if k >= n:
         return torch.ones(scores.shape, dtype=torch.bool)
-    threshold = torch.kthvalue(flat, n - k + 1).values          # the k-th largest
+    threshold = torch.kthvalue(flat, n - k + 1).values  # the k-th largest
     keep = flat > threshold
     ties = torch.nonzero(flat == threshold).flatten()[: k - int(keep.sum())]
     keep[ties] = True
@@ -60,8 +61,9 @@ def quota_fn(quota: str | None) -> Callable | None:
     return fn
 
 
-def _candidates(scores: Mapping[str, torch.Tensor], within: Mapping[str, torch.Tensor] | None
-                ) -> dict[str, torch.Tensor]:
+def _candidates(
+    scores: Mapping[str, torch.Tensor], within: Mapping[str, torch.Tensor] | None
+) -> dict[str, torch.Tensor]:
     """Flat float64 scores; NaN and weights outside ``within`` score ``-inf``, so they are taken last."""
     out = {}
     for n, sc in scores.items():
@@ -81,7 +83,7 @@ def _split(flat: torch.Tensor, shapes: dict[str, tuple[int, ...]]) -> dict[str, 
     out, start = {}, 0
     for n, shape in shapes.items():
         size = math.prod(shape)
-        out[n] = flat[start:start + size].view(shape)
+        out[n] = flat[start : start + size].view(shape)
         start += size
     return out
 
@@ -97,8 +99,12 @@ class Ranking:
     ([False, True, False], [False, True, True])
     """
 
-    def __init__(self, scores: Mapping[str, torch.Tensor], quota: str | None = None,
-                 within: Mapping[str, torch.Tensor] | None = None):
+    def __init__(
+        self,
+        scores: Mapping[str, torch.Tensor],
+        quota: str | None = None,
+        within: Mapping[str, torch.Tensor] | None = None,
+    ):
         self.shapes = {n: tuple(sc.shape) for n, sc in scores.items()}
         self.quota = quota_fn(quota)
         flat = _candidates(scores, within)
@@ -123,8 +129,12 @@ class Ranking:
         return _split(flat, self.shapes)
 
 
-def select_count(scores: Mapping[str, torch.Tensor], keep: int, quota: str | None = None,
-                 within: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+def select_count(
+    scores: Mapping[str, torch.Tensor],
+    keep: int,
+    quota: str | None = None,
+    within: Mapping[str, torch.Tensor] | None = None,
+) -> dict[str, torch.Tensor]:
     """Masks keeping ``keep`` weights in all (see :func:`select`); ``within`` limits the candidates.
 
     >>> select_count({"w": torch.tensor([3.0, 1.0, 2.0])}, 1, within={"w": torch.tensor([False, True, True])})
@@ -141,8 +151,12 @@ def select_count(scores: Mapping[str, torch.Tensor], keep: int, quota: str | Non
     return _split(top_k(torch.cat(list(flat.values())), keep), shapes)
 
 
-def select(scores: Mapping[str, torch.Tensor], sparsity: float, quota: str | None = None,
-           within: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+def select(
+    scores: Mapping[str, torch.Tensor],
+    sparsity: float,
+    quota: str | None = None,
+    within: Mapping[str, torch.Tensor] | None = None,
+) -> dict[str, torch.Tensor]:
     """Masks that keep ``floor((1 - sparsity) * total)`` weights: globally, or per layer under ``quota``.
 
     >>> s = {"a": torch.tensor([4.0, 3.0, 2.0, 1.0]), "b": torch.tensor([0.5, 0.6, 0.7, 0.8])}

@@ -7,7 +7,8 @@
 >>> d.source.startswith("digraph"), d.notes
 (True, [])
 """
-from .layers import layer_dot, layer_graph
+
 from .draw import FORMATS, Diagram, RenderError, format_of, render, to_dot
+from .layers import layer_dot, layer_graph
 
 __all__ = ["Diagram", "RenderError", "render", "to_dot", "layer_dot", "layer_graph", "format_of", "FORMATS"]

@@ -1,4 +1,5 @@
 """``to_dot`` (pure) and ``render`` (graphviz): the two entry points of :mod:`connectome.render`."""
+
 from __future__ import annotations
 
 import os
@@ -29,9 +30,16 @@ class Diagram:
         return self.source
 
 
-def to_dot(res: Analysis, level: str = "layer", depth: int | None = None, fold: bool = False,
-           layers: str | None = None, all_units: bool = False, max_units: int = 400, title: str | None = None
-           ) -> Diagram:
+def to_dot(
+    res: Analysis,
+    level: str = "layer",
+    depth: int | None = None,
+    fold: bool = False,
+    layers: str | None = None,
+    all_units: bool = False,
+    max_units: int = 400,
+    title: str | None = None,
+) -> Diagram:
     """The diagram of ``res`` as DOT text.
 
     ``level="layer"``: one box per op (``depth``: per module N levels down; ``fold``: repeated blocks
@@ -50,6 +58,7 @@ def to_dot(res: Analysis, level: str = "layer", depth: int | None = None, fold: 
         return Diagram(layer_dot(res, depth, fold, title))
     if level == "unit":
         from .units import unit_dot
+
         source, notes = unit_dot(res, layers, all_units, max_units, title)
         return Diagram(source, notes)
     raise SpecError(f"unknown diagram level {level!r}: use 'layer' or 'unit'")
@@ -87,13 +96,14 @@ def pipe(source: str, fmt: str) -> bytes:
     try:
         import graphviz
     except ImportError:
-        raise RenderError("rendering needs the graphviz Python package: pip install graphviz "
-                          "(or write .dot)") from None
+        raise RenderError("rendering needs the graphviz Python package: pip install graphviz (or write .dot)") from None
     try:
         return graphviz.Source(source).pipe(format=fmt, engine="dot")
     except graphviz.ExecutableNotFound:
-        raise RenderError("graphviz's `dot` program is not on PATH: install graphviz (Debian/Ubuntu: "
-                          "apt-get install graphviz; macOS: brew install graphviz), or write .dot") from None
+        raise RenderError(
+            "graphviz's `dot` program is not on PATH: install graphviz (Debian/Ubuntu: "
+            "apt-get install graphviz; macOS: brew install graphviz), or write .dot"
+        ) from None
     except graphviz.CalledProcessError as e:
         detail = (e.stderr or b"").decode(errors="replace").strip().splitlines()
         raise RenderError(f"graphviz failed: {detail[0] if detail else e}") from None

@@ -10,6 +10,7 @@ Examples
 >>> page.startswith("<!DOCTYPE html>"), "<svg></svg>" in page
 (True, True)
 """
+
 from __future__ import annotations
 
 import html
@@ -49,34 +50,49 @@ def diagram_svg(res: Analysis, fold: bool = True, title: str | None = None) -> s
     return svg.strip()
 
 
-def html_report(res: Analysis, title: str, svg: str | None = None, findings_html: str = "",
-                status: str | None = None) -> str:
+def html_report(
+    res: Analysis, title: str, svg: str | None = None, findings_html: str = "", status: str | None = None
+) -> str:
     """The report page. ``svg`` defaults to :func:`diagram_svg`; ``status`` replaces the verdict line."""
     if svg is None:
         svg = diagram_svg(res, title=title)
     e = html.escape
     bad = res.collapsed or res.params_effective < res.params_nonzero
-    summary = [("sparsity", pct(res.direct_sparsity), pct(res.effective_sparsity)),
-               ("compression", compression(res.direct_compression), compression(res.effective_compression)),
-               ("weights", f"{res.params_nonzero:,} of {res.params_total:,}",
-                f"{res.params_effective:,} of {res.params_total:,}")]
-    parts = [f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-             f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-             f"<title>connectome: {e(title)}</title><style>{_CSS}</style></head><body>",
-             f"<h1>connectome report: {e(title)}</h1>",
-             f"<p class=\"verdict{' bad' if bad or (status and 'FAIL' in status) else ''}\">{e(status or verdict(res))}</p>",
-             "<table><tr><th></th><th>direct</th><th>effective</th></tr>"
-             + "".join(f"<tr><td>{k}</td><td>{a}</td><td>{b}</td></tr>" for k, a, b in summary) + "</table>",
-             findings_html,
-             f"<h2>Diagram</h2><div class=\"diagram\">{svg}</div>",
-             "<h2>Layers</h2>", _layer_table(res)]
+    summary = [
+        ("sparsity", pct(res.direct_sparsity), pct(res.effective_sparsity)),
+        ("compression", compression(res.direct_compression), compression(res.effective_compression)),
+        (
+            "weights",
+            f"{res.params_nonzero:,} of {res.params_total:,}",
+            f"{res.params_effective:,} of {res.params_total:,}",
+        ),
+    ]
+    parts = [
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>connectome: {e(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>connectome report: {e(title)}</h1>",
+        f'<p class="verdict{" bad" if bad or (status and "FAIL" in status) else ""}">{e(status or verdict(res))}</p>',
+        "<table><tr><th></th><th>direct</th><th>effective</th></tr>"
+        + "".join(f"<tr><td>{k}</td><td>{a}</td><td>{b}</td></tr>" for k, a, b in summary)
+        + "</table>",
+        findings_html,
+        f'<h2>Diagram</h2><div class="diagram">{svg}</div>',
+        "<h2>Layers</h2>",
+        _layer_table(res),
+    ]
     if res.unsupported_ops:
         ops = sorted({u["op"] for u in res.unsupported_ops})
-        parts.append(f"<p>{len(res.unsupported_ops)} op(s) without a rule were treated as all-to-all (sound, "
-                     f"possibly loose): {e(', '.join(ops))}</p>")
+        parts.append(
+            f"<p>{len(res.unsupported_ops)} op(s) without a rule were treated as all-to-all (sound, "
+            f"possibly loose): {e(', '.join(ops))}</p>"
+        )
     from .. import __version__
-    parts.append(f"<footer>connectome {__version__} · tracer {e(res.tracer)} · input "
-                 f"{e(' '.join('×'.join(map(str, s)) for s in res.input_shapes))}</footer></body></html>\n")
+
+    parts.append(
+        f"<footer>connectome {__version__} · tracer {e(res.tracer)} · input "
+        f"{e(' '.join('×'.join(map(str, s)) for s in res.input_shapes))}</footer></body></html>\n"
+    )
     return "\n".join(p for p in parts if p)
 
 
@@ -86,16 +102,27 @@ def _layer_table(res: Analysis) -> str:
     for r in res.layers:
         n = r["numel"]
         dead = n and r["effective"] == 0 and r["nonzero"] > 0
-        cells = [html.escape(r["name"]), html.escape(r["kind"]), f"{n:,}", f"{r['nonzero']:,}", f"{r['effective']:,}",
-                 pct(1 - r["nonzero"] / n if n else 0), pct(1 - r["effective"] / n if n else 0),
-                 f"{r['dead_in']}/{r['units_out']}", f"{r['dead_out']}/{r['units_out']}"]
+        cells = [
+            html.escape(r["name"]),
+            html.escape(r["kind"]),
+            f"{n:,}",
+            f"{r['nonzero']:,}",
+            f"{r['effective']:,}",
+            pct(1 - r["nonzero"] / n if n else 0),
+            pct(1 - r["effective"] / n if n else 0),
+            f"{r['dead_in']}/{r['units_out']}",
+            f"{r['dead_out']}/{r['units_out']}",
+        ]
         cls = ' class="dead"' if dead else ""
-        rows.append(f"<tr{cls}><td>{cells[0]}</td><td class=\"l\">{cells[1]}</td>"
-                    + "".join(f"<td>{c}</td>" for c in cells[2:]) + "</tr>")
+        rows.append(
+            f'<tr{cls}><td>{cells[0]}</td><td class="l">{cells[1]}</td>'
+            + "".join(f"<td>{c}</td>" for c in cells[2:])
+            + "</tr>"
+        )
     return "\n".join(rows) + "</table>"
 
 
-def audit_html(rep: "AuditReport", title: str | None = None) -> str:
+def audit_html(rep: AuditReport, title: str | None = None) -> str:
     """The audit report page: the result, the findings and the collapse margin above the analysis."""
     e = html.escape
     status = "PASSED" if rep.passed else f"FAILED ({', '.join(rep.failed)})"
@@ -104,12 +131,22 @@ def audit_html(rep: "AuditReport", title: str | None = None) -> str:
         lines.append(f"<p>Claimed sparsity: {pct(rep.claim_sparsity)}.</p>")
     if rep.margin is not None:
         m = rep.margin
-        text = (f"{m.margin:,} weight(s) (bottleneck: <code>{e(str(m.bottleneck_layer))}</code>)"
-                if m.margin is not None else e(m.note or "not computed"))
+        text = (
+            f"{m.margin:,} weight(s) (bottleneck: <code>{e(str(m.bottleneck_layer))}</code>)"
+            if m.margin is not None
+            else e(m.note or "not computed")
+        )
         lines.append(f"<p>Collapse margin: {text}.</p>")
-    lines.append("<table><tr><th>severity</th><th>code</th><th>finding</th></tr>" + "".join(
-        f"<tr><td class=\"l sev-{e(f.severity)}\">{e(f.severity)}</td><td class=\"l\"><code>{e(f.code)}</code></td>"
-        f"<td class=\"l\">{e(f.message)}</td></tr>" for f in rep.findings) + "</table>")
+    lines.append(
+        "<table><tr><th>severity</th><th>code</th><th>finding</th></tr>"
+        + "".join(
+            f'<tr><td class="l sev-{e(f.severity)}">{e(f.severity)}</td><td class="l"><code>{e(f.code)}</code></td>'
+            f'<td class="l">{e(f.message)}</td></tr>'
+            for f in rep.findings
+        )
+        + "</table>"
+    )
     name = title or rep.source or "audit"
-    return html_report(rep.analysis, name, findings_html="\n".join(lines),
-                       status=f"Audit {status}: {verdict(rep.analysis)}")
+    return html_report(
+        rep.analysis, name, findings_html="\n".join(lines), status=f"Audit {status}: {verdict(rep.analysis)}"
+    )

@@ -22,19 +22,19 @@ Examples
 >>> sorted(l.state for l in links)
 ['cut', 'dead', 'dead', 'dead']
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from torch import fx, nn
+from torch import fx
 
 from ..analysis import Analysis
+from .blocks import Blocks, next_sibling
 from .nodes import Nodes, graph_label, sparsity_text
 from .style import CUT, CUT_BORDER, DEAD_EDGE, FONT, LIVE_EDGE, alive_colour, attrs, legend_layers, text_colour
 
 __all__ = ["Box", "Link", "layer_graph", "layer_dot"]
-
-_CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 
 
 @dataclass
@@ -44,10 +44,10 @@ class Box:
     key: str
     title: str
     kind: str
-    role: str = "op"                       # "input", "op" or "output"
+    role: str = "op"  # "input", "op" or "output"
     members: list[fx.Node] = field(default_factory=list)
     shape: tuple[int, ...] | None = None
-    count: int = 1                         # blocks folded into this box
+    count: int = 1  # blocks folded into this box
     numel: int = 0
     nonzero: int = 0
     effective: int = 0
@@ -66,58 +66,8 @@ class Box:
 class Link:
     src: str
     dst: str
-    state: str          # "live", "cut" or "dead"
-    count: int = 1      # traced edges drawn as this one
-
-
-def _signature(m: nn.Module) -> tuple:
-    return (type(m).__qualname__,
-            tuple((name, type(s).__qualname__, s.extra_repr()) for name, s in m.named_modules()),
-            tuple((name, tuple(p.shape)) for name, p in m.named_parameters()))
-
-
-class _Blocks:
-    """Which modules are drawn as one box when folding, and their structure."""
-
-    def __init__(self, nodes: Nodes):
-        self.nodes = nodes
-        self._sig: dict[str, tuple] = {}
-        self._runs: dict[str, bool] = {}
-
-    def signature(self, path: str) -> tuple:
-        if path not in self._sig:
-            self._sig[path] = _signature(self.nodes.module(path))
-        return self._sig[path]
-
-    def _siblings(self, path: str) -> list[tuple[str, nn.Module]]:
-        parent = path.rpartition(".")[0]
-        pmod = self.nodes.module(parent) if parent else self.nodes.t.model
-        return [(f"{parent}.{name}" if parent else name, m) for name, m in pmod.named_children()]
-
-    def _twin(self, path: str, mod: nn.Module) -> bool:
-        """Some sibling has exactly this module's structure."""
-        return any(p != path and type(m) is type(mod) and self.signature(p) == self.signature(path)
-                   for p, m in self._siblings(path))
-
-    def _has_runs(self, path: str, mod: nn.Module) -> bool:
-        """Somewhere inside, composite modules repeat with identical structure (a finer fold exists)."""
-        if path not in self._runs:
-            self._runs[path] = any(sub is not mod and not isinstance(sub, _CONTAINERS) and any(True for _ in sub.children())
-                                   and self._twin(p, sub) for p, sub in mod.named_modules(prefix=path))
-        return self._runs[path]
-
-    def is_block(self, path: str) -> bool:
-        """A module whose class repeats among its siblings: the blocks of a stage, the layers of an encoder.
-
-        When a block differs from all its siblings but holds identical repeated parts, those parts are
-        the blocks instead (the finer fold shows more).
-        """
-        mod = self.nodes.module(path)
-        if mod is None or isinstance(mod, _CONTAINERS):
-            return False
-        if sum(type(m) is type(mod) for _, m in self._siblings(path)) < 2:
-            return False
-        return self._twin(path, mod) or not self._has_runs(path, mod)
+    state: str  # "live", "cut" or "dead"
+    count: int = 1  # traced edges drawn as this one
 
 
 def layer_graph(res: Analysis, depth: int | None = None, fold: bool = False) -> tuple[list[Box], list[Link]]:
@@ -126,7 +76,7 @@ def layer_graph(res: Analysis, depth: int | None = None, fold: bool = False) -> 
         raise ValueError("this analysis has no walk to draw: run connectome.analyze")
     nodes = Nodes(res)
     t = nodes.t
-    blocks = _Blocks(nodes) if fold else None
+    blocks = Blocks(nodes) if fold else None
     key_of: dict[fx.Node, str] = {}
     boxes: dict[str, Box] = {}
     for n in t.graph.nodes:
@@ -143,7 +93,7 @@ def layer_graph(res: Analysis, depth: int | None = None, fold: bool = False) -> 
     rows = {r["name"]: r for r in res.layers}
     for box in boxes.values():
         _fill(nodes, box, rows, stops)
-    if fold:
+    if blocks is not None:  # folding
         _fold(nodes, blocks, boxes, key_of, rows, stops)
     out = Box("out:output", "output" if len(t.outputs) == 1 else "outputs", "output", "output")
     boxes[out.key] = out
@@ -163,12 +113,12 @@ def _visible_inputs(nodes: Nodes, key_of: dict[fx.Node, str]) -> dict[fx.Node, s
     return ups
 
 
-def _group(nodes: Nodes, blocks: _Blocks | None, n: fx.Node, depth: int | None) -> tuple[str, str, str]:
+def _group(nodes: Nodes, blocks: Blocks | None, n: fx.Node, depth: int | None) -> tuple[str, str, str]:
     own = (f"node:{n.name}", nodes.title(n), nodes.kind(n))
     if n in nodes.inputs:
         return own
     parts = nodes.parts(n)
-    limit = len(parts) if n.op == "call_module" else len(parts) - 1   # module levels the node lies in
+    limit = len(parts) if n.op == "call_module" else len(parts) - 1  # module levels the node lies in
     cut = depth if depth is not None and depth < len(parts) else None
     if blocks is not None:
         for i in range(1, limit + 1):
@@ -190,7 +140,7 @@ def _fill(nodes: Nodes, box: Box, rows: dict[str, dict], stops: set[fx.Node]) ->
     weighted = []
     for n in box.members:
         op = nodes.w.graph.ops.get(n)
-        for wt in (op.weights if op is not None else ()):
+        for wt in op.weights if op is not None else ():
             name = wt.name.removesuffix(".weight")
             if name in rows and name not in seen:
                 seen.add(name)
@@ -199,22 +149,29 @@ def _fill(nodes: Nodes, box: Box, rows: dict[str, dict], stops: set[fx.Node]) ->
                 box.nonzero += r["nonzero"]
                 box.effective += r["effective"]
                 weighted.append(n)
-    for n in (weighted or box.members):
+    for n in weighted or box.members:
         f, b = nodes.liveness(n)
         box.units += len(f)
         box.live += int((f & b).sum())
         box.dead_in += int((~f).sum())
         box.dead_out += int((~b).sum())
     v = nodes.t.vals.get(box.members[-1])
-    box.shape = tuple(v.shape) if hasattr(v, "shape") else None
+    box.shape = tuple(v.shape) if v is not None and hasattr(v, "shape") else None
 
 
-def _fold(nodes: Nodes, blocks: _Blocks, boxes: dict[str, Box], key_of: dict[fx.Node, str], rows: dict[str, dict],
-          stops: set[fx.Node]) -> None:
+def _fold(
+    nodes: Nodes,
+    blocks: Blocks,
+    boxes: dict[str, Box],
+    key_of: dict[fx.Node, str],
+    rows: dict[str, dict],
+    stops: set[fx.Node],
+) -> None:
     """Merge runs of consecutive sibling blocks with identical structure and the same fate.
 
     A block where the signal stops stays on its own; alive and dead blocks never share a box.
     """
+
     def fate(b: Box) -> tuple:
         return b.live == 0, b.numel > 0 and b.effective == 0
 
@@ -223,8 +180,14 @@ def _fold(nodes: Nodes, blocks: _Blocks, boxes: dict[str, Box], key_of: dict[fx.
         if not (key.startswith("mod:") and blocks.is_block(key[4:])):
             continue
         prev = runs[-1][-1] if runs else None
-        if prev is not None and not box.cut and not boxes[prev].cut and _next_sibling(prev[4:], key[4:]) \
-                and fate(boxes[prev]) == fate(box) and blocks.signature(prev[4:]) == blocks.signature(key[4:]):
+        if (
+            prev is not None
+            and not box.cut
+            and not boxes[prev].cut
+            and next_sibling(prev[4:], key[4:])
+            and fate(boxes[prev]) == fate(box)
+            and blocks.signature(prev[4:]) == blocks.signature(key[4:])
+        ):
             runs[-1].append(key)
         else:
             runs.append([key])
@@ -234,8 +197,12 @@ def _fold(nodes: Nodes, blocks: _Blocks, boxes: dict[str, Box], key_of: dict[fx.
         first, last = run[0][4:], run[-1][4:]
         parent, _, a = first.rpartition(".")
         b = last.rpartition(".")[2]
-        merged = Box(f"fold:{first}", f"{parent + '.' if parent else ''}{a}–{b}",
-                     f"{boxes[run[0]].kind} × {len(run)}", count=len(run))
+        merged = Box(
+            f"fold:{first}",
+            f"{parent + '.' if parent else ''}{a}–{b}",
+            f"{boxes[run[0]].kind} × {len(run)}",
+            count=len(run),
+        )
         for key in run:
             merged.members.extend(boxes.pop(key).members)
         for n in merged.members:
@@ -249,12 +216,6 @@ def _fold(nodes: Nodes, blocks: _Blocks, boxes: dict[str, Box], key_of: dict[fx.
     items = sorted(boxes.items(), key=lambda kv: order[kv[0]])
     boxes.clear()
     boxes.update(items)
-
-
-def _next_sibling(a: str, b: str) -> bool:
-    pa, _, ia = a.rpartition(".")
-    pb, _, ib = b.rpartition(".")
-    return pa == pb and ia.isdigit() and ib.isdigit() and int(ib) == int(ia) + 1
 
 
 def _edge_state(nodes: Nodes, a: fx.Node, n: fx.Node) -> str:
@@ -284,7 +245,7 @@ def _links(nodes: Nodes, key_of: dict[fx.Node, str], ups: dict[fx.Node, set[fx.N
                 if key_of[a] != key_of[n]:
                     add(key_of[a], key_of[n], _edge_state(nodes, a, n))
     for o in nodes.t.outputs:
-        for a in ({o} if o in key_of else ups[o]):
+        for a in {o} if o in key_of else ups[o]:
             f, b = nodes.liveness(a)
             add(key_of[a], out.key, "live" if (f & b).any() else "dead")
     return list(found.values())
@@ -298,12 +259,19 @@ def _label(box: Box) -> str:
     elif shape:
         lines.append(shape)
     if box.numel:
-        lines.append(f"direct {sparsity_text(1 - box.nonzero / box.numel)} · "
-                     f"effective {sparsity_text(1 - box.effective / box.numel)}")
+        lines.append(
+            f"direct {sparsity_text(1 - box.nonzero / box.numel)} · "
+            f"effective {sparsity_text(1 - box.effective / box.numel)}"
+        )
     if box.units and box.live < box.units:
-        dead = [f"{n:,} {one if n == 1 else many} no {what}"
-                for n, one, many, what in ((box.dead_in, "sees", "see", "input"),
-                                           (box.dead_out, "reaches", "reach", "output")) if n]
+        dead = [
+            f"{n:,} {one if n == 1 else many} no {what}"
+            for n, one, many, what in (
+                (box.dead_in, "sees", "see", "input"),
+                (box.dead_out, "reaches", "reach", "output"),
+            )
+            if n
+        ]
         lines.append(" · ".join([f"alive {box.live:,}/{box.units:,} units"] + dead))
     return "\n".join(lines)
 
@@ -317,10 +285,21 @@ def layer_dot(res: Analysis, depth: int | None = None, fold: bool = False, title
     'digraph connectome {'
     """
     boxes, links = layer_graph(res, depth, fold)
-    lines = ["digraph connectome {",
-             f"  graph {attrs(rankdir='TB', fontname=FONT, fontsize=12, labelloc='t', nodesep='0.25', ranksep='0.35', label=graph_label(res, title))};",
-             f"  node {attrs(shape='box', style='rounded,filled', fontname=FONT, fontsize=9, margin='0.08,0.04')};",
-             f"  edge {attrs(arrowsize='0.6')};"]
+    graph = attrs(
+        rankdir="TB",
+        fontname=FONT,
+        fontsize=12,
+        labelloc="t",
+        nodesep="0.25",
+        ranksep="0.35",
+        label=graph_label(res, title),
+    )
+    lines = [
+        "digraph connectome {",
+        f"  graph {graph};",
+        f"  node {attrs(shape='box', style='rounded,filled', fontname=FONT, fontsize=9, margin='0.08,0.04')};",
+        f"  edge {attrs(arrowsize='0.6')};",
+    ]
     ids = {b.key: f"n{i}" for i, b in enumerate(boxes)}
     for b in boxes:
         lines.append(f"  {ids[b.key]} {_box_attrs(b)};")
@@ -335,9 +314,17 @@ def _box_attrs(b: Box) -> str:
     fill = "#eeeeee" if frac is None or b.role == "output" else alive_colour(frac)
     shape = "oval" if b.role in ("input", "output") else "box"
     style = "rounded,filled" + (",bold" if b.cut else "") + (",dashed" if frac == 0 and not b.cut else "")
-    return attrs(label=_label(b), shape=shape, style=style, fillcolor=fill, fontcolor=text_colour(fill),
-                 color=CUT_BORDER if b.cut else "#555555", penwidth="4" if b.cut else None,
-                 peripheries="2" if b.count > 1 else None, tooltip=b.key.split(":", 1)[1])
+    return attrs(
+        label=_label(b),
+        shape=shape,
+        style=style,
+        fillcolor=fill,
+        fontcolor=text_colour(fill),
+        color=CUT_BORDER if b.cut else "#555555",
+        penwidth="4" if b.cut else None,
+        peripheries="2" if b.count > 1 else None,
+        tooltip=b.key.split(":", 1)[1],
+    )
 
 
 def _link_attrs(link: Link) -> str:

@@ -8,17 +8,19 @@ Examples
 >>> [(nodes.title(n), nodes.kind(n)) for n in nodes.t.graph.nodes if nodes.visible(n)]
 [('input', 'input'), ('0', 'Linear'), ('1', 'ReLU')]
 """
+
 from __future__ import annotations
 
 import operator
 import re
+from typing import Any
 
 import numpy as np
 from torch import fx, nn
 
 from ..analysis import Analysis
-from ..report import pct
 from ..graph.status import slots
+from ..report import pct
 
 __all__ = ["Nodes", "graph_label", "sparsity_text"]
 
@@ -42,8 +44,10 @@ class Nodes:
         if not slots(self.w.fwd.get(n)):
             return False
         # a getitem that picks one tensor out of a tuple is plumbing
-        return not (n.op == "call_function" and n.target is operator.getitem
-                    and isinstance(self.t.vals.get(n.args[0]), (tuple, list)))
+        if not (n.op == "call_function" and n.target is operator.getitem):
+            return True
+        src: Any = n.args[0]
+        return not isinstance(self.t.vals.get(src), (tuple, list))
 
     def liveness(self, n: fx.Node) -> tuple[np.ndarray, np.ndarray]:
         """(alive from inputs, alive to outputs) per unit of the node's value, tuple slots concatenated."""
@@ -106,10 +110,14 @@ def graph_label(res: Analysis, title: str | None) -> str:
     """
     head = f"{title}: " if title else ""
     if res.collapsed:
-        return (f"{head}COLLAPSED: no path from the inputs to the outputs "
-                f"(direct sparsity {sparsity_text(res.direct_sparsity)})")
-    return (f"{head}direct sparsity {sparsity_text(res.direct_sparsity)} ({_x(res.direct_compression)}) · "
-            f"effective {sparsity_text(res.effective_sparsity)} ({_x(res.effective_compression)})")
+        return (
+            f"{head}COLLAPSED: no path from the inputs to the outputs "
+            f"(direct sparsity {sparsity_text(res.direct_sparsity)})"
+        )
+    return (
+        f"{head}direct sparsity {sparsity_text(res.direct_sparsity)} ({_x(res.direct_compression)}) · "
+        f"effective {sparsity_text(res.effective_sparsity)} ({_x(res.effective_compression)})"
+    )
 
 
 def sparsity_text(x: float) -> str:
@@ -118,7 +126,7 @@ def sparsity_text(x: float) -> str:
     >>> sparsity_text(0.5), sparsity_text(0.99998), sparsity_text(1.0)
     ('50.00%', '99.9980%', '100.00%')
     """
-    return f"{100 * x:.4f}%" if 0.9999 < x < 1 else pct(x)    # 99.998%, not a rounded 100.00%
+    return f"{100 * x:.4f}%" if 0.9999 < x < 1 else pct(x)  # 99.998%, not a rounded 100.00%
 
 
 def _x(c: float | None) -> str:

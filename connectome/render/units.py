@@ -20,11 +20,13 @@ Examples
 >>> src.count('fillcolor="#cc79a7"')                     # one unit dead to outputs
 1
 """
+
 from __future__ import annotations
 
 import fnmatch
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,11 +34,10 @@ from torch import fx
 
 from ..analysis import Analysis
 from ..graph.lower.mixing import Mixing
-from ..io.spec import SpecError
 from ..graph.status import Status, any_alive, slots
+from ..io.spec import SpecError
 from .nodes import Nodes, graph_label
-from .style import (DEAD_EDGE, FONT, LIVE_EDGE, UNIT_COLOURS, UNIT_STATES, Html, attrs, escape_html, legend_units,
-                    quote)
+from .style import DEAD_EDGE, FONT, LIVE_EDGE, UNIT_COLOURS, UNIT_STATES, Html, attrs, escape_html, legend_units, quote
 
 __all__ = ["unit_dot"]
 
@@ -45,22 +46,23 @@ __all__ = ["unit_dot"]
 class _Space:
     node: fx.Node
     title: str
-    state: np.ndarray                 # per unit: index into UNIT_STATES
-    feeds: set[int] = field(default_factory=set)   # spaces this one is computed from, not by a layer
+    state: np.ndarray  # per unit: index into UNIT_STATES
+    feeds: set[int] = field(default_factory=set)  # spaces this one is computed from, not by a layer
 
 
 @dataclass
 class _Layer:
     name: str
-    src: int                          # space index of the input units
-    dst: int                          # space index of the output units
-    pairs: np.ndarray                 # (k, 2) input unit, output unit with a nonzero weight
-    nonzero: np.ndarray               # (k,) nonzero weights per pair (kernel taps)
-    effective: np.ndarray             # (k,) effective weights per pair
+    src: int  # space index of the input units
+    dst: int  # space index of the output units
+    pairs: np.ndarray  # (k, 2) input unit, output unit with a nonzero weight
+    nonzero: np.ndarray  # (k,) nonzero weights per pair (kernel taps)
+    effective: np.ndarray  # (k,) effective weights per pair
 
 
-def unit_dot(res: Analysis, layers: str | None = None, all_units: bool = False, max_units: int = 400,
-             title: str | None = None) -> tuple[str, list[str]]:
+def unit_dot(
+    res: Analysis, layers: str | None = None, all_units: bool = False, max_units: int = 400, title: str | None = None
+) -> tuple[str, list[str]]:
     """DOT text of the unit diagram and the notes a reader needs (see the module docs)."""
     if res.walk is None:
         raise ValueError("this analysis has no walk to draw: run connectome.analyze")
@@ -82,16 +84,21 @@ def unit_dot(res: Analysis, layers: str | None = None, all_units: bool = False, 
     merged = _merge(spaces, drawn, keep)
     n_nodes, n_edges = len(merged.names), len(merged.src)
     if n_nodes > max_units or n_edges > 10 * max_units:
-        notes.append(f"the unit view would have {n_nodes:,} nodes and {n_edges:,} edges, too many to read "
-                     f"(limit {max_units:,} nodes): drawn with one node per column instead; narrow the window "
-                     "with --layers PATTERN or raise --max-units")
+        notes.append(
+            f"the unit view would have {n_nodes:,} nodes and {n_edges:,} edges, too many to read "
+            f"(limit {max_units:,} nodes): drawn with one node per column instead; narrow the window "
+            "with --layers PATTERN or raise --max-units"
+        )
         return _aggregate_dot(res, spaces, drawn, title), notes
     return _units_dot(res, spaces, merged, title), notes
 
 
 def _window(nodes: Nodes, layers: str | None) -> list[fx.Node]:
-    found = [(n, op.weights[0].name.removesuffix(".weight")) for n, op in nodes.w.graph.ops.items()
-             if isinstance(op, Mixing) and op.weights]
+    found = [
+        (n, op.weights[0].name.removesuffix(".weight"))
+        for n, op in nodes.w.graph.ops.items()
+        if isinstance(op, Mixing) and op.weights
+    ]
     if not found:
         raise SpecError("the model has no linear or conv layer to draw at unit level: use --level layer")
     if not layers:
@@ -122,12 +129,14 @@ def _space(nodes: Nodes, n: fx.Node, cdim: int | None, spaces: list[_Space], ind
 
 def _layer(nodes: Nodes, n: fx.Node, spaces: list[_Space], index: dict[fx.Node, int]) -> _Layer:
     g, w = nodes.w.graph, nodes.w
-    op: Mixing = g.ops[n]
+    op = g.ops[n]
+    assert isinstance(op, Mixing)  # _window picks the nodes of Mixing ops only
     src_node = _resolve(nodes, g.args[n][0], op.cdim)
     src = _space(nodes, src_node, op.cdim, spaces, index)
     dst = _space(nodes, n, op.cdim, spaces, index)
     grad = w.bwd.get(n)
-    eff = op.effective_conn([w.fwd.get(a) for a in g.args[n]], grad if any_alive(grad) else None)
+    ins: list[Any] = [w.fwd.get(a) for a in g.args[n]]  # the walk's statuses (Status, tuple or None)
+    eff = op.effective_conn(ins, grad if any_alive(grad) else None)
     nz = op.conn.view(torch.uint8).sum(-1, dtype=torch.int64).numpy()
     ef = eff.view(torch.uint8).sum(-1, dtype=torch.int64).numpy()
     o, j = np.nonzero(nz)
@@ -153,8 +162,12 @@ def _identity(nodes: Nodes, n: fx.Node, src: fx.Node, cdim: int) -> bool:
     """Whether op ``n`` maps unit c of ``src`` (along ``cdim``) to its own unit c and no other (binary probes)."""
     w, g = nodes.w, nodes.w.graph
     s_in, s_out = w.fwd.get(src), w.fwd.get(n)
-    if not isinstance(s_in, Status) or not isinstance(s_out, Status) or len(s_in.shape) != len(s_out.shape) \
-            or not s_in.shape:
+    if (
+        not isinstance(s_in, Status)
+        or not isinstance(s_out, Status)
+        or len(s_in.shape) != len(s_out.shape)
+        or not s_in.shape
+    ):
         return False
     s_in, s_out = s_in.with_cdim(cdim), s_out.with_cdim(cdim)
     if s_in.channels != s_out.channels:
@@ -166,8 +179,9 @@ def _identity(nodes: Nodes, n: fx.Node, src: fx.Node, cdim: int) -> bool:
     for bit in range(max(1, math.ceil(math.log2(C))) if C > 1 else 1):
         for want in (1, 0):
             sel = ((chans >> bit) & 1) == want
-            probe = Status(s_in.shape, s_in.cdim, np.ones((1, S), bool), np.where(sel, 0, -1).astype(np.int64),
-                           s_in.zero)
+            probe = Status(
+                s_in.shape, s_in.cdim, np.ones((1, S), bool), np.where(sel, 0, -1).astype(np.int64), s_in.zero
+            )
             ins = [probe if a is src else w.fwd.get(a) for a in args]
             try:
                 out = op.forward(ins)
@@ -200,13 +214,13 @@ def _link_feeds(nodes: Nodes, spaces: list[_Space], index: dict[fx.Node, int]) -
 class _Merged:
     """Drawn nodes as integers (a unit's own, or its column's group for its state) and merged edges."""
 
-    ids: list[np.ndarray]          # per column, per unit: the node that draws it
-    names: dict[int, str]          # node -> DOT id, in drawing order
-    groups: int                    # nodes from here on are groups: groups + 4 * column + state
-    column: dict[int, int]         # node -> column
+    ids: list[np.ndarray]  # per column, per unit: the node that draws it
+    names: dict[int, str]  # node -> DOT id, in drawing order
+    groups: int  # nodes from here on are groups: groups + 4 * column + state
+    column: dict[int, int]  # node -> column
     src: np.ndarray
     dst: np.ndarray
-    pairs: np.ndarray              # unit pairs merged into the edge
+    pairs: np.ndarray  # unit pairs merged into the edge
     nonzero: np.ndarray
     effective: np.ndarray
 
@@ -214,8 +228,10 @@ class _Merged:
 def _merge(spaces: list[_Space], drawn: list[_Layer], keep: list[np.ndarray]) -> _Merged:
     base = np.cumsum([0] + [len(s.state) for s in spaces])
     groups = int(base[-1])
-    ids = [np.where(k, base[i] + np.arange(len(s.state)), groups + 4 * i + s.state)
-           for i, (s, k) in enumerate(zip(spaces, keep))]
+    ids = [
+        np.where(k, base[i] + np.arange(len(s.state)), groups + 4 * i + s.state)
+        for i, (s, k) in enumerate(zip(spaces, keep))
+    ]
     src = np.concatenate([ids[lay.src][lay.pairs[:, 0]] for lay in drawn] or [np.zeros(0, np.int64)])
     dst = np.concatenate([ids[lay.dst][lay.pairs[:, 1]] for lay in drawn] or [np.zeros(0, np.int64)])
     nz = np.concatenate([lay.nonzero for lay in drawn] or [np.zeros(0, np.int64)])
@@ -228,16 +244,36 @@ def _merge(spaces: list[_Space], drawn: list[_Layer], keep: list[np.ndarray]) ->
         for node in dict.fromkeys(part.tolist()):
             names[node] = f"s{i}g{node - groups - 4 * i}" if node >= groups else f"s{i}u{node - base[i]}"
             column[node] = i
-    return _Merged(ids, names, groups, column, keys // span, keys % span, np.bincount(inverse, minlength=len(keys)),
-                   np.bincount(inverse, nz, len(keys)).astype(np.int64),
-                   np.bincount(inverse, ef, len(keys)).astype(np.int64))
+    return _Merged(
+        ids,
+        names,
+        groups,
+        column,
+        keys // span,
+        keys % span,
+        np.bincount(inverse, minlength=len(keys)),
+        np.bincount(inverse, nz, len(keys)).astype(np.int64),
+        np.bincount(inverse, ef, len(keys)).astype(np.int64),
+    )
 
 
 def _header(res: Analysis, title: str | None) -> list[str]:
-    return ["digraph connectome_units {",
-            f"  graph {attrs(rankdir='LR', fontname=FONT, fontsize=12, labelloc='t', nodesep='0.06', ranksep='1.2', compound='true', label=graph_label(res, title))};",
-            f"  node {attrs(fontname=FONT, fontsize=7, style='filled', color='#444444', penwidth='0.5')};",
-            f"  edge {attrs(arrowsize='0.4', penwidth='0.8')};"]
+    graph = attrs(
+        rankdir="LR",
+        fontname=FONT,
+        fontsize=12,
+        labelloc="t",
+        nodesep="0.06",
+        ranksep="1.2",
+        compound="true",
+        label=graph_label(res, title),
+    )
+    return [
+        "digraph connectome_units {",
+        f"  graph {graph};",
+        f"  node {attrs(fontname=FONT, fontsize=7, style='filled', color='#444444', penwidth='0.5')};",
+        f"  edge {attrs(arrowsize='0.4', penwidth='0.8')};",
+    ]
 
 
 def _units_dot(res: Analysis, spaces: list[_Space], m: _Merged, title: str | None) -> str:
@@ -249,14 +285,21 @@ def _units_dot(res: Analysis, spaces: list[_Space], m: _Merged, title: str | Non
             anchors.setdefault(i, m.names[node])
             lines.append(f"    {m.names[node]} {_unit_attrs(s, node, m)};")
         lines.append("  }")
-    for a, b, pairs, nz, ef in zip(m.src.tolist(), m.dst.tolist(), m.pairs.tolist(), m.nonzero.tolist(),
-                                   m.effective.tolist()):
+    for a, b, pairs, nz, ef in zip(
+        m.src.tolist(), m.dst.tolist(), m.pairs.tolist(), m.nonzero.tolist(), m.effective.tolist()
+    ):
         tip = f"{nz} nonzero weight{'s' if nz != 1 else ''}, {ef} effective"
         if ef:
             style = attrs(color=LIVE_EDGE, tooltip=tip)
         else:
-            style = attrs(color=DEAD_EDGE, penwidth="0.5", tooltip=tip, label=f"×{pairs}" if pairs > 1 else None,
-                          fontcolor="#999999", fontsize=6)
+            style = attrs(
+                color=DEAD_EDGE,
+                penwidth="0.5",
+                tooltip=tip,
+                label=f"×{pairs}" if pairs > 1 else None,
+                fontcolor="#999999",
+                fontsize=6,
+            )
         lines.append(f"  {m.names[a]} -> {m.names[b]} {style};")
     lines += _feed_edges(spaces, anchors)
     lines.append(legend_units() + "}")
@@ -272,14 +315,25 @@ def _unit_attrs(s: _Space, node: int, m: _Merged) -> str:
     if node >= m.groups:
         st = (node - m.groups) % 4
         count = int((s.state == st).sum())
-        return attrs(shape="box", style="rounded,filled", fillcolor=UNIT_COLOURS[UNIT_STATES[st]], fontsize=8,
-                     label=f"{count:,} unit{'s' if count != 1 else ''}\n{UNIT_STATES[st]}",
-                     tooltip=f"{s.title}: {count} units {UNIT_STATES[st]}, no effective weight in the window")
+        return attrs(
+            shape="box",
+            style="rounded,filled",
+            fillcolor=UNIT_COLOURS[UNIT_STATES[st]],
+            fontsize=8,
+            label=f"{count:,} unit{'s' if count != 1 else ''}\n{UNIT_STATES[st]}",
+            tooltip=f"{s.title}: {count} units {UNIT_STATES[st]}, no effective weight in the window",
+        )
     u = int(m.names[node].rpartition("u")[2])
     state = UNIT_STATES[int(s.state[u])]
-    return attrs(shape="circle", width="0.22", fixedsize="true", fillcolor=UNIT_COLOURS[state],
-                 fontcolor="#ffffff" if state != "dead both ways" else "#000000", label=str(u),
-                 tooltip=f"{s.title} unit {u}: {state}")
+    return attrs(
+        shape="circle",
+        width="0.22",
+        fixedsize="true",
+        fillcolor=UNIT_COLOURS[state],
+        fontcolor="#ffffff" if state != "dead both ways" else "#000000",
+        label=str(u),
+        tooltip=f"{s.title} unit {u}: {state}",
+    )
 
 
 def _feed_edges(spaces: list[_Space], anchors: dict[int, str]) -> list[str]:
@@ -287,7 +341,10 @@ def _feed_edges(spaces: list[_Space], anchors: dict[int, str]) -> list[str]:
     for i, s in enumerate(spaces):
         for j in sorted(s.feeds):
             if i in anchors and j in anchors:
-                out.append(f"  {anchors[j]} -> {anchors[i]} {attrs(ltail=f'cluster_s{j}', lhead=f'cluster_s{i}', style='dashed', color='#777777', penwidth='1.2')};")
+                edge = attrs(
+                    ltail=f"cluster_s{j}", lhead=f"cluster_s{i}", style="dashed", color="#777777", penwidth="1.2"
+                )
+                out.append(f"  {anchors[j]} -> {anchors[i]} {edge};")
     return out
 
 
@@ -295,16 +352,25 @@ def _aggregate_dot(res: Analysis, spaces: list[_Space], drawn: list[_Layer], tit
     lines = _header(res, title)
     for i, s in enumerate(spaces):
         counts = np.bincount(s.state, minlength=4)
-        cells = "".join(f'<TD BGCOLOR="{UNIT_COLOURS[st]}" WIDTH="{max(2, round(60 * c / max(len(s.state), 1)))}">'
-                        f"</TD>" for st, c in zip(UNIT_STATES, counts) if c)
-        rows = "".join(f'<TR><TD ALIGN="LEFT" COLSPAN="4">{c:,} {st}</TD></TR>' for st, c in zip(UNIT_STATES, counts) if c)
-        label = Html(f'<TABLE BORDER="0" CELLSPACING="0" CELLPADDING="2"><TR><TD COLSPAN="4"><B>'
-                     f'{escape_html(s.title)}</B> ({len(s.state):,} units)</TD></TR><TR><TD COLSPAN="4"><TABLE BORDER="0" '
-                     f'CELLSPACING="0" CELLPADDING="3"><TR>{cells}</TR></TABLE></TD></TR>{rows}</TABLE>')
+        cells = "".join(
+            f'<TD BGCOLOR="{UNIT_COLOURS[st]}" WIDTH="{max(2, round(60 * c / max(len(s.state), 1)))}"></TD>'
+            for st, c in zip(UNIT_STATES, counts)
+            if c
+        )
+        rows = "".join(
+            f'<TR><TD ALIGN="LEFT" COLSPAN="4">{c:,} {st}</TD></TR>' for st, c in zip(UNIT_STATES, counts) if c
+        )
+        label = Html(
+            f'<TABLE BORDER="0" CELLSPACING="0" CELLPADDING="2"><TR><TD COLSPAN="4"><B>'
+            f'{escape_html(s.title)}</B> ({len(s.state):,} units)</TD></TR><TR><TD COLSPAN="4">'
+            f'<TABLE BORDER="0" CELLSPACING="0" CELLPADDING="3"><TR>{cells}</TR></TABLE></TD></TR>'
+            f"{rows}</TABLE>"
+        )
         lines.append(f"  s{i} {attrs(shape='box', style='rounded', fontsize=8, label=label)};")
     for lay in drawn:
         nz, ef = int(lay.nonzero.sum()), int(lay.effective.sum())
-        lines.append(f"  s{lay.src} -> s{lay.dst} {attrs(label=f'{lay.name}: {ef:,} of {nz:,} effective', fontsize=8, color=LIVE_EDGE if ef else DEAD_EDGE)};")
+        edge = attrs(label=f"{lay.name}: {ef:,} of {nz:,} effective", fontsize=8, color=LIVE_EDGE if ef else DEAD_EDGE)
+        lines.append(f"  s{lay.src} -> s{lay.dst} {edge};")
     for i, s in enumerate(spaces):
         for j in sorted(s.feeds):
             lines.append(f"  s{j} -> s{i} {attrs(style='dashed', color='#777777')};")

@@ -182,6 +182,22 @@ class PaddingMask(nn.Module):
         return self.out(self.attn(h, h, h, key_padding_mask=pad, need_weights=False)[0])
 
 
+class FactorisedClsToken(nn.Module):
+    """CoaT's factorised attention with a class token: LayerNorm of a constant row, times an input-dependent
+    matrix. The normalised class token is a nonzero constant, so it carries the input to the output."""
+
+    def __init__(self):
+        super().__init__()
+        self.cls = nn.Parameter(torch.randn(1, 1, D))
+        self.emb, self.norm = nn.Linear(6, D), nn.LayerNorm(D)
+        self.head, self.out = nn.Linear(D, D), nn.Linear(D, 3)
+
+    def forward(self, x):                         # (B, 5, 6)
+        h = torch.cat([self.cls.expand(x.shape[0], -1, -1), self.emb(x)], 1)
+        k = self.norm(h)
+        return self.out(F.relu(self.head((k @ (h.transpose(-1, -2) @ h).softmax(-1))[:, 0])))
+
+
 _T = (randn(2, 5, 6),)
 _MHA_KILL = kills(rows("a.weight", 0, 1), cols("out.weight", 4))
 _ENC_KILL = kills(rows("a.weight", 0, 1), rows("enc.linear1.weight", 3))
@@ -215,4 +231,6 @@ IDIOMS = [
           note="kv head 0 has no values: query heads 0, 1 and wo columns 0..3 are ineffective"),
     Idiom("sdpa_is_causal_heads", "attn", seeded(SdpaCausalHeads), _T,
           kills(rows("a.weight", 0, 1), rows("qkv.weight", 2 * D + 5))),
+    Idiom("cls_token_norm_times_input", "attn", seeded(FactorisedClsToken), _T, kills(rows("head.weight", 0)),
+          note="the output reads only the class token's row: constant, yet it multiplies live signal"),
 ]

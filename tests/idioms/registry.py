@@ -14,14 +14,14 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from . import (models_attn, models_const, models_hf, models_inplace, models_layers, models_ops, models_param,
-               models_shared)
+               models_recurrent, models_routing, models_shared)
 from .idiom import TRACERS, Idiom
 
 __all__ = ["IDIOMS", "FAMILIES", "DEFAULT_ADDITIVE", "prepare", "check", "apply_masks", "outputs", "draws",
            "witnesses", "Idiom", "TRACERS"]
 
 _MODULES = (models_shared, models_param, models_inplace, models_const, models_attn, models_layers, models_ops,
-            models_hf)
+            models_recurrent, models_routing, models_hf)
 DEFAULT_ADDITIVE = ("bias", "running_mean")
 
 

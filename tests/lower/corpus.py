@@ -211,6 +211,43 @@ class Mixers(nn.Module):
         return self.out(w * filled + bag + torch.zeros_like(w) + w.new_tensor([1.0, 2.0, 3.0, 4.0]))
 
 
+class Recurrent(nn.Module):
+    """LSTM, GRU and both RNN nonlinearities: nn modules under fx, aten.lstm/gru/rnn_* under export."""
+
+    def __init__(self):
+        super().__init__()
+        self.lstm = nn.LSTM(4, 3, num_layers=2, bidirectional=True, batch_first=True)
+        self.gru = nn.GRU(6, 3, batch_first=True)
+        self.tanh = nn.RNN(3, 3, batch_first=True)
+        self.relu = nn.RNN(3, 2, nonlinearity="relu", batch_first=True)
+
+    def forward(self, x):                                    # (1, 5 steps, 4)
+        y, (h, c) = self.lstm(x)
+        z, _ = self.gru(y, h[:1].contiguous())
+        return self.relu(self.tanh(z)[0])[0]
+
+
+class Routing(nn.Module):
+    """addcmul/addcdiv, gather and writes at places the data decides, histc, a grouped matmul of experts."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.router, self.out = nn.Linear(4, 8), nn.Linear(4, 2), nn.Linear(8, 2)
+        self.up = nn.Parameter(torch.randn(2, 8, 8))
+
+    def forward(self, x):                                    # (4 tokens, 4)
+        h = torch.relu(self.a(x))
+        r = self.router(x)
+        order = r[:, 0].argsort()
+        y = torch.addcmul(h, h, h.flip(1)) + torch.addcdiv(h, h, h.abs() + 1)
+        p = y.gather(0, order[:, None].expand(4, 8)) + torch.take_along_dim(y, order[:, None], 0)
+        w = torch.zeros(4, 8).index_add(0, order, p)
+        ids, perm = torch.sort(r.argmax(-1))
+        offs = torch.cumsum(torch.histc(ids.float(), bins=2, min=0, max=1), 0).to(torch.int32)
+        g = F.grouped_mm(w[perm].to(torch.bfloat16), self.up.to(torch.bfloat16), offs=offs).float()
+        return self.out(g + torch.histc(h, bins=8, min=0, max=1))
+
+
 def tiny_swin():
     from torchvision.models.swin_transformer import SwinTransformer
     return SwinTransformer(patch_size=[2, 2], embed_dim=8, depths=[1, 1], num_heads=[1, 2], window_size=[2, 2],
@@ -228,4 +265,6 @@ CORPUS = {
     "matmul_weights": (MatmulWeights, (2, 4)),
     "writes": (Writes, (1, 4)),
     "mixers": (Mixers, (1, 5, 4)),
+    "recurrent": (Recurrent, (1, 5, 4)),
+    "routing": (Routing, (4, 4)),
 }

@@ -12,6 +12,7 @@ Examples
 >>> [type(op).__name__ for op in g.ops.values()]
 ['Mixing', 'Elementwise']
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -22,8 +23,28 @@ from torch import fx
 
 from ...io.masks import MaskSource
 from ..trace import Traced
-from . import (along, attention, bilinear, conv, elementwise, embedding, linear, misc, norm, positional,  # noqa: F401
-               scatter, structural)
+from . import (  # noqa: F401
+    additive,
+    along,
+    attention,
+    bilinear,
+    conv,
+    elementwise,
+    embedding,
+    gather,
+    indexmap,
+    linear,
+    misc,
+    moe,
+    norm,
+    optables,
+    positional,
+    products,
+    recurrent,
+    routing,
+    scatter,
+    structural,
+)
 from .base import RULES, Ctx, LowerError, Op, find_rule, key_name, tensor_args
 from .misc import Constant, Fallback
 
@@ -36,10 +57,10 @@ class UnitGraph:
 
     traced: Traced
     ops: dict[fx.Node, Op]
-    args: dict[fx.Node, list[fx.Node]]          # the tensor arguments each op reads, in order
+    args: dict[fx.Node, list[fx.Node]]  # the tensor arguments each op reads, in order
     unsupported: list[dict] = field(default_factory=list)
-    rule_of: dict[fx.Node, Any] = field(default_factory=dict)   # the rule function that lowered each node
-    masks: MaskSource | None = None                              # where the weights' masks came from
+    rule_of: dict[fx.Node, Any] = field(default_factory=dict)  # the rule function that lowered each node
+    masks: MaskSource | None = None  # where the weights' masks came from
 
 
 def _is_value(v: Any) -> bool:
@@ -73,14 +94,16 @@ def lower(traced: Traced, masks: MaskSource) -> UnitGraph:
         except LowerError:
             raise
         except Exception as e:
-            raise LowerError(f"cannot lower node {node.name} ({_target_name(traced, node)}): "
-                             f"{type(e).__name__}: {e}") from e
+            raise LowerError(
+                f"cannot lower node {node.name} ({_target_name(traced, node)}): {type(e).__name__}: {e}"
+            ) from e
         rule_of[node] = fn
         if op is None:
             op = Fallback(out, [traced.vals.get(a) for a in targs], "no rule")
         if not op.supported:
-            unsupported.append({"node": node.name, "op": _target_name(traced, node),
-                                "reason": getattr(op, "reason", "") or "no rule"})
+            unsupported.append(
+                {"node": node.name, "op": _target_name(traced, node), "reason": getattr(op, "reason", "") or "no rule"}
+            )
         data = op.data if op.data is not None else (targs if op.multi else targs[:1])
         ops[node], args[node] = op, list(data)
         if isinstance(out, torch.Tensor):
@@ -99,8 +122,15 @@ def lower_node(traced: Traced, node: fx.Node, masks: MaskSource) -> tuple[Op, li
     if fn is None:
         return None
     try:
-        op = fn(Ctx(node, traced, masks, targs, [_default_cdim(traced.vals[a]) if isinstance(
-            traced.vals.get(a), torch.Tensor) else 1 for a in targs]))
+        op = fn(
+            Ctx(
+                node,
+                traced,
+                masks,
+                targs,
+                [_default_cdim(traced.vals[a]) if isinstance(traced.vals.get(a), torch.Tensor) else 1 for a in targs],
+            )
+        )
     except Exception:
         return None
     if op is None:

@@ -21,6 +21,7 @@ Examples
 >>> analyze(m, input_shape=(1, 5, 4)).effective_masks["b.weight"][:, 0].any().item()   # feature 0 stays dead
 False
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -31,8 +32,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..status import Status, gathered, joined
-from .fallback import Fallback
 from .base import Ctx, Op, rule
+from .fallback import Fallback
 
 aten = torch.ops.aten
 
@@ -48,17 +49,19 @@ class Along(Op):
     def forward(self, ins: list[Status]) -> Any:
         s = ins[0]
         r = s.full().any(axis=self.dims, keepdims=True) if self.dims else s.full()
-        out = Status.from_full(np.broadcast_to(r, self.out_shape), s.cdim if s.cdim not in self.dims else
-                               _free(len(self.out_shape), self.dims)).with_zero(s.zero)
+        out = Status.from_full(
+            np.broadcast_to(r, self.out_shape),
+            s.cdim if s.cdim not in self.dims else _free(len(self.out_shape), self.dims),
+        ).with_zero(s.zero)
         return out if self.n_out == 1 else (out,) * self.n_out
 
     def backward(self, ins: list[Status], out: Any, grad: Any) -> list[Status | None]:
         g = joined(grad)
         if g is None:
             return [None]
-        g = g.full()
-        g = g.any(axis=self.dims, keepdims=True) if self.dims else g
-        return [Status.from_full(np.broadcast_to(g, self.in_shape), ins[0].cdim)]
+        full = g.full()
+        r = full.any(axis=self.dims, keepdims=True) if self.dims else full
+        return [Status.from_full(np.broadcast_to(r, self.in_shape), ins[0].cdim)]
 
 
 def _free(ndim: int, dims: tuple[int, ...]) -> int:
@@ -86,10 +89,34 @@ def _along(ctx: Ctx, dim: Any, default: tuple[int, ...]) -> Op:
     return op
 
 
-@rule(torch.sort, ".sort", aten.sort, torch.argsort, ".argsort", aten.argsort, torch.topk, ".topk", aten.topk,
-      torch.cumsum, ".cumsum", aten.cumsum, torch.cumprod, ".cumprod", aten.cumprod, torch.cummax, ".cummax",
-      aten.cummax, torch.cummin, ".cummin", aten.cummin, torch.logcumsumexp, ".logcumsumexp", aten.logcumsumexp,
-      torch.msort, ".msort")
+@rule(
+    torch.sort,
+    ".sort",
+    aten.sort,
+    torch.argsort,
+    ".argsort",
+    aten.argsort,
+    torch.topk,
+    ".topk",
+    aten.topk,
+    torch.cumsum,
+    ".cumsum",
+    aten.cumsum,
+    torch.cumprod,
+    ".cumprod",
+    aten.cumprod,
+    torch.cummax,
+    ".cummax",
+    aten.cummax,
+    torch.cummin,
+    ".cummin",
+    aten.cummin,
+    torch.logcumsumexp,
+    ".logcumsumexp",
+    aten.logcumsumexp,
+    torch.msort,
+    ".msort",
+)
 def along_one_dim(ctx: Ctx) -> Op:
     """``sort``, ``topk`` (dim 2 of ``topk(x, k, dim)``), cumulative ops: along one dim (default last; msort: 0)."""
     name = getattr(ctx.node.target, "__name__", str(ctx.node.target)).lstrip(".")
@@ -107,13 +134,17 @@ _FFT_2D = ("fft2", "ifft2", "rfft2", "irfft2", "hfft2", "ihfft2")
 _FFT_ND = ("fftn", "ifftn", "rfftn", "irfftn", "hfftn", "ihfftn")
 
 
-@rule(*(getattr(torch.fft, n) for n in _FFT_1D + _FFT_2D + _FFT_ND),
-      *(getattr(aten, "fft_" + n) for n in _FFT_1D + _FFT_2D + _FFT_ND if hasattr(aten, "fft_" + n)),
-      aten._fft_r2c, aten._fft_c2r, aten._fft_c2c)
+@rule(
+    *(getattr(torch.fft, n) for n in _FFT_1D + _FFT_2D + _FFT_ND),
+    *(getattr(aten, "fft_" + n) for n in _FFT_1D + _FFT_2D + _FFT_ND if hasattr(aten, "fft_" + n)),
+    aten._fft_r2c,
+    aten._fft_c2r,
+    aten._fft_c2c,
+)
 def fourier(ctx: Ctx) -> Op:
     """Fourier transforms: every output of a slice along the transformed dims depends on all of its inputs."""
     name = getattr(ctx.node.target, "__name__", str(ctx.node.target)).split(".")[0].removeprefix("fft_")
-    if name.startswith("_fft"):                       # core ATen: (self, dim, ...)
+    if name.startswith("_fft"):  # core ATen: (self, dim, ...)
         return _along(ctx, ctx.arg(1, "dim"), ())
     if name in _FFT_1D:
         return _along(ctx, ctx.arg(2, "dim", -1), (-1,))
@@ -137,7 +168,7 @@ class Glu(Op):
     def forward(self, ins: list[Status]) -> Status:
         s = ins[0]
         a, b = self._halves(s)
-        out = a if s.zero else a | b          # sigmoid(b) is never zero: a passes; b matters where a may be nonzero
+        out = a if s.zero else a | b  # sigmoid(b) is never zero: a passes; b matters where a may be nonzero
         return Status.from_full(out, s.cdim).with_zero(s.zero)
 
     def backward(self, ins: list[Status], out: Status, grad: Status) -> list[Status | None]:
@@ -151,7 +182,7 @@ class Glu(Op):
 @rule(F.glu, nn.GLU, aten.glu)
 def glu(ctx: Ctx) -> Op:
     x = ctx.tensor_args[0]
-    dim = ctx.module.dim if ctx.node.op == "call_module" else ctx.concrete(ctx.arg(1, "dim", -1))
+    dim: Any = ctx.module.dim if ctx.node.op == "call_module" else ctx.concrete(ctx.arg(1, "dim", -1))
     op = Glu(ctx.shape(x), int(dim) % len(ctx.shape(x)))
     op.data = [x]
     return op
@@ -187,8 +218,8 @@ class BilinearLayer(Op):
         g2 = torch.einsum("...o,oij,...i->...j", g, self.w, m1) > 0
         return gathered(len(ins), [(i, Status.from_full(part.numpy(), -1)) for i, part in zip(self.order, (g1, g2))])
 
-    def effective(self, ins: list[Status], grad: Status | None) -> dict[str, torch.Tensor]:
-        done = self.unreached(grad)
+    def effective(self, ins: list[Status], grad: Any) -> dict[str, torch.Tensor]:
+        done = self.unreached(grad)  # answers for a None grad
         if done is not None:
             return done
         w = self.weights[0]
@@ -200,7 +231,7 @@ class BilinearLayer(Op):
 
 @rule(nn.Bilinear)
 def bilinear_module(ctx: Ctx) -> Op:
-    w = ctx.named_weight(ctx.node.target + ".weight", "linear")
+    w = ctx.named_weight(str(ctx.node.target) + ".weight", "linear")
     x1, x2 = ctx.node.args[0], ctx.node.args[1]
     return BilinearLayer(w, [ctx.input_index(x1), ctx.input_index(x2)])
 
@@ -220,8 +251,9 @@ def bilinear_function(ctx: Ctx) -> Op:
 def trilinear(ctx: Ctx) -> Op:
     """Core ATen's form of ``F.bilinear``: ``_trilinear(x1, W, x2, [1, 3], [0], [1, 2], [2, 3])``."""
     x1, w_arg, x2 = ctx.arg(0, "i1"), ctx.arg(1, "i2"), ctx.arg(2, "i3")
-    layout = [list(ctx.concrete(ctx.arg(k, n))) for k, n in ((3, "expand1"), (4, "expand2"), (5, "expand3"),
-                                                             (6, "sumdim"))]
+    layout = [
+        list(ctx.concrete(ctx.arg(k, n))) for k, n in ((3, "expand1"), (4, "expand2"), (5, "expand3"), (6, "sumdim"))
+    ]
     w = ctx.weight(w_arg, "linear") if layout == [[1, 3], [0], [1, 2], [2, 3]] else None
     if w is None:
         return Fallback(ctx.out, [ctx.val(a) for a in ctx.tensor_args], "trilinear product other than bilinear")

@@ -6,6 +6,7 @@ is alive at some token (or where scores vary and ``v`` may be a nonzero constant
 only for features whose ``v`` varies. ``nn.MultiheadAttention`` adds its q/k/v and output projections,
 whose weights are prunable (``in_proj_weight`` or ``q/k/v_proj_weight``, and ``out_proj.weight``).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -16,8 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..status import Status, union
-from .fallback import Fallback
 from .base import Ctx, Op, Weight, rule
+from .fallback import Fallback
 from .mixing import Mixing
 
 aten = torch.ops.aten
@@ -29,21 +30,22 @@ def attend_forward(fq: np.ndarray, fk: np.ndarray, fv: np.ndarray, v_nonzero: bo
     """(B, L, E), (B, S, E), (B, S, Ev) alive-from-input -> (B, L, Ev)."""
     B, L, E = fq.shape
     S, Ev = fv.shape[1], fv.shape[2]
-    qh = fq.reshape(B, L, heads, E // heads).any(-1)
-    kh = fk.reshape(B, S, heads, E // heads).any(-1).any(1)
-    vh = fv.reshape(B, S, heads, Ev // heads).any(1)
+    qh = np.asarray(fq.reshape(B, L, heads, E // heads).any(-1))
+    kh = np.asarray(np.asarray(fk.reshape(B, S, heads, E // heads).any(-1)).any(1))
+    vh = np.asarray(fv.reshape(B, S, heads, Ev // heads).any(1))
     scores = qh | kh[:, None, :]
     out = vh[:, None] | (v_nonzero & scores[..., None])
     return out.reshape(B, L, Ev)
 
 
-def attend_backward(g: np.ndarray, fv: np.ndarray, v_nonzero: bool, heads: int, E: int, S: int
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def attend_backward(
+    g: np.ndarray, fv: np.ndarray, v_nonzero: bool, heads: int, E: int, S: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Alive-to-output of q, k, v from the output's (B, L, Ev)."""
     B, L, Ev = g.shape
     gh = g.reshape(B, L, heads, Ev // heads)
-    vh = fv.reshape(B, S, heads, Ev // heads).any(1)
-    sens = (gh & (vh[:, None] | v_nonzero)).any(-1)                       # (B, L, H)
+    vh = np.asarray(fv.reshape(B, S, heads, Ev // heads).any(1))
+    sens = np.asarray((gh & (vh[:, None] | v_nonzero)).any(-1))  # (B, L, H)
     bq = np.repeat(sens, E // heads, axis=-1)
     bk = np.broadcast_to(np.repeat(sens.any(1), E // heads, axis=-1)[:, None], (B, S, E))
     bv = np.broadcast_to(gh.any(1).reshape(B, 1, Ev), (B, S, Ev))
@@ -82,17 +84,22 @@ class SDPA(Op):
         for i, s, b in zip(self.order, (q, k, v), (bq, bk, bv)):
             b = b.reshape(lead + b.shape[-2:])
             extra = len(lead) - (len(s.shape) - 2)
-            b = b.any(axis=tuple(range(extra))) if extra else b
+            b = np.asarray(b.any(axis=tuple(range(extra)))) if extra else b
             axes = tuple(d for d in range(len(s.shape) - 2) if s.shape[d] == 1 and b.shape[d] != 1)
-            b = b.any(axis=axes, keepdims=True) if axes else b
+            b = np.asarray(b.any(axis=axes, keepdims=True)) if axes else b
             part = Status.from_full(b, -1)
-            res[i] = part if res[i] is None else union([res[i], part])
+            prev = res[i]
+            res[i] = part if prev is None else union([prev, part])
         return res
 
 
-@rule(F.scaled_dot_product_attention, aten.scaled_dot_product_attention,
-      aten._scaled_dot_product_flash_attention_for_cpu, aten._scaled_dot_product_efficient_attention,
-      aten._scaled_dot_product_flash_attention)
+@rule(
+    F.scaled_dot_product_attention,
+    aten.scaled_dot_product_attention,
+    aten._scaled_dot_product_flash_attention_for_cpu,
+    aten._scaled_dot_product_efficient_attention,
+    aten._scaled_dot_product_flash_attention,
+)
 def sdpa(ctx: Ctx) -> Op:
     q, k, v = ctx.arg(0, "query"), ctx.arg(1, "key"), ctx.arg(2, "value")
     out = ctx.out[0] if isinstance(ctx.out, (tuple, list)) else ctx.out
@@ -133,17 +140,34 @@ class ProjectedAttention(Op):
     multi = True
     couples = True
 
-    def __init__(self, order: list[int], shapes: list[tuple], masks: list[torch.Tensor], out_weight: Weight,
-                 attn_shape: tuple, heads: int, owned: list[Weight], packed: bool, to_blE, from_blE,
-                 weights_shape: tuple | None = None):
+    def __init__(
+        self,
+        order: list[int],
+        shapes: list[tuple],
+        masks: list[torch.Tensor],
+        out_weight: Weight,
+        attn_shape: tuple,
+        heads: int,
+        owned: list[Weight],
+        packed: bool,
+        to_blE,
+        from_blE,
+        weights_shape: tuple | None = None,
+    ):
         self.order, self.shapes, self.heads, self.packed = order, shapes, heads, packed
         self.attn_shape, self.weights_shape = attn_shape, weights_shape
         self.to_blE, self.from_blE = to_blE, from_blE
-        self.proj = [Mixing.linear(None, mk, shapes[i][:-1] + (mk.shape[1],), shapes[i][:-1] + (mk.shape[0],))
-                     for i, mk in enumerate(masks)]
+        self.proj = [
+            Mixing.linear(None, mk, shapes[i][:-1] + (mk.shape[1],), shapes[i][:-1] + (mk.shape[0],))
+            for i, mk in enumerate(masks)
+        ]
         self.out_w = out_weight
-        self.out = Mixing.linear(out_weight, out_weight.mask, attn_shape[:-1] + (out_weight.mask.shape[1],),
-                                 attn_shape[:-1] + (out_weight.mask.shape[0],))
+        self.out = Mixing.linear(
+            out_weight,
+            out_weight.mask,
+            attn_shape[:-1] + (out_weight.mask.shape[1],),
+            attn_shape[:-1] + (out_weight.mask.shape[0],),
+        )
         self.owned = owned
         self.weights = owned + [out_weight]
 
@@ -164,8 +188,10 @@ class ProjectedAttention(Op):
 
     def _qkv_grads(self, g, fq, fv) -> list[Status]:
         bs = attend_backward(g, fv, False, self.heads, fq.shape[-1], fv.shape[1])
-        return [Status.from_full(np.ascontiguousarray(self.from_blE(b, self.shapes[i][:-1] + (b.shape[-1],))), -1)
-                for i, b in enumerate(bs)]
+        return [
+            Status.from_full(np.ascontiguousarray(self.from_blE(b, self.shapes[i][:-1] + (b.shape[-1],))), -1)
+            for i, b in enumerate(bs)
+        ]
 
     def forward(self, ins: list[Status]) -> Any:
         fq, fk, fv = self._inner(ins)
@@ -186,7 +212,8 @@ class ProjectedAttention(Op):
             part = self.proj[i].backward([], None, b)[0]
             j = self.order[i]
             if part is not None:
-                res[j] = part if res[j] is None else union([res[j], part])
+                prev = res[j]
+                res[j] = part if prev is None else union([prev, part])
         return res
 
     def effective(self, ins: list[Status], grad: Any) -> dict[str, torch.Tensor]:
@@ -214,9 +241,11 @@ class ProjectedAttention(Op):
 
 @rule(nn.MultiheadAttention)
 def multihead_attention(ctx: Ctx) -> Op:
-    m = ctx.module
-    args = [ctx.node.args[i] if len(ctx.node.args) > i else ctx.node.kwargs[n]
-            for i, n in enumerate(("query", "key", "value"))]
+    m: Any = ctx.module
+    args = [
+        ctx.node.args[i] if len(ctx.node.args) > i else ctx.node.kwargs[n]
+        for i, n in enumerate(("query", "key", "value"))
+    ]
     name, E = ctx.node.target, m.embed_dim
     if m.in_proj_weight is not None or getattr(m, "in_proj_weight_orig", None) is not None:
         owned = [ctx.named_weight(f"{name}.in_proj_weight", "attention")]
@@ -237,10 +266,21 @@ def multihead_attention(ctx: Ctx) -> Op:
         if len(shape) == 2:
             return a[0]
         return np.swapaxes(a, 0, 1) if swap else a
+
     wshape = tuple(outs[1].shape) if isinstance(outs, (tuple, list)) and outs[1] is not None else None
-    op = ProjectedAttention([ctx.input_index(a) for a in args], shapes, masks,
-                            ctx.named_weight(f"{name}.out_proj.weight", "linear"), tuple(outs[0].shape),
-                            m.num_heads, owned, len(owned) == 1, to_blE, from_blE, wshape)
+    op = ProjectedAttention(
+        [ctx.input_index(a) for a in args],
+        shapes,
+        masks,
+        ctx.named_weight(f"{name}.out_proj.weight", "linear"),
+        tuple(outs[0].shape),
+        m.num_heads,
+        owned,
+        len(owned) == 1,
+        to_blE,
+        from_blE,
+        wshape,
+    )
     if wshape is None and isinstance(outs, (tuple, list)):
         return _TupleFirst(op, len(outs))
     return op
@@ -263,7 +303,18 @@ def swin_window_attention(ctx: Ctx) -> Op:
 
     def from_blE(a: np.ndarray, shp: tuple) -> np.ndarray:
         return a.reshape(shp)
+
     i = ctx.input_index(x)
-    op = ProjectedAttention([i, i, i], [shape] * 3, list(qkv.mask.split(C, 0)), proj, tuple(ctx.out.shape),
-                            heads, [qkv], True, to_blE, from_blE)
+    op = ProjectedAttention(
+        [i, i, i],
+        [shape] * 3,
+        list(qkv.mask.split(C, 0)),
+        proj,
+        tuple(ctx.out.shape),
+        heads,
+        [qkv],
+        True,
+        to_blE,
+        from_blE,
+    )
     return op

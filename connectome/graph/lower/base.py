@@ -14,22 +14,35 @@ Examples
 >>> find_rule_key(torch.nn.Linear(2, 2)) is torch.nn.Linear
 True
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 from torch import fx, nn
 
+from ...io.masks import MaskSource
 from ...registry import register
 from ..status import Status
 from ..trace import Traced
 from .computed import computed_weight
 from .weight import Weight
 
-__all__ = ["Op", "Weight", "Ctx", "rule", "RULES", "find_rule", "find_rule_key", "key_name", "LowerError",
-           "transposed_weight"]
+__all__ = [
+    "Op",
+    "Weight",
+    "Ctx",
+    "rule",
+    "RULES",
+    "find_rule",
+    "find_rule_key",
+    "key_name",
+    "LowerError",
+    "transposed_weight",
+]
 
 Value = Status | tuple | None
 RuleFn = Callable[["Ctx"], "Op"]
@@ -44,12 +57,15 @@ def rule(*keys: Any) -> Callable[[RuleFn], RuleFn]:
     """Register a lowering rule for module classes, functions, ``".method"`` names or ATen ops.
 
     A function of an optional package (torchvision, timm) is named by its qualified name, e.g.
-    ``"torchvision.ops.stochastic_depth.stochastic_depth"``, so that the package need not be imported.
+    ``"torchvision.ops.stochastic_depth.stochastic_depth"``, so that the package need not be imported; a
+    custom op it registers by ``"namespace::name"`` (``"transformers::grouped_mm_fallback"``).
     """
+
     def deco(fn: RuleFn) -> RuleFn:
         for k in dict.fromkeys(_packet(k) for k in keys):  # aliases (F.relu_ is torch.relu_) count once
             register(RULES, k, fn, "lowering rule for", shown=key_name(k))
         return fn
+
     return deco
 
 
@@ -72,6 +88,8 @@ def find_rule_key(target: Any) -> Any:
         return None
     # functions of optional packages are registered by qualified name, so they need not be imported
     name = f"{getattr(k, '__module__', '')}.{getattr(k, '__qualname__', '')}"
+    if name not in RULES and isinstance(k, torch._ops.OpOverloadPacket):  # a custom op: "namespace::name"
+        name = getattr(k, "_qualified_op_name", "")
     return name if name in RULES else None
 
 
@@ -107,22 +125,24 @@ class Op:
 
     weights: Sequence[Weight] = ()
     supported: bool = True
-    multi: bool = False            # reads every tensor argument (else only the first, or ``data``)
-    couples: bool = False          # multiplies or normalises its inputs together (a constant there matters)
-    data: list | None = None       # the argument nodes it reads, when not the default
+    multi: bool = False  # reads every tensor argument (else only the first, or ``data``)
+    couples: bool = False  # multiplies or normalises its inputs together (a constant there matters)
+    data: list | None = None  # the argument nodes it reads, when not the default
 
-    def forward(self, ins: list[Status]) -> Value:
+    # statuses are Any here: an op reads and makes a Status, a tuple of them (split, a recurrent layer's
+    # states) or None (nothing alive), and each subclass knows which of them it takes
+    def forward(self, ins: list[Any]) -> Any:
         raise NotImplementedError
 
-    def backward(self, ins: list[Status], out: Value, grad: Value) -> list[Status | None]:
+    def backward(self, ins: list[Any], out: Any, grad: Any) -> list[Any]:
         """Alive-to-output status of each tensor input, given the output's (``grad``)."""
         raise NotImplementedError
 
-    def effective(self, ins: list[Status], grad: Value) -> dict[str, torch.Tensor]:
+    def effective(self, ins: list[Any], grad: Any) -> dict[str, torch.Tensor]:
         """Effective mask of each owned weight, given input (forward) and output (backward) status."""
         return {}
 
-    def unreached(self, grad: Value) -> dict[str, torch.Tensor] | None:
+    def unreached(self, grad: Any) -> dict[str, torch.Tensor] | None:
         """What :meth:`effective` returns when there is nothing to compute: ``{}`` for an op without
         weights, all-zero masks when no output is alive to the outputs; else None."""
         if not self.weights:
@@ -138,9 +158,9 @@ class Ctx:
 
     node: fx.Node
     traced: Traced
-    masks: dict[str, torch.Tensor]
+    masks: MaskSource
     tensor_args: list[fx.Node] = field(default_factory=list)
-    hints: list[int] = field(default_factory=list)   # preferred channel dim of each tensor input
+    hints: list[int] = field(default_factory=list)  # preferred channel dim of each tensor input
 
     @property
     def module(self) -> nn.Module:
@@ -190,15 +210,20 @@ class Ctx:
         when the operand depends on the model inputs (then it is an activation, not a weight).
         """
         name = self.traced.attr_name(arg)
-        if name is None and isinstance(arg, fx.Node) and arg.op == "call_function" and \
-                getattr(arg.target, "__name__", "") in ("mul", "mul.Tensor") and len(arg.args) == 2:
+        if (
+            name is None
+            and isinstance(arg, fx.Node)
+            and arg.op == "call_function"
+            and getattr(arg.target, "__name__", "") in ("mul", "mul.Tensor")
+            and len(arg.args) == 2
+        ):
             names = [self.traced.attr_name(a) for a in arg.args]
-            if all(names) and any(n.endswith("_orig") for n in names):
-                name = next(n for n in names if n.endswith("_orig"))
+            if all(names) and any(n is not None and n.endswith("_orig") for n in names):
+                name = next(n for n in names if n is not None and n.endswith("_orig"))
         if name is None:
             return computed_weight(self, arg, kind)
         if not self.masks.names.is_param(name):
-            return None            # a buffer or a constant (a DCT matrix): an operand, not a prunable weight
+            return None  # a buffer or a constant (a DCT matrix): an operand, not a prunable weight
         return self.named_weight(name, kind)
 
     def named_weight(self, name: str, kind: str) -> Weight:
@@ -218,6 +243,7 @@ def tensor_args(traced: Traced, node: fx.Node) -> list[fx.Node]:
         if a not in found and (isinstance(v, torch.Tensor) or _has_tensor(v)):
             found.append(a)
         return a
+
     fx.node.map_arg((node.args, node.kwargs), visit)
     return found
 

@@ -6,18 +6,20 @@ and neither is a silencing zero (see :mod:`connectome.graph.lower.elementwise`).
 to the output where the gradient of ``sum(g * f(a, m_b))`` is positive: exact for nonnegative inputs, and
 computed by torch itself, so broadcasting and einsum equations need no code of their own.
 """
+
 from __future__ import annotations
 
 import operator
-from typing import Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..status import Status, gathered, union
-from .fallback import Fallback
 from .base import Ctx, Op, Weight, rule, transposed_weight
+from .fallback import Fallback
 from .mixing import Mixing
 
 aten = torch.ops.aten
@@ -36,8 +38,15 @@ class Bilinear(Op):
     multi = True
     couples = True
 
-    def __init__(self, f: Callable, shapes: list[tuple], out_shape: tuple, order: list[int],
-                 weight: Weight | None = None, wslot: int | None = None):
+    def __init__(
+        self,
+        f: Callable,
+        shapes: list[tuple],
+        out_shape: tuple,
+        order: list[int],
+        weight: Weight | None = None,
+        wslot: int | None = None,
+    ):
         self.f, self.shapes, self.out_shape, self.order = f, shapes, out_shape, order
         self.wslot = wslot if weight is not None else None
         self.weights = [weight] if weight is not None else []
@@ -50,7 +59,7 @@ class Bilinear(Op):
                 m = self.weights[0].mask.to(torch.float32)
                 alive.append(torch.zeros_like(m))
                 maybe.append(m)
-                zeros.append(False)     # a weight is a nonzero constant where its mask is 1
+                zeros.append(False)  # a weight is a nonzero constant where its mask is 1
                 continue
             s = ins[j]
             f = _t(s.full())
@@ -74,22 +83,28 @@ class Bilinear(Op):
         oa = fa if self.wslot == 1 else ma
         ob = fb if self.wslot == 0 else mb
         with torch.enable_grad():
-            ga, = torch.autograd.grad((self.f(A, ob) * g).sum(), A, allow_unused=True)
-            gb, = torch.autograd.grad((self.f(oa, B) * g).sum(), B, allow_unused=True)
+            (ga,) = torch.autograd.grad((self.f(A, ob) * g).sum(), A, allow_unused=True)
+            (gb,) = torch.autograd.grad((self.f(oa, B) * g).sum(), B, allow_unused=True)
         return ga, gb
 
     def backward(self, ins: list[Status], out: Status, grad: Status) -> list[Status | None]:
         ga, gb = self._grads(ins, grad)
-        return gathered(len(ins), [(j, Status.from_full((gr > 0).numpy() if gr is not None else
-                                                        np.zeros(ins[j].shape, bool), -1))
-                                   for k, (j, gr) in enumerate(zip(self.order, (ga, gb))) if k != self.wslot])
+        return gathered(
+            len(ins),
+            [
+                (j, Status.from_full((gr > 0).numpy() if gr is not None else np.zeros(ins[j].shape, bool), -1))
+                for k, (j, gr) in enumerate(zip(self.order, (ga, gb)))
+                if k != self.wslot
+            ],
+        )
 
-    def effective(self, ins: list[Status], grad: Status | None) -> dict[str, torch.Tensor]:
-        done = self.unreached(grad)
+    def effective(self, ins: list[Status], grad: Any) -> dict[str, torch.Tensor]:
+        done = self.unreached(grad)  # answers for a None grad
         if done is not None:
             return done
         w = self.weights[0]
-        gr = self._grads(ins, grad)[self.wslot]
+        wslot: Any = self.wslot  # set whenever there is a weight
+        gr = self._grads(ins, grad)[wslot]
         return {w.name: w.mask & (gr > 0) if gr is not None else torch.zeros_like(w.mask)}
 
 
@@ -109,6 +124,7 @@ def product(ctx: Ctx, f: Callable, a, b, kind: str = "linear") -> Op:
 
 def _or(a: Status, b: Status) -> Status:
     from ..status import union
+
     return union([a, b])
 
 
@@ -120,15 +136,39 @@ def _order(ctx: Ctx, nodes: list) -> list[int]:
     return [ctx.input_index(n) for n in nodes]
 
 
-@rule(torch.matmul, operator.matmul, torch.bmm, torch.mm, ".matmul", ".bmm", ".mm", ".__matmul__",
-      aten.matmul, aten.bmm, aten.mm)
+@rule(
+    torch.matmul,
+    operator.matmul,
+    torch.bmm,
+    torch.mm,
+    ".matmul",
+    ".bmm",
+    ".mm",
+    ".__matmul__",
+    aten.matmul,
+    aten.bmm,
+    aten.mm,
+)
 def matmul(ctx: Ctx) -> Op:
+    from .moe import selected_product
+
+    routed = selected_product(ctx)  # bmm(W[idx], x): one expert's matrix per row (mixture of experts)
+    if routed is not None:
+        return routed
     a, b = ctx.node.args[0], ctx.node.args[1]
     out_shape = tuple(ctx.out.shape)
     wb = ctx.weight(b, "linear") if isinstance(b, torch.fx.Node) else None
     if wb is not None and len(ctx.shape(b)) == 2 and a in ctx.tensor_args:  # x @ W: a linear layer
-        op = Mixing(wb, wb.mask.t().unsqueeze(-1), 1, ctx.shape(a), out_shape, len(ctx.shape(a)) - 1, None,
-                    to_param=lambda eff: eff.squeeze(-1).t())
+        op = Mixing(
+            wb,
+            wb.mask.t().unsqueeze(-1),
+            1,
+            ctx.shape(a),
+            out_shape,
+            len(ctx.shape(a)) - 1,
+            None,
+            to_param=lambda eff: eff.squeeze(-1).t(),
+        )
         op.data = [a]
         return op
     wt = transposed_weight(ctx, b)
@@ -161,8 +201,9 @@ def linear_with_computed_weight(ctx: Ctx) -> Op:
 def baddbmm(ctx: Ctx) -> Op:
     """``beta * input + alpha * (b1 @ b2)``, batched (``addbmm`` sums over the batch too)."""
     b1, b2 = ctx.arg(1, "batch1"), ctx.arg(2, "batch2")
-    summed = getattr(ctx.node.target, "__name__", str(ctx.node.target)).lstrip(".").startswith("addbmm") or \
-        "addbmm" in str(ctx.node.target)
+    summed = getattr(ctx.node.target, "__name__", str(ctx.node.target)).lstrip(".").startswith(
+        "addbmm"
+    ) or "addbmm" in str(ctx.node.target)
     f = (lambda x, y: torch.bmm(x, y).sum(0)) if summed else torch.bmm
     return plus_term(ctx, product(ctx, f, b1, b2), ctx.arg(0, "input"))
 
@@ -171,7 +212,7 @@ def baddbmm(ctx: Ctx) -> Op:
 def tensordot(ctx: Ctx) -> Op:
     a, b = ctx.arg(0, "a"), ctx.arg(1, "b")
     dims = ctx.concrete(ctx.arg(2, "dims", 2))
-    if isinstance(ctx.node.target, torch._ops.OpOverload):   # aten.tensordot(a, b, dims_a, dims_b)
+    if isinstance(ctx.node.target, torch._ops.OpOverload):  # aten.tensordot(a, b, dims_a, dims_b)
         dims = (ctx.concrete(ctx.arg(2, "dims_self")), ctx.concrete(ctx.arg(3, "dims_other")))
     return product(ctx, lambda x, y: torch.tensordot(x, y, dims), a, b)
 
@@ -190,6 +231,7 @@ class PlusTerm(Op):
 
     def forward(self, ins: list[Status]) -> Status:
         from .elementwise import aligned
+
         a, t = aligned([self.inner.forward([ins[i] for i in self.reads]), ins[self.term]], self.out_shape)
         return union([a, t]).with_zero(a.zero and t.zero)
 

@@ -28,6 +28,7 @@ Examples
 >>> res.effective_masks["w"].sum().item(), res.params_total
 (3, 6)
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
 __all__ = ["computed_weight"]
 
 
-def computed_weight(ctx: "Ctx", arg: Any, kind: str) -> Weight | None:
+def computed_weight(ctx: Ctx, arg: Any, kind: str) -> Weight | None:
     """The :class:`Weight` behind a weight operand computed from parameters, or None.
 
     None when the operand depends on the model inputs, or is computed from no parameter of two or
@@ -62,12 +63,12 @@ def computed_weight(ctx: "Ctx", arg: Any, kind: str) -> Weight | None:
             weights.append((n, names.key(a), value))
     if not weights:
         return None
-    if len(weights) == 1 and weights[0][1] not in names.parametrized:   # a parametrization's key is its output
+    if len(weights) == 1 and weights[0][1] not in names.parametrized:  # a parametrization's key is its output
         w = _moved(ctx, arg, *weights[0], kind)
         if w is not None:
             return w
     keys = {k for _, k, _ in weights}
-    if len(keys) == 1 and keys <= names.parametrized:   # a parametrization's output, inlined by torch.export
+    if len(keys) == 1 and keys <= names.parametrized:  # a parametrization's output, inlined by torch.export
         key = next(iter(keys))
         try:
             same = _is_output(traced, key, traced.constant(arg, {}))
@@ -79,12 +80,12 @@ def computed_weight(ctx: "Ctx", arg: Any, kind: str) -> Weight | None:
         return _as_a_whole(ctx, arg, weights, kind)
     try:
         return _through_autograd(ctx, arg, sources, weights, kind)
-    except Exception:   # a computation autograd cannot follow: never call these weights ineffective
+    except Exception:  # a computation autograd cannot follow: never call these weights ineffective
         traced.opaque_weights.update(k for _, k, _ in weights)
         return None
 
 
-def _moved(ctx: "Ctx", arg: fx.Node, node: fx.Node, key: str, value: torch.Tensor, kind: str) -> Weight | None:
+def _moved(ctx: Ctx, arg: fx.Node, node: fx.Node, key: str, value: torch.Tensor, kind: str) -> Weight | None:
     """A weight operand that only moves the entries of one parameter: an exact index map."""
     mask = ctx.masks.get(key)
     if mask is None or tuple(mask.shape) != tuple(value.shape):
@@ -104,20 +105,63 @@ def _moved(ctx: "Ctx", arg: fx.Node, node: fx.Node, key: str, value: torch.Tenso
         results.append(r)
     first, second, zeros = results
     index = first - 1
-    if not ((index >= 0) & (index < n) & (index == index.round())).all() or bool(zeros.any()) or \
-            not torch.equal(second, -2.0 * index - 1.0 / 3):
+    if (
+        not ((index >= 0) & (index < n) & (index == index.round())).all()
+        or bool(zeros.any())
+        or not torch.equal(second, -2.0 * index - 1.0 / 3)
+    ):
         return None
     index = index.long()
     return Weight(key, kind, mask.reshape(-1)[index], index)
 
 
 # ops whose derivative is zero almost everywhere: autograd sees no dependence where there is one
-_PIECEWISE = frozenset({"sign", "round", "floor", "ceil", "trunc", "frac", "gt", "lt", "ge", "le", "eq", "ne",
-                        "__gt__", "__lt__", "__ge__", "__le__", "__eq__", "__ne__", "argmax", "argmin", "argsort",
-                        "topk", "sort", "bool", "long", "int", "heaviside", "where", "masked_fill", "bucketize",
-                        "searchsorted", "fake_quantize_per_tensor_affine", "fake_quantize_per_channel_affine",
-                        "quantize_per_tensor", "dequantize", "remainder", "fmod", "floor_divide", "__floordiv__",
-                        "__mod__", "to", "type"})
+_PIECEWISE = frozenset(
+    {
+        "sign",
+        "round",
+        "floor",
+        "ceil",
+        "trunc",
+        "frac",
+        "gt",
+        "lt",
+        "ge",
+        "le",
+        "eq",
+        "ne",
+        "__gt__",
+        "__lt__",
+        "__ge__",
+        "__le__",
+        "__eq__",
+        "__ne__",
+        "argmax",
+        "argmin",
+        "argsort",
+        "topk",
+        "sort",
+        "bool",
+        "long",
+        "int",
+        "heaviside",
+        "where",
+        "masked_fill",
+        "bucketize",
+        "searchsorted",
+        "fake_quantize_per_tensor_affine",
+        "fake_quantize_per_channel_affine",
+        "quantize_per_tensor",
+        "dequantize",
+        "remainder",
+        "fmod",
+        "floor_divide",
+        "__floordiv__",
+        "__mod__",
+        "to",
+        "type",
+    }
+)
 
 
 def _piecewise_constant(arg: fx.Node) -> bool:
@@ -135,7 +179,7 @@ def _piecewise_constant(arg: fx.Node) -> bool:
     return False
 
 
-def _as_a_whole(ctx: "Ctx", arg: fx.Node, weights: list, kind: str) -> Weight:
+def _as_a_whole(ctx: Ctx, arg: fx.Node, weights: list, kind: str) -> Weight:
     """A weight computed through step functions (a binarised or quantised weight): its support is computed,
     and each parameter behind it counts as a whole as soon as any entry of the operand is effective."""
     c = ctx.traced.constant(arg, {})
@@ -146,21 +190,25 @@ def _as_a_whole(ctx: "Ctx", arg: fx.Node, weights: list, kind: str) -> Weight:
     def backmap(eff: torch.Tensor) -> dict[str, torch.Tensor]:
         hit = bool(eff.any())
         return {k: masks[k].clone() if hit else torch.zeros_like(masks[k]) for k in keys}
+
     return Weight(keys[0], kind, support.reshape(ctx.shape(arg)), keys=keys, backmap=backmap)
 
 
-def _through_autograd(ctx: "Ctx", arg: fx.Node, sources: list[fx.Node], weights: list, kind: str) -> Weight | None:
+def _through_autograd(ctx: Ctx, arg: fx.Node, sources: list[fx.Node], weights: list, kind: str) -> Weight | None:
     traced, masks = ctx.traced, ctx.masks
     overrides: dict[fx.Node, Any] = {}
     leaves: list[tuple[str, torch.Tensor]] = []
     weight_nodes = {n for n, _, _ in weights}
     for n in sources:
-        value = traced.attr(traced.attr_name(n))
-        value = value.detach()
+        name = traced.attr_name(n)
+        found = traced.attr(name) if name is not None else None
+        if name is None or found is None:  # not a parameter's node: the caller treats the operand as opaque
+            raise LookupError(f"no tensor behind {n}")
+        value = found.detach()
         if value.is_floating_point():
             value = value.to(torch.float64)
         if n in weight_nodes:
-            key = masks.names.key(traced.attr_name(n))
+            key = masks.names.key(name)
             explicit = masks.explicit.get(key)
             if explicit is not None and explicit.shape == value.shape:
                 value = value * explicit
@@ -180,8 +228,9 @@ def _through_autograd(ctx: "Ctx", arg: fx.Node, sources: list[fx.Node], weights:
         found = {key: torch.zeros(shapes[key], dtype=torch.bool) for key, _ in leaves}
         if not eff.any():
             return found
-        grads = torch.autograd.grad((c * r * eff.to(c.dtype)).sum(), [v for _, v in leaves], retain_graph=True,
-                                    allow_unused=True)
+        grads = torch.autograd.grad(
+            (c * r * eff.to(c.dtype)).sum(), [v for _, v in leaves], retain_graph=True, allow_unused=True
+        )
         for (key, _), g in zip(leaves, grads):
             if g is not None:
                 found[key] |= _to_shape(g != 0, shapes[key])
@@ -196,8 +245,9 @@ def _through_autograd(ctx: "Ctx", arg: fx.Node, sources: list[fx.Node], weights:
     def backmap(eff: torch.Tensor) -> dict[str, torch.Tensor]:
         found = {key: m & keep[key] for key, m in depends(eff).items() if key not in outputs}
         for key, same in outputs.items():
-            found[key] = eff & masks[key] if same else (masks[key].clone() if eff.any() else
-                                                         torch.zeros_like(masks[key]))
+            found[key] = (
+                eff & masks[key] if same else (masks[key].clone() if eff.any() else torch.zeros_like(masks[key]))
+            )
         return found
 
     keys = tuple(sup)
@@ -208,8 +258,11 @@ def _is_output(traced, key: str, c: torch.Tensor) -> bool:
     """Whether the computed operand ``c`` is the parametrized weight ``key`` itself."""
     value = traced.attr(key)
     # c is computed in float64 from the originals, the module's weight in its own precision
-    return isinstance(value, torch.Tensor) and tuple(value.shape) == tuple(c.shape) and \
-        torch.allclose(value.detach().to(c.dtype), c.detach(), rtol=1e-4, atol=1e-6)
+    return (
+        isinstance(value, torch.Tensor)
+        and tuple(value.shape) == tuple(c.shape)
+        and torch.allclose(value.detach().to(c.dtype), c.detach(), rtol=1e-4, atol=1e-6)
+    )
 
 
 def _to_shape(m: torch.Tensor, shape: tuple) -> torch.Tensor:

@@ -1,6 +1,9 @@
 """Embeddings: a lookup is a linear layer from a one-hot vocabulary, so row ``v`` of the table can reach
 feature ``d`` wherever the ids are alive; which rows the data will pick is not known, so every row may."""
+
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,8 +35,8 @@ class Lookup(Op):
         hit = g.any(0).reshape(self.ids_shape) if len(g) else np.zeros(self.ids_shape, bool)
         return [Status.from_full(hit, -1)]
 
-    def effective(self, ins: list[Status], grad: Status | None) -> dict[str, torch.Tensor]:
-        done = self.unreached(grad)
+    def effective(self, ins: list[Status], grad: Any) -> dict[str, torch.Tensor]:
+        done = self.unreached(grad)  # answers for a None grad
         if done is not None:
             return done
         w = self.weights[0]
@@ -44,15 +47,16 @@ class Lookup(Op):
 
 @rule(nn.Embedding)
 def embedding_module(ctx: Ctx) -> Op:
-    w = ctx.named_weight(ctx.node.target + ".weight", "embedding")
+    w = ctx.named_weight(str(ctx.node.target) + ".weight", "embedding")
     return Lookup(w, w.mask, ctx.shape(ctx.node.args[0]), tuple(ctx.out.shape))
 
 
 def _table_and_ids(ctx: Ctx, functional: object) -> tuple:
     """The weight, its mask and the ids of ``F.embedding``-like calls; ATen's forms put the table first."""
     aten_form = ctx.node.target is not functional
-    w_arg, ids = (ctx.arg(0, "weight"), ctx.arg(1, "indices")) if aten_form else \
-        (ctx.arg(1, "weight"), ctx.arg(0, "input"))
+    w_arg, ids = (
+        (ctx.arg(0, "weight"), ctx.arg(1, "indices")) if aten_form else (ctx.arg(1, "weight"), ctx.arg(0, "input"))
+    )
     w = ctx.weight(w_arg, "embedding")
     mask = w.mask if w is not None else torch.ones(ctx.shape(w_arg), dtype=torch.bool)
     return w, mask, ids, aten_form
@@ -74,7 +78,7 @@ class Bag(Op):
         self.mask, self.ids_shape, self.out_shape = mask, ids_shape, out_shape
         self.col = mask.any(0).numpy()
 
-    multi = True     # the ids, and per-sample weights when there are some (they scale the rows looked up)
+    multi = True  # the ids, and per-sample weights when there are some (they scale the rows looked up)
 
     def _bags(self, ins: list[Status]) -> np.ndarray:
         """Per bag: some id (or per-sample weight) of it may be alive (1-D ids with offsets: any, for every bag)."""
@@ -82,25 +86,29 @@ class Bag(Op):
         for extra in ins[1:]:
             full = full | np.broadcast_to(extra.full(), full.shape)
         if len(self.ids_shape) == 2:
-            return full.reshape(self.ids_shape[0], -1).any(1)
+            return np.asarray(full.reshape(self.ids_shape[0], -1).any(1))
         return np.full(self.out_shape[0], bool(full.any()))
 
     def forward(self, ins: list[Status]) -> Status:
         bags = self._bags(ins)
         return Status.from_full(bags[:, None] & self.col[None, :], 1)
 
-    def backward(self, ins: list[Status], out: Status, grad: Status) -> list[Status | None]:
+    def backward(self, ins: list[Status], out: Status, grad: Status) -> list[Status]:
         per_bag = (grad.full() & self.col[None, :]).any(1)
         if len(self.ids_shape) == 2:
             hit = np.broadcast_to(per_bag[:, None], self.ids_shape)
         else:
             hit = np.full(self.ids_shape, bool(per_bag.any()))
         part = Status.from_full(np.ascontiguousarray(hit), -1)
-        return [part] + [part.reduce_to(s.shape) if s.shape == part.shape else Status.from_full(
-            np.full(s.shape, bool(hit.any())), -1) for s in ins[1:]]
+        return [part] + [
+            part.reduce_to(s.shape)
+            if s.shape == part.shape
+            else Status.from_full(np.full(s.shape, bool(hit.any())), -1)
+            for s in ins[1:]
+        ]
 
-    def effective(self, ins: list[Status], grad: Status | None) -> dict[str, torch.Tensor]:
-        done = self.unreached(grad)
+    def effective(self, ins: list[Status], grad: Any) -> dict[str, torch.Tensor]:
+        done = self.unreached(grad)  # answers for a None grad
         if done is not None:
             return done
         w = self.weights[0]
@@ -110,7 +118,7 @@ class Bag(Op):
 
 @rule(nn.EmbeddingBag)
 def embedding_bag_module(ctx: Ctx) -> Op:
-    w = ctx.named_weight(ctx.node.target + ".weight", "embedding")
+    w = ctx.named_weight(str(ctx.node.target) + ".weight", "embedding")
     op = Bag(w, w.mask, ctx.shape(ctx.node.args[0]), tuple(ctx.out.shape))
     psw = ctx.arg(2, "per_sample_weights")
     op.data = [ctx.node.args[0]] + ([psw] if psw in ctx.tensor_args else [])
@@ -127,6 +135,7 @@ def embedding_bag_function(ctx: Ctx) -> Op:
     op.data = data
     if isinstance(ctx.out, (tuple, list)):
         from .attention import _TupleFirst
+
         op = _TupleFirst(op, len(ctx.out))
         op.data = data
     return op

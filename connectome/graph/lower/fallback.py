@@ -14,6 +14,7 @@ Examples
 >>> bool(op.forward([Status.uniform((4,), 0, True)]).full().all())
 True
 """
+
 from __future__ import annotations
 
 from typing import Any

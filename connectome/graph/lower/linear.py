@@ -1,11 +1,12 @@
 """Linear layers: ``nn.Linear``, ``F.linear`` and the ATen forms (``linear``, ``addmm``, ``mm`` with a weight)."""
+
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Ctx, rule, transposed_weight
+from .base import Ctx, Op, rule, transposed_weight
 from .bilinear import linear_with_computed_weight, plus_term, product
 from .mixing import Mixing
 
@@ -14,12 +15,12 @@ aten = torch.ops.aten
 
 @rule(nn.Linear)
 def linear_module(ctx: Ctx) -> Mixing:
-    weight = ctx.named_weight(ctx.node.target + ".weight", "linear")
+    weight = ctx.named_weight(str(ctx.node.target) + ".weight", "linear")
     return Mixing.linear(weight, weight.mask, ctx.shape(ctx.node.args[0]), tuple(ctx.out.shape))
 
 
 @rule(F.linear, aten.linear)
-def linear_function(ctx: Ctx) -> Mixing:
+def linear_function(ctx: Ctx) -> Op:
     x, w = ctx.arg(0, "input"), ctx.arg(1, "weight")
     weight = ctx.weight(w, "linear")
     if weight is None:

@@ -4,6 +4,7 @@ An op with no rule becomes a :class:`Fallback`: every output element depends on 
 That can only call too many weights effective, never too few, and the op is listed in the report's
 ``unsupported_ops`` so that the user knows where the analysis is loose.
 """
+
 from __future__ import annotations
 
 import builtins
@@ -15,8 +16,8 @@ from torch import fx
 
 from .base import Ctx, Op, rule
 from .elementwise import Elementwise
-from .fallback import Constant, Fallback, uniform_like
-from .structural import index_map_op
+from .fallback import Constant, Fallback
+from .indexmap import index_map_op
 
 __all__ = ["Fallback", "Select", "Constant"]
 
@@ -37,9 +38,19 @@ class Select(Op):
         return [tuple(g)]
 
 
-@rule(torch.rand_like, torch.randn_like, torch.randint_like, torch.empty_like, ".new_empty", ".new_tensor",
-      torch.ops.aten.rand_like, torch.ops.aten.randn_like, torch.ops.aten.randint_like, torch.ops.aten.empty_like,
-      torch.ops.aten.new_empty)
+@rule(
+    torch.rand_like,
+    torch.randn_like,
+    torch.randint_like,
+    torch.empty_like,
+    ".new_empty",
+    ".new_tensor",
+    torch.ops.aten.rand_like,
+    torch.ops.aten.randn_like,
+    torch.ops.aten.randint_like,
+    torch.ops.aten.empty_like,
+    torch.ops.aten.new_empty,
+)
 def shape_only(ctx: Ctx) -> Op:
     """``rand_like(x)``, ``empty_like(x)``, ``x.new_tensor(data)``: values that do not depend on ``x``'s values
     (random or uninitialised ones are never folded as constants, so they get no zero patterns)."""
@@ -48,8 +59,16 @@ def shape_only(ctx: Ctx) -> Op:
     return op
 
 
-@rule(torch.ops.aten.fill, torch.ops.aten.fill_, ".fill_", ".zero_", torch.ops.aten.zero_, torch.ops.aten.zero,
-      torch.fill, torch.zero_)
+@rule(
+    torch.ops.aten.fill,
+    torch.ops.aten.fill_,
+    ".fill_",
+    ".zero_",
+    torch.ops.aten.zero_,
+    torch.ops.aten.zero,
+    torch.fill,
+    torch.zero_,
+)
 def fill(ctx: Ctx) -> Op:
     """``x.fill_(v)``: every element is ``v``; only a tensor ``v`` that depends on the input carries signal."""
     value = ctx.arg(1, "value")
@@ -64,11 +83,17 @@ def fill(ctx: Ctx) -> Op:
 
 @rule(operator.getitem)
 def getitem(ctx: Ctx) -> Op:
-    src = ctx.node.args[0]
+    args: Any = ctx.node.args
+    src = args[0]
     v = ctx.val(src)
     if isinstance(v, (tuple, list)):
-        return Select(int(ctx.node.args[1]), len(v))
+        return Select(int(args[1]), len(v))
     data = [src] if src in ctx.tensor_args else None
+    from .gather import picked
+
+    op = picked(ctx)  # ``x[idx]`` with ``idx`` computed from the input
+    if op is not None:
+        return op
     try:
         return index_map_op(ctx, ctx.hints, data)
     except Exception as e:  # indexing with a computed tensor cannot be read off ahead of time

@@ -16,9 +16,10 @@ Examples
 >>> op.forward([Status.uniform((1, 2), 1, True)]).alive_units().tolist()
 [True, False]
 """
+
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -34,33 +35,42 @@ Tap = Sequence[DimMap | None]
 
 
 class Mixing(Op):
-    def __init__(self, weight: Weight | None, conn: torch.Tensor, groups: int, in_shape: tuple, out_shape: tuple,
-                 cdim: int, taps: Sequence[Tap] | None, to_param: Callable[[torch.Tensor], torch.Tensor] | None = None):
+    def __init__(
+        self,
+        weight: Weight | None,
+        conn: torch.Tensor,
+        groups: int,
+        in_shape: tuple,
+        out_shape: tuple,
+        cdim: int,
+        taps: Sequence[Tap] | None,
+        to_param: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ):
         self.weights = [weight] if weight is not None else []
-        self.conn = conn.detach().to("cpu")     # (O, Ig, T) bool
+        self.conn = conn.detach().to("cpu")  # (O, Ig, T) bool
         self.groups = groups
         self.in_shape, self.out_shape, self.cdim = tuple(in_shape), tuple(out_shape), cdim
         n_pos = len(in_shape) - 1
         self.taps: list[Tap] = list(taps) if taps is not None else [(None,) * n_pos]
-        self._tap_key = tuple(tuple(t) for t in self.taps)   # the key of the cached all-alive tables
+        self._tap_key = tuple(tuple(t) for t in self.taps)  # the key of the cached all-alive tables
         self.to_param = to_param or (lambda m: m.reshape(self.weights[0].mask.shape))
         self._cache: dict = {}
         self._any_in = self._any_out = None
         if groups == 1 and weight is not None:
             # reduce the mask once for both walks; prefetch took some of these while reading it
-            O, ig, T = self.conn.shape
+            oc, ig, T = self.conn.shape
             red = weight.reduced if _views_mask(self.conn, weight.mask) else None
             if red is not None and T == 1 and red.rows is not None:
-                self._any_in = red.rows[:, None]                          # (O, T): reads some input channel
+                self._any_in = red.rows[:, None]  # (O, T): reads some input channel
             else:
                 self._any_in = any_along(self._u8(), 1).numpy() > 0
             if red is not None:
-                self._any_out = red.cols.reshape(ig, T)                   # (Ig, T): read by some output channel
+                self._any_out = red.cols.reshape(ig, T)  # (Ig, T): read by some output channel
             else:
                 self._any_out = self._u8().amax(0).numpy() > 0
 
     @staticmethod
-    def linear(weight: Weight | None, mask: torch.Tensor, in_shape: tuple, out_shape: tuple) -> "Mixing":
+    def linear(weight: Weight | None, mask: torch.Tensor, in_shape: tuple, out_shape: tuple) -> Mixing:
         """``y[..., o] = sum_i w[o, i] x[..., i]`` with ``mask`` of shape ``(O, I)``."""
         return Mixing(weight, mask.unsqueeze(-1), 1, in_shape, out_shape, len(in_shape) - 1, None)
 
@@ -96,25 +106,25 @@ class Mixing(Op):
 
     def _reach_forward(self, idx: np.ndarray, P: int) -> np.ndarray:
         """(O, T, P): output channel o sees input pattern p through tap t."""
-        O, ig, T = self.conn.shape
+        oc, ig, T = self.conn.shape
         if self._any_in is not None and P == 1 and (idx == 0).all():
             return self._any_in[:, :, None]
         if self.groups == 1:
-            return _group_reach(self._u8(), idx, P, dim=1).transpose(1, 2, 0) if P else np.zeros((O, T, 0), bool)
+            return _group_reach(self._u8(), idx, P, dim=1).transpose(1, 2, 0) if P else np.zeros((oc, T, 0), bool)
         pin = torch.from_numpy(self._pin(idx))
-        out = np.zeros((O, T, P), bool)
+        out = np.zeros((oc, T, P), bool)
         for p in range(P):
             out[:, :, p] = any_along(self._u8() * (pin == p).unsqueeze(-1), 1).numpy() > 0
         return out
 
     def _reach_backward(self, idx: np.ndarray, Q: int) -> np.ndarray:
         """(I, T, Q): input channel i reaches output pattern q through tap t."""
-        O, ig, T = self.conn.shape
+        oc, ig, T = self.conn.shape
         if self._any_out is not None and Q == 1 and (idx == 0).all():
             return self._any_out[:, :, None]
         if self.groups == 1:
             return _group_reach(self._u8(), idx, Q, dim=0).transpose(1, 2, 0)
-        og = O // self.groups
+        og = oc // self.groups
         u8 = self._u8().reshape(self.groups, og, ig, T)
         out = np.zeros((self.groups * ig, T, Q), bool)
         for q in range(Q):
@@ -127,11 +137,11 @@ class Mixing(Op):
     def forward(self, ins: list[Status]) -> Status:
         s = ins[0].with_cdim(self.cdim)
         P = len(s.table)
-        if P == 0:   # a layer of a nonzero constant is a nonzero constant (zero stays zero)
+        if P == 0:  # a layer of a nonzero constant is a nonzero constant (zero stays zero)
             return Status.uniform(self.out_shape, self.cdim, False).with_zero(s.zero)
         return self._combine(self._reach_forward(s.idx, P), s, False, self.out_shape).with_zero(s.zero)
 
-    def backward(self, ins: list[Status], out: Status, grad: Status) -> list[Status | None]:
+    def backward(self, ins: list[Status], out: Status | None, grad: Status) -> list[Status | None]:
         g = grad.with_cdim(self.cdim)
         Q = len(g.table)
         if Q == 0:
@@ -141,8 +151,7 @@ class Mixing(Op):
     def _columns(self, s: Status, transpose: bool) -> Columns | None:
         """The all-alive tap table by distinct columns, where it is big: many taps over many positions
         (a stem's 7x7 at 224x224). Small tables are cheaper to build whole than to compress."""
-        if len(self.taps) > 1 and len(s.table) == 1 and len(self.taps) * s.table.shape[1] >= 1 << 16 and \
-                s.table.all():
+        if len(self.taps) > 1 and len(s.table) == 1 and len(self.taps) * s.table.shape[1] >= 1 << 16 and s.table.all():
             return per_tap_all_alive_cols(self._tap_key, tuple(s.pos_shape), transpose)
         return None
 
@@ -168,7 +177,7 @@ class Mixing(Op):
         if c is not None:
             sh, gt = c.table, c.narrow(gt)
         else:
-            sh = self._shifted(s)                                       # (T, P, S_out)
+            sh = self._shifted(s)  # (T, P, S_out)
         E = (sh[:, :, None, :] & gt[None, None]).any(-1).transpose(1, 2, 0)  # (P, Q, T)
         P, Q, T = E.shape
         pin = self._pin(s.idx)
@@ -184,17 +193,23 @@ class Mixing(Op):
         ext = np.zeros((P + 1, Q + 1, T), bool)
         ext[:P, :Q] = E
         ext_t = torch.from_numpy(ext)
-        pin = torch.from_numpy(np.where(pin >= 0, pin, P))
+        pin_t = torch.from_numpy(np.where(pin >= 0, pin, P))
         qout = torch.from_numpy(np.where(g.idx >= 0, g.idx, Q)).unsqueeze(1)
-        eff = self.conn & ext_t[pin, qout]
+        eff = self.conn & ext_t[pin_t, qout]
         return eff
 
 
 def _views_mask(conn: torch.Tensor, mask: torch.Tensor) -> bool:
     """``conn`` is ``mask`` reshaped to (out, in, taps) without reordering: the mask's reductions over
     its first dim are ``conn``'s."""
-    return conn.data_ptr() == mask.data_ptr() and conn.is_contiguous() and mask.is_contiguous() and \
-        mask.dim() >= 1 and conn.shape[0] == mask.shape[0] and conn.numel() == mask.numel()
+    return (
+        conn.data_ptr() == mask.data_ptr()
+        and conn.is_contiguous()
+        and mask.is_contiguous()
+        and mask.dim() >= 1
+        and conn.shape[0] == mask.shape[0]
+        and conn.numel() == mask.numel()
+    )
 
 
 def _group_reach(u8: torch.Tensor, idx: np.ndarray, n: int, dim: int) -> np.ndarray:
@@ -216,8 +231,9 @@ def _group_reach(u8: torch.Tensor, idx: np.ndarray, n: int, dim: int) -> np.ndar
     return out
 
 
-def _combine_rows(reach: np.ndarray, shifted: np.ndarray, shape: tuple, cdim: int,
-                  cols: Columns | None = None) -> Status:
+def _combine_rows(
+    reach: np.ndarray, shifted: np.ndarray, shape: tuple, cdim: int, cols: Columns | None = None
+) -> Status:
     """Channel k's pattern = OR over (tap t, pattern p) with ``reach[k, t, p]`` of ``shifted[t, p]``.
 
     With ``cols``, ``shifted`` holds the distinct position columns of ``cols`` only.
@@ -226,6 +242,7 @@ def _combine_rows(reach: np.ndarray, shifted: np.ndarray, shape: tuple, cdim: in
 
     def widen(rows: np.ndarray) -> np.ndarray:
         return rows if cols is None else cols.widen(rows)
+
     if K and reach.all():  # every channel sees every (tap, pattern): one pattern for all
         row = np.logical_or.reduce(shifted.reshape(T * P, -1), axis=0)[None]
         return Status.from_table(widen(row), np.zeros(K, np.int64), shape, cdim)
@@ -233,7 +250,7 @@ def _combine_rows(reach: np.ndarray, shifted: np.ndarray, shape: tuple, cdim: in
         return Status.from_table(widen(shifted.reshape(1, -1)), np.where(reach[:, 0, 0], 0, -1), shape, cdim)
     flat = reach.reshape(K, T * P)
     full = shifted.reshape(T * P, -1).all(axis=1)
-    if full.any():   # a channel that reaches an everywhere-alive (tap, pattern) is alive everywhere
+    if full.any():  # a channel that reaches an everywhere-alive (tap, pattern) is alive everywhere
         hit = (flat & full).any(axis=1)
         if hit.any():  # give those channels one row, so that they dedupe into a single all-alive pattern
             flat = flat.copy()

@@ -5,6 +5,7 @@ others couple elements through statistics: GroupNorm mixes the channels of a gro
 normalised dims, InstanceNorm the positions of a channel, softmax its dim. Where elements are mixed,
 an output is alive if any element it is normalised with is alive (sound, as DESIGN.md requires).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -31,8 +32,17 @@ class Mix(Op):
 
     couples = True
 
-    def __init__(self, shape: tuple, cdim: int, dims: tuple[int, ...], groups: int = 1,
-                 cut: np.ndarray | None = None, zero: bool | None = True, n_out: int = 1, cut_full=None):
+    def __init__(
+        self,
+        shape: tuple,
+        cdim: int,
+        dims: tuple[int, ...],
+        groups: int = 1,
+        cut: np.ndarray | None = None,
+        zero: bool | None = True,
+        n_out: int = 1,
+        cut_full=None,
+    ):
         self.shape, self.cdim, self.dims, self.groups = shape, cdim, dims, groups
         self.cut, self.zero, self.n_out, self.cut_full = cut, zero, n_out, cut_full
         self.out_cdim = cdim
@@ -43,14 +53,16 @@ class Mix(Op):
         if self.cdim in self.dims:  # channels mix (within groups)
             full = s.full()
             c = self.shape[self.cdim]
-            g = np.moveaxis(full, self.cdim, 0).reshape((self.groups, c // self.groups) + full.shape[:self.cdim]
-                                                        + full.shape[self.cdim + 1:])
-            g = g.any(axis=1, keepdims=True)
+            g = np.moveaxis(full, self.cdim, 0).reshape(
+                (self.groups, c // self.groups) + full.shape[: self.cdim] + full.shape[self.cdim + 1 :]
+            )
+            g = np.asarray(g.any(axis=1, keepdims=True))
             if pos_dims:
                 axes = tuple(2 + (d if d < self.cdim else d - 1) for d in pos_dims)
-                g = g.any(axis=axes, keepdims=True)
-            g = np.broadcast_to(g, (self.groups, c // self.groups) + full.shape[:self.cdim]
-                                + full.shape[self.cdim + 1:])
+                g = np.asarray(g.any(axis=axes, keepdims=True))
+            g = np.broadcast_to(
+                g, (self.groups, c // self.groups) + full.shape[: self.cdim] + full.shape[self.cdim + 1 :]
+            )
             full = np.moveaxis(g.reshape((c,) + g.shape[2:]), 0, self.cdim)
             return Status.from_full(full, self.cdim)
         if pos_dims:  # positions mix within each channel: a pattern becomes its any() over those dims
@@ -72,15 +84,20 @@ class Mix(Op):
 
     def _identity(self) -> bool:
         """Per-channel and nothing cut (BatchNorm in eval mode): the status passes unchanged."""
-        return not self.dims and (self.cut is None or not self.cut.any()) and self.cut_full is None \
-            and self.n_out == 1
+        return not self.dims and (self.cut is None or not self.cut.any()) and self.cut_full is None and self.n_out == 1
 
     def forward(self, ins: list[Status]) -> Any:
+        # a dead output element is a function of dead inputs only: zero when they are (norms of zeros are
+        # zero once shifts are), a constant otherwise (a class token's normalised row)
+        zero = ins[0].zero if self.zero is None else self.zero and ins[0].zero
         if self._identity():
-            return ins[0].with_zero(ins[0].zero if self.zero is None else self.zero)
-        out = self._cut(self._mix(ins[0])).with_zero(ins[0].zero if self.zero is None else self.zero)
-        return out if self.n_out == 1 else (out,) + tuple(Status.uniform(self.shape, self.cdim, False)
-                                                          for _ in range(self.n_out - 1))
+            return ins[0].with_zero(zero)
+        out = self._cut(self._mix(ins[0])).with_zero(zero)
+        return (
+            out
+            if self.n_out == 1
+            else (out,) + tuple(Status.uniform(self.shape, self.cdim, False) for _ in range(self.n_out - 1))
+        )
 
     def backward(self, ins: list[Status], out: Any, grad: Any) -> list[Status | None]:
         g = grad if self.n_out == 1 else grad[0]
@@ -93,7 +110,7 @@ class Mix(Op):
 
 def _zero_scale(w: Any) -> np.ndarray | None:
     if isinstance(w, torch.Tensor) and w.device.type != "meta":
-        return nonzero(w).cpu().numpy().reshape(-1) == 0   # numpy's read: small torch ops cost ~10 us each
+        return nonzero(w).cpu().numpy().reshape(-1) == 0  # numpy's read: small torch ops cost ~10 us each
     return None
 
 
@@ -120,9 +137,16 @@ def batch_norm_module(ctx: Ctx) -> Op:
     return Mix(shape, 1, dims, cut=cut)
 
 
-@rule(F.batch_norm, aten.batch_norm, aten._native_batch_norm_legit_no_training, aten._native_batch_norm_legit,
-      aten.native_batch_norm, aten._native_batch_norm_legit_functional, aten.cudnn_batch_norm,
-      aten.miopen_batch_norm)
+@rule(
+    F.batch_norm,
+    aten.batch_norm,
+    aten._native_batch_norm_legit_no_training,
+    aten._native_batch_norm_legit,
+    aten.native_batch_norm,
+    aten._native_batch_norm_legit_functional,
+    aten.cudnn_batch_norm,
+    aten.miopen_batch_norm,
+)
 def batch_norm_function(ctx: Ctx) -> Op:
     shape = _shape(ctx)
     if ctx.node.target is F.batch_norm:  # (input, running_mean, running_var, weight, bias, training, ...)
@@ -144,7 +168,7 @@ def instance_norm_function(ctx: Ctx) -> Op:
 
 @rule(nn.GroupNorm)
 def group_norm_module(ctx: Ctx) -> Op:
-    m = ctx.module
+    m: Any = ctx.module
     shape = _shape(ctx)
     return Mix(shape, 1, tuple(range(len(shape))), m.num_groups, cut=_zero_scale(m.weight) if m.affine else None)
 
@@ -183,8 +207,12 @@ def layer_norm_module(ctx: Ctx) -> Op:
     return _layer_norm(ctx, m.normalized_shape, getattr(m, "weight", None))
 
 
-@rule(F.layer_norm, aten.layer_norm, aten.native_layer_norm, *( [F.rms_norm, aten.rms_norm]
-      if hasattr(F, "rms_norm") and hasattr(aten, "rms_norm") else []))
+@rule(
+    F.layer_norm,
+    aten.layer_norm,
+    aten.native_layer_norm,
+    *([F.rms_norm, aten.rms_norm] if hasattr(F, "rms_norm") and hasattr(aten, "rms_norm") else []),
+)
 def layer_norm_function(ctx: Ctx) -> Op:
     return _layer_norm(ctx, ctx.arg(1, "normalized_shape"), _param(ctx, ctx.arg(2, "weight")))
 
@@ -203,9 +231,24 @@ def _dim_of(ctx: Ctx, default: int = -1) -> int:
     return (d if isinstance(d, int) else default) % max(len(shape), 1)
 
 
-@rule(nn.Softmax, nn.LogSoftmax, nn.Softmin, nn.Softmax2d, F.softmax, F.log_softmax, F.softmin, torch.softmax,
-      torch.log_softmax, ".softmax", ".log_softmax", aten.softmax, aten._softmax, aten.log_softmax,
-      aten._log_softmax, aten._safe_softmax)
+@rule(
+    nn.Softmax,
+    nn.LogSoftmax,
+    nn.Softmin,
+    nn.Softmax2d,
+    F.softmax,
+    F.log_softmax,
+    F.softmin,
+    torch.softmax,
+    torch.log_softmax,
+    ".softmax",
+    ".log_softmax",
+    aten.softmax,
+    aten._softmax,
+    aten.log_softmax,
+    aten._log_softmax,
+    aten._safe_softmax,
+)
 def softmax(ctx: Ctx) -> Op:
     shape = _shape(ctx)
     d = 1 if ctx.node.op == "call_module" and isinstance(ctx.module, nn.Softmax2d) else _dim_of(ctx)

@@ -3,7 +3,7 @@
 
 A write that *replaces* elements (``slice_scatter``, ``index_copy``, ``index_put``) only moves values:
 each output element is one element of the base or of the source, an exact index map read off by
-running the op on numbered tensors (:func:`~connectome.graph.lower.structural.index_map_op`). A write that
+running the op on numbered tensors (:func:`~connectome.graph.lower.indexmap.index_map_op`). A write that
 *accumulates* (``index_add``, ``scatter_add``, ``index_put(accumulate=True)``, the reductions) keeps the
 base and adds every source element that lands on an element: an :class:`Accumulate` op, whose
 targets are read off by indexing a numbered base the way the op does. Indices must be constants (a
@@ -24,6 +24,7 @@ Examples
 >>> analyze(Experts(), input_shape=(2, 4)).params_effective
 24
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -35,9 +36,9 @@ from torch import fx, nn
 
 from ..mutation import view_of, write_back
 from ..status import Status
-from .fallback import Fallback
 from .base import Ctx, Op, rule
-from .structural import index_map_op
+from .fallback import Fallback
+from .indexmap import index_map_op
 
 aten = torch.ops.aten
 
@@ -87,12 +88,21 @@ def _numbered(shape: tuple) -> torch.Tensor:
 def _fallback_on_computed_index(fn):
     """A rule that reads its indices ahead of time: with indices that depend on the input (a router's argmax),
     the op is all-to-all, as any op without a rule."""
+
     def rule_fn(ctx: Ctx) -> Op:
         dep = ctx.traced.depends_on_input()
         data = ctx.tensor_args[0] if ctx.tensor_args else None
         if any(dep.get(a, False) for a in ctx.tensor_args if ctx.val(a).dtype in _INDEX_DTYPES and a is not data):
-            return Fallback(ctx.out, [ctx.val(a) for a in ctx.tensor_args], "indices computed from the input")
+            from .put import put
+
+            op = put(ctx)  # written at places the data decides: any place along the indexed dims
+            return (
+                op
+                if op is not None
+                else Fallback(ctx.out, [ctx.val(a) for a in ctx.tensor_args], "indices computed from the input")
+            )
         return fn(ctx)
+
     rule_fn.__name__, rule_fn.__doc__ = fn.__name__, fn.__doc__
     return rule_fn
 
@@ -103,10 +113,11 @@ _INDEX_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8,
 def _accumulate(ctx: Ctx, base: Any, src: Any, target: torch.Tensor) -> Op:
     src_shape = ctx.shape(src)
     t = torch.full(src_shape, -1.0, dtype=torch.float64)
-    region = tuple(slice(0, d) for d in target.shape)   # scatter_add reads src only where index has entries
+    region = tuple(slice(0, d) for d in target.shape)  # scatter_add reads src only where index has entries
     t[region] = target.to(torch.float64)
-    op = Accumulate(tuple(ctx.out.shape), src_shape, t.numpy().astype(np.int64),
-                    ctx.input_index(base), ctx.input_index(src))
+    op = Accumulate(
+        tuple(ctx.out.shape), src_shape, t.numpy().astype(np.int64), ctx.input_index(base), ctx.input_index(src)
+    )
     return op
 
 
@@ -115,8 +126,12 @@ def _accumulate(ctx: Ctx, base: Any, src: Any, target: torch.Tensor) -> Op:
 def written_back(ctx: Ctx) -> Op:
     """An in-place write into a view, put back into its base (old and new values both kept: see mutation)."""
     base, value, chain = ctx.node.args
-    known = fx.node.map_aggregate(chain, lambda a: (ctx.constant(a) if isinstance(ctx.val(a), torch.Tensor)
-                                                    else ctx.val(a)) if isinstance(a, fx.Node) else a)
+    known: Any = fx.node.map_aggregate(
+        chain,
+        lambda a: (
+            (ctx.constant(a) if isinstance(ctx.val(a), torch.Tensor) else ctx.val(a)) if isinstance(a, fx.Node) else a
+        ),
+    )
     target = view_of(_numbered(ctx.shape(base)), known)
     target = torch.broadcast_to(target, ctx.shape(value)) if tuple(target.shape) != ctx.shape(value) else target
     return _accumulate(ctx, base, value, target)
@@ -128,22 +143,40 @@ def fold(ctx: Ctx) -> Op:
     """``fold`` sums the blocks that overlap on an output element: the adjoint of ``unfold`` on the output."""
     x = ctx.tensor_args[0]
     if ctx.node.op == "call_module":
-        m = ctx.module
-        params = dict(kernel_size=m.kernel_size, dilation=m.dilation, padding=m.padding, stride=m.stride)
+        m: Any = ctx.module
+        params = {"kernel_size": m.kernel_size, "dilation": m.dilation, "padding": m.padding, "stride": m.stride}
     else:
         names = ("kernel_size", "dilation", "padding", "stride")
         params = {n: ctx.concrete(ctx.arg(2 + i, n)) for i, n in enumerate(names)}
     out_shape = tuple(ctx.out.shape)
     numbered = _numbered(out_shape if len(out_shape) == 4 else (1,) + out_shape) + 1
-    target = F.unfold(numbered, **{k: v for k, v in params.items() if v is not None}) - 1   # padding reads 0
+    target = F.unfold(numbered, **{k: v for k, v in params.items() if v is not None}) - 1  # padding reads 0
     target = target.reshape(ctx.shape(x))
     return Accumulate(out_shape, ctx.shape(x), target.numpy().astype(np.int64), None, ctx.input_index(x))
 
 
-@rule(aten.index_add, aten.index_add_, torch.index_add, ".index_add", ".index_add_",
-      aten.index_reduce, aten.index_reduce_, torch.index_reduce, ".index_reduce", ".index_reduce_",
-      aten.scatter_add, aten.scatter_add_, torch.scatter_add, ".scatter_add", ".scatter_add_",
-      aten.scatter_reduce, aten.scatter_reduce_, torch.scatter_reduce, ".scatter_reduce", ".scatter_reduce_")
+@rule(
+    aten.index_add,
+    aten.index_add_,
+    torch.index_add,
+    ".index_add",
+    ".index_add_",
+    aten.index_reduce,
+    aten.index_reduce_,
+    torch.index_reduce,
+    ".index_reduce",
+    ".index_reduce_",
+    aten.scatter_add,
+    aten.scatter_add_,
+    torch.scatter_add,
+    ".scatter_add",
+    ".scatter_add_",
+    aten.scatter_reduce,
+    aten.scatter_reduce_,
+    torch.scatter_reduce,
+    ".scatter_reduce",
+    ".scatter_reduce_",
+)
 @_fallback_on_computed_index
 def index_add(ctx: Ctx) -> Op:
     """``index_add(base, dim, index, source)`` and ``scatter_add(base, dim, index, src)``: where each source
@@ -166,28 +199,60 @@ def index_put(ctx: Ctx) -> Op:
         return index_map_op(ctx, ctx.hints, [base, values])
     idx = tuple(ctx.constant(i) if i is not None else slice(None) for i in indices)
     target = _numbered(ctx.shape(base))[idx]
-    return _accumulate(ctx, base, values, torch.broadcast_to(target, ctx.shape(values))
-                       if tuple(target.shape) != ctx.shape(values) else target)
+    return _accumulate(
+        ctx,
+        base,
+        values,
+        torch.broadcast_to(target, ctx.shape(values)) if tuple(target.shape) != ctx.shape(values) else target,
+    )
 
 
-@rule(aten.slice_scatter, aten.select_scatter, aten.diagonal_scatter, aten.as_strided_scatter, torch.slice_scatter,
-      torch.select_scatter, torch.diagonal_scatter, torch.as_strided_scatter, ".slice_scatter", ".select_scatter",
-      ".diagonal_scatter", aten.index_copy, aten.index_copy_, torch.index_copy, ".index_copy", ".index_copy_",
-      aten.copy, aten.copy_, ".copy_", aten.scatter, aten.scatter_, torch.scatter, ".scatter", ".scatter_")
+@rule(
+    aten.slice_scatter,
+    aten.select_scatter,
+    aten.diagonal_scatter,
+    aten.as_strided_scatter,
+    torch.slice_scatter,
+    torch.select_scatter,
+    torch.diagonal_scatter,
+    torch.as_strided_scatter,
+    ".slice_scatter",
+    ".select_scatter",
+    ".diagonal_scatter",
+    aten.index_copy,
+    aten.index_copy_,
+    torch.index_copy,
+    ".index_copy",
+    ".index_copy_",
+    aten.copy,
+    aten.copy_,
+    ".copy_",
+    aten.scatter,
+    aten.scatter_,
+    torch.scatter,
+    ".scatter",
+    ".scatter_",
+)
 @_fallback_on_computed_index
 def replace(ctx: Ctx) -> Op:
     """Writes that replace elements: an exact index map over (base, source)."""
     base = ctx.tensor_args[0]
-    floats = [a for a in ctx.tensor_args[1:] if ctx.val(a).is_floating_point() or ctx.val(a).dtype == ctx.val(base).dtype]
-    if ctx.node.target in (aten.scatter, aten.scatter_, torch.scatter) or str(ctx.node.target) in ("scatter", "scatter_"):
+    floats = [
+        a for a in ctx.tensor_args[1:] if ctx.val(a).is_floating_point() or ctx.val(a).dtype == ctx.val(base).dtype
+    ]
+    if ctx.node.target in (aten.scatter, aten.scatter_, torch.scatter) or str(ctx.node.target) in (
+        "scatter",
+        "scatter_",
+    ):
         if ctx.node.kwargs.get("reduce") is not None or len(ctx.node.args) > 4:
             idx = ctx.constant(ctx.arg(2, "index"))
             src = ctx.arg(3, "src")
             target = _numbered(ctx.shape(base)).gather(int(ctx.concrete(ctx.arg(1, "dim"))), idx.long())
             return _accumulate(ctx, base, src, target)
         src = ctx.arg(3, "src")
-        if src not in ctx.tensor_args:   # a scalar written: each element is the base's or a constant
+        if src not in ctx.tensor_args:  # a scalar written: each element is the base's or a constant
             from .elementwise import Elementwise
+
             op = Elementwise(tuple(ctx.out.shape), "union", False)
             op.data = [base]
             return op

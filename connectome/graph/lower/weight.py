@@ -7,10 +7,12 @@ Examples
 >>> w.keys
 ('fc.weight',)
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -31,10 +33,10 @@ class Weight:
     kind: str
     mask: torch.Tensor
     index: torch.Tensor | None = None
-    reduced: Any = None   # masks.Reduced when the mask was prefetched
+    reduced: Any = None  # masks.Reduced when the mask was prefetched
     backmap: Callable[[torch.Tensor], dict[str, torch.Tensor]] | None = None
-    keys: tuple[str, ...] = ()       # every parameter key behind the operand (default: ``name``)
-    support: dict[str, torch.Tensor] = field(default_factory=dict)   # computed support, per key
+    keys: tuple[str, ...] = ()  # every parameter key behind the operand (default: ``name``)
+    support: dict[str, torch.Tensor] = field(default_factory=dict)  # computed support, per key
 
     def __post_init__(self) -> None:
         if not self.keys:

@@ -4,10 +4,11 @@ A score function takes a :class:`Context` and returns ``{weight name: score tens
 shape; higher is kept first). ``needs_data`` methods read ``ctx.batch``; ``iterative`` methods prune in
 rounds themselves and return scores for the final selection.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 from torch import nn
@@ -20,14 +21,14 @@ __all__ = ["Context", "Method", "SCORES", "score"]
 @dataclass
 class Context:
     model: nn.Module
-    weights: dict[str, torch.Tensor]              # prunable weights by name (the parameters themselves)
-    masks: dict[str, torch.Tensor]                # current 0/1 masks, bool
-    sparsity: float                               # the sparsity the selection will aim at
-    select: Callable[[dict[str, torch.Tensor], float], dict[str, torch.Tensor]]   # scores, sparsity -> masks
+    weights: dict[str, torch.Tensor]  # prunable weights by name (the parameters themselves)
+    masks: dict[str, torch.Tensor]  # current 0/1 masks, bool
+    sparsity: float  # the sparsity the selection will aim at
+    select: Callable[[dict[str, torch.Tensor], float], dict[str, torch.Tensor]]  # scores, sparsity -> masks
     generator: torch.Generator
     input_shape: tuple[int, ...]
-    batch: tuple[torch.Tensor, torch.Tensor] | None = None    # inputs, integer class targets
-    rounds: int = 100                              # for iterative methods
+    batch: tuple[torch.Tensor, torch.Tensor] | None = None  # inputs, integer class targets
+    rounds: int = 100  # for iterative methods
     log: Callable[[str], None] = field(default=lambda msg: None)
 
 
@@ -44,14 +45,17 @@ SCORES: dict[str, Method] = {}
 
 def score(name: str, needs_data: bool = False, iterative: bool = False) -> Callable:
     """Register a score function under ``name`` (a second registration of one name is an error)."""
+
     def deco(fn: Callable[[Context], dict[str, torch.Tensor]]) -> Callable:
         register(SCORES, name, Method(name, fn, needs_data, iterative), "score")
         return fn
+
     return deco
 
 
-def masked_params(ctx: Context, transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                  dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+def masked_params(
+    ctx: Context, transform: Callable[[torch.Tensor], torch.Tensor] | None = None, dtype: torch.dtype | None = None
+) -> dict[str, torch.Tensor]:
     """Every parameter and buffer for ``torch.func.functional_call``: prunable weights masked, leaves that
     require grad, optionally transformed (``abs`` for SynFlow) and cast."""
     out = {}

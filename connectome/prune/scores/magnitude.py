@@ -1,4 +1,5 @@
 """Magnitude: keep the largest weights, ``|w|``."""
+
 from . import Context, score
 
 

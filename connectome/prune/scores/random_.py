@@ -1,4 +1,5 @@
 """Random: a seeded uniform draw per weight; with a quota, random pruning under layer quotas."""
+
 import torch
 
 from . import Context, score

@@ -14,6 +14,7 @@ the flow per channel, so the unit graph gives ``R`` exactly only for networks wi
 norms, where autograd takes milliseconds anyway.
 
 Example: ``prune(model, "synflow", 0.99, input_shape=(1, 3, 32, 32))`` (see ``connectome.prune``)."""
+
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call
@@ -21,10 +22,27 @@ from torch.overrides import TorchFunctionMode
 
 from . import Context, apply_masks, masked_params, score
 
-
-_BENDING = {F.relu6, F.hardtanh, F.hardtanh_, F.gelu, F.silu, F.mish, F.hardswish, F.hardsigmoid, F.sigmoid, F.tanh,
-            F.softplus, torch.sigmoid, torch.sigmoid_, torch.tanh, torch.tanh_, torch.Tensor.sigmoid,
-            torch.Tensor.sigmoid_, torch.Tensor.tanh, torch.Tensor.tanh_}
+_BENDING = {
+    F.relu6,
+    F.hardtanh,
+    F.hardtanh_,
+    F.gelu,
+    F.silu,
+    F.mish,
+    F.hardswish,
+    F.hardsigmoid,
+    F.sigmoid,
+    F.tanh,
+    F.softplus,
+    torch.sigmoid,
+    torch.sigmoid_,
+    torch.tanh,
+    torch.tanh_,
+    torch.Tensor.sigmoid,
+    torch.Tensor.sigmoid_,
+    torch.Tensor.tanh,
+    torch.Tensor.tanh_,
+}
 
 
 class _Linear(TorchFunctionMode):
