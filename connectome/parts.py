@@ -20,6 +20,8 @@ Examples
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -28,7 +30,7 @@ from torch import nn
 from .graph.trace import TraceError
 from .io.masks import prunable_weights
 
-__all__ = ["submodule_of", "capture_inputs", "prefixed", "analysable_parts"]
+__all__ = ["submodule_of", "capture_inputs", "prefixed", "analysable_parts", "untouched"]
 
 
 def submodule_of(model: nn.Module, name: str) -> nn.Module:
@@ -46,6 +48,31 @@ def submodule_of(model: nn.Module, name: str) -> nn.Module:
         ) from None
 
 
+@contextmanager
+def untouched(model: nn.Module) -> Iterator[None]:
+    """Run ``model`` in eval mode without gradients and leave it as it was: modes, and buffers that its
+    forward writes in place (a running average, a decaying scale).
+
+    >>> m = torch.nn.BatchNorm1d(2).train()
+    >>> with untouched(m): _ = m(torch.randn(4, 2))
+    >>> m.training, m.num_batches_tracked.item()
+    (True, 0)
+    """
+    training = [m for m in model.modules() if m.training]
+    saved = [(b, b._version, b.detach().clone()) for b in model.buffers()]
+    try:
+        model.eval()
+        with torch.no_grad():
+            yield
+    finally:
+        with torch.no_grad():
+            for b, version, value in saved:
+                if b._version != version:
+                    b.copy_(value)
+        for m in training:
+            m.train()
+
+
 def capture_inputs(model: nn.Module, example_inputs: tuple, name: str) -> tuple:
     """The positional inputs of submodule ``name`` the first time the whole model calls it on ``example_inputs``.
 
@@ -59,15 +86,11 @@ def capture_inputs(model: nn.Module, example_inputs: tuple, name: str) -> tuple:
             found.append((args, kwargs))
 
     handle = part.register_forward_pre_hook(hook, with_kwargs=True)
-    training = [m for m in model.modules() if m.training]
     try:
-        model.eval()
-        with torch.no_grad():
+        with untouched(model):
             model(*example_inputs)
     finally:
         handle.remove()
-        for m in training:
-            m.train()
     if not found:
         raise TraceError(f"the model never calls {name!r} on these inputs: give its inputs with an input shape")
     args, kwargs = found[0]
@@ -122,8 +145,8 @@ def analysable_parts(model: nn.Module, example_inputs: tuple, depth: int = 2, tr
 
         hooks.append(model.get_submodule(n).register_forward_pre_hook(hook, with_kwargs=True))
     try:
-        with torch.no_grad():
-            model.eval()(*example_inputs)
+        with untouched(model):
+            model(*example_inputs)
     except Exception:
         return []
     finally:

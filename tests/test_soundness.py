@@ -28,12 +28,17 @@ def test_killed_units_show_ineffective_weights(name):
     tv = pytest.importorskip("torchvision")
     size = MODELS[name]
     model = fill_zero_weights(tv.models.get_model(name, weights=None))
-    fc = next(m for n, m in model.named_modules()
-              if "mlp" in n and isinstance(m, torch.nn.Linear) and m.out_features > m.in_features)
+    fc2 = next(m for n, m in model.named_modules()
+               if "mlp" in n and isinstance(m, torch.nn.Linear) and m.out_features < m.in_features)
     with torch.no_grad():
-        fc.weight[:5] = 0          # five hidden units of the first MLP have no input any more
+        fc2.weight[:, :5] = 0      # five hidden units of the first MLP reach no output any more
     res = connectome.analyze(model, input_shape=(1, 3, size, size))
     assert 0 < res.params_effective < res.params_nonzero
+    # their incoming weights are the ineffective ones (a hidden unit with no input would not do: a
+    # class token makes its LayerNorm's dead rows nonzero, so it may carry a constant to the next norm)
+    fc1 = next(m for n, m in model.named_modules()
+               if "mlp" in n and isinstance(m, torch.nn.Linear) and m.out_features > m.in_features)
+    assert res.params_nonzero - res.params_effective >= 5 * fc1.in_features
 
 
 def test_torch_nn_transformer_goes_through_export_and_is_sound():

@@ -23,13 +23,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
 from math import prod
+from typing import Any
 
 import numpy as np
 
 from .reduce import distinct_rows
 from .spatial import DimMap, apply_taps
 
-__all__ = ["Status", "dedupe_rows", "combine", "union", "any_alive", "slots", "joined", "gathered"]
+__all__ = ["Status", "dedupe_rows", "combine", "union", "any_alive", "slots", "joined", "gathered", "merge"]
 
 
 def dedupe_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -272,6 +273,22 @@ def union(statuses: Sequence[Status]) -> Status:
     first = statuses[0]
     same = [s if s.cdim == first.cdim else s.with_cdim(first.cdim) for s in statuses]
     return combine(same, lambda *xs: np.logical_or.reduce(xs))
+
+
+def merge(a: Any, b: Any) -> Any:
+    """Two alive statuses of one node, ORed: Status, tuples of them (one per output) or None (nothing alive).
+
+    >>> a, b = Status.uniform((2,), 0, True), None
+    >>> merge(a, b) is a, merge(None, None)
+    (True, None)
+    """
+    if a is None:
+        return b
+    if b is None:
+        return a
+    if isinstance(a, Status):
+        return union([a, b])
+    return tuple(merge(x, y) for x, y in zip(a, b))
 
 
 def joined(v: object) -> Status | None:

@@ -27,7 +27,7 @@ import torch
 from torch import fx
 
 from .lower import UnitGraph
-from .status import Status, any_alive, union
+from .status import Status, any_alive, merge
 
 __all__ = ["Walk", "walk"]
 
@@ -47,16 +47,6 @@ def _leaf(v: Any, alive: bool) -> Any:
     if isinstance(v, (tuple, list)):
         return tuple(_leaf(x, alive) for x in v)
     return None
-
-
-def _merge(a: Any, b: Any) -> Any:
-    if a is None:
-        return b
-    if b is None:
-        return a
-    if isinstance(a, Status):
-        return union([a, b])
-    return tuple(_merge(x, y) for x, y in zip(a, b))
 
 
 def _param_shape(g: UnitGraph, key: str) -> tuple:
@@ -84,7 +74,7 @@ def walk(g: UnitGraph) -> Walk:
         fwd[node] = op.forward([fwd.get(a) for a in g.args[node]])
     bwd: dict[fx.Node, Any] = {}
     for node in t.outputs:
-        bwd[node] = _merge(bwd.get(node), _leaf(t.vals[node], True))
+        bwd[node] = merge(bwd.get(node), _leaf(t.vals[node], True))
     for node in reversed(list(t.graph.nodes)):
         op = g.ops.get(node)
         grad = bwd.get(node)
@@ -92,7 +82,7 @@ def walk(g: UnitGraph) -> Walk:
             continue
         for a, contrib in zip(g.args[node], op.backward([fwd.get(a) for a in g.args[node]], fwd[node], grad)):
             if contrib is not None:
-                bwd[a] = _merge(bwd.get(a), contrib)
+                bwd[a] = merge(bwd.get(a), contrib)
     effective: dict[str, torch.Tensor] = {}
     for node, op in g.ops.items():
         if not op.weights:

@@ -87,12 +87,14 @@ class Mix(Op):
         return not self.dims and (self.cut is None or not self.cut.any()) and self.cut_full is None and self.n_out == 1
 
     def forward(self, ins: list[Status]) -> Any:
-        # a dead output element is a function of dead inputs only: zero when they are (norms of zeros are
-        # zero once shifts are), a constant otherwise (a class token's normalised row)
-        zero = ins[0].zero if self.zero is None else self.zero and ins[0].zero
+        # a dead output element is the norm of a wholly dead group: zero when the dead inputs are (norms of
+        # zeros are zero once shifts are), a constant otherwise (a class token's row, before attention mixes
+        # it); where mixing leaves no dead group, the only dead outputs are cut channels, which are zero
         if self._identity():
-            return ins[0].with_zero(zero)
-        out = self._cut(self._mix(ins[0])).with_zero(zero)
+            return ins[0].with_zero(ins[0].zero if self.zero is None else self.zero and ins[0].zero)
+        mixed = self._mix(ins[0])
+        zero = ins[0].zero if self.zero is None else self.zero and (ins[0].zero or mixed.is_full())
+        out = self._cut(mixed).with_zero(zero)
         return (
             out
             if self.n_out == 1

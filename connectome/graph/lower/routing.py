@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import fx
 
-from ..status import Status, any_alive, union
+from ..status import Status, any_alive, merge
 from .base import Ctx, Op, Weight, rule
 from .fallback import Fallback
 
@@ -161,16 +161,6 @@ class ExpertProduct(Op):
         return {self.side.weight.name: eff & self.side.weight.mask}
 
 
-def _merge(a: Any, b: Any) -> Any:
-    if a is None:
-        return b
-    if b is None:
-        return a
-    if isinstance(a, Status):
-        return union([a, b])
-    return tuple(_merge(x, y) for x, y in zip(a, b))
-
-
 class ExpertMLP(Op):
     """Two expert products under one routing with a row-wise middle, walked once per expert.
 
@@ -241,7 +231,7 @@ class ExpertMLP(Op):
                     args, op.backward([vals[a] if a in vals else self.consts[a] for a in args], vals[node], gr)
                 ):
                     if a in vals and part is not None:
-                        grads[a] = _merge(grads.get(a), part)
+                        grads[a] = merge(grads.get(a), part)
             ga = grads.get(self.p1)
             if isinstance(ga, Status) and ga.any():
                 eff1[e] |= self.first.eff(xa, self.first.grad(ga), e)

@@ -7,7 +7,7 @@ running the op on numbered tensors (:func:`~connectome.graph.lower.indexmap.inde
 *accumulates* (``index_add``, ``scatter_add``, ``index_put(accumulate=True)``, the reductions) keeps the
 base and adds every source element that lands on an element: an :class:`Accumulate` op, whose
 targets are read off by indexing a numbered base the way the op does. Indices must be constants (a
-buffer, ``arange``); computed ones make the op all-to-all, as any op without a rule.
+buffer, ``arange``); computed ones write at any place along the indexed dims (:mod:`.put`).
 
 Examples
 --------
