@@ -167,7 +167,7 @@ def audit(
     else:
         text = audit_mod.terminal(rep) + "\n"
     if output:
-        write_atomic(output, text, inputs=(checkpoint, masks_file))
+        write_atomic(output, text, inputs=(checkpoint, masks_file, arch))
         click.echo(f"wrote {output}: {'PASSED' if rep.passed else 'FAILED: ' + ', '.join(rep.failed)}", err=True)
     else:
         click.echo(text, nl=False)

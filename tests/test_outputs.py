@@ -1,0 +1,80 @@
+"""Outputs never replace an input or a device: a spec's own file, a hard link to an input, ``/dev/null``
+and ``/dev/full`` (issue 14's first kinds of hostile use), each one line and exit code 2 when refused."""
+import hashlib
+import os
+import stat
+
+import pytest
+from click.testing import CliRunner
+
+from connectome_cli.main import main
+
+FACTORY = """import torch
+def build():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+build.input_shape = (1, 4)
+"""
+
+
+def run(*args):
+    return CliRunner().invoke(main, list(args))
+
+
+def _identity(path):
+    st = os.stat(path)
+    return st.st_ino, st.st_dev, hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+@pytest.fixture
+def factory(tmp_path):
+    path = tmp_path / "m.py"
+    path.write_text(FACTORY)
+    return str(path)
+
+
+@pytest.mark.parametrize("command", [
+    ["prune", "{spec}", "--method", "random", "--sparsity", "0.5", "-o", "{file}"],
+    ["analyze", "{spec}", "--html", "{file}"],
+    ["render", "{spec}", "-o", "{link}"],
+    ["audit", "--arch", "{spec}", "-o", "{file}"],
+])
+def test_the_file_of_a_factory_spec_is_never_overwritten(factory, command):
+    link = factory[:-3] + ".dot"
+    os.symlink(factory, link)                      # a diagram name that is the source file after all
+    before = _identity(factory)
+    r = run(*[a.format(spec=factory + ":build", file=factory, link=link) for a in command])
+    assert r.exit_code == 2, r.output
+    assert r.output.strip().splitlines() == [f"error: refusing to write over the input file {factory}: "
+                                             "choose another -o path"]
+    assert _identity(factory) == before
+
+
+def test_a_hard_link_to_an_input_is_the_input(factory, tmp_path):
+    link = str(tmp_path / "other_name.py")
+    os.link(factory, link)
+    r = run("prune", factory + ":build", "--method", "random", "--sparsity", "0.5", "-o", link)
+    assert r.exit_code == 2 and "refusing to write over the input file" in r.output
+    assert open(link).read() == FACTORY
+
+
+def test_a_character_device_is_written_in_place_as_a_sink(factory):
+    r = run("audit", "--arch", factory + ":build", "-o", os.devnull)
+    assert r.exit_code in (0, 1), r.output         # passed or failed the policy: either way, written
+    assert stat.S_ISCHR(os.stat(os.devnull).st_mode)
+    r = run("prune", factory + ":build", "--method", "random", "--sparsity", "0.5", "-o", os.devnull)
+    assert r.exit_code == 0, r.output
+    assert stat.S_ISCHR(os.stat(os.devnull).st_mode)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
+def test_a_full_device_is_reported_in_one_line(factory):
+    r = run("analyze", factory + ":build", "--html", "/dev/full")
+    assert r.exit_code == 2
+    assert r.output.strip().splitlines()[-1] == "error: cannot write /dev/full: No space left on device"
+    assert stat.S_ISCHR(os.stat("/dev/full").st_mode)
+
+
+def test_an_empty_output_path_is_refused(factory):
+    r = run("prune", factory + ":build", "--method", "random", "--sparsity", "0.5", "-o", "")
+    assert r.exit_code == 2 and r.output.strip() == "error: the output path is empty: give a file name with -o"
