@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 
@@ -31,6 +32,12 @@ class Group(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except KeyboardInterrupt:  # Ctrl-C: 130 as shells expect (1 means a policy failed); outputs are atomic
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+        except BrokenPipeError:  # `connectome rules | head -1`: the reader has what it wanted
+            _quiet_stdout()
+            sys.exit(0)
         except USER_ERRORS as e:
             self._fail(ctx, e)
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort, SystemExit):
@@ -49,6 +56,13 @@ class Group(click.Group):
         sys.exit(2)
 
 
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's last flush into the closed pipe is silent."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
 @click.version_option(package_name="connectome")
@@ -60,7 +74,7 @@ def main(ctx: click.Context, debug: bool) -> None:
     nothing. connectome traces a model, walks its unit graph from all inputs and all outputs, and
     reports which weights are effective, which units are dead and whether the network collapsed.
 
-    Exit codes: 0 ok, 1 findings (a policy failed), 2 bad input or usage.
+    Exit codes: 0 ok, 1 findings (a policy failed), 2 bad input or usage, 130 interrupted.
     """
     ctx.ensure_object(dict)["debug"] = debug
 

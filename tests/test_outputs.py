@@ -78,3 +78,44 @@ def test_a_full_device_is_reported_in_one_line(factory):
 def test_an_empty_output_path_is_refused(factory):
     r = run("prune", factory + ":build", "--method", "random", "--sparsity", "0.5", "-o", "")
     assert r.exit_code == 2 and r.output.strip() == "error: the output path is empty: give a file name with -o"
+
+
+def _connectome() -> str:
+    import shutil
+    import sys
+    return shutil.which("connectome") or os.path.join(os.path.dirname(sys.executable), "connectome")
+
+
+def test_a_closed_pipe_ends_the_output_quietly():
+    import subprocess
+    p = subprocess.Popen([_connectome(), "rules"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()                               # as `| head -1` does once it has its line
+    err = p.stderr.read()
+    assert p.wait(timeout=120) == 0 and err == b""
+
+
+SLOW = """import os, time, torch
+def build():
+    open(os.environ["CONNECTOME_TEST_MARK"], "w").close()
+    time.sleep(60)
+    return torch.nn.Linear(2, 2)
+"""
+
+
+def test_ctrl_c_exits_130_and_writes_nothing(tmp_path):
+    import signal
+    import subprocess
+    import time
+    (tmp_path / "slow.py").write_text(SLOW)
+    mark, out = tmp_path / "started", tmp_path / "out.pt"
+    env = dict(os.environ, CONNECTOME_TEST_MARK=str(mark))
+    p = subprocess.Popen([_connectome(), "prune", str(tmp_path / "slow.py") + ":build", "--input-shape", "1,2",
+                          "--method", "random", "--sparsity", "0.5", "-o", str(out)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    deadline = time.time() + 120
+    while not mark.exists() and time.time() < deadline and p.poll() is None:
+        time.sleep(0.1)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130 and err.decode().strip() == "interrupted"
+    assert not out.exists() and [f.name for f in tmp_path.iterdir() if f.name.startswith(".connectome")] == []
