@@ -46,7 +46,7 @@ from .options import DTYPES
 )
 @click.option(
     "--seed",
-    type=int,
+    type=click.IntRange(0, 2**63 - 1),
     default=0,
     show_default=True,
     help="Seed for the initial weights of a model built from code, random scores and data batches.",
@@ -65,8 +65,16 @@ from .options import DTYPES
     help="Folder with the dataset's files (MNIST: IDX or CSV; CIFAR-10: python or binary batches).",
 )
 @click.option("--download", is_flag=True, help="Let torchvision download the dataset when no local copy exists.")
-@click.option("--batch-size", type=int, default=256, show_default=True, help="Examples for snip and grasp.")
-@click.option("--rounds", type=int, default=100, show_default=True, help="Rounds of iterative methods (synflow).")
+@click.option(
+    "--batch-size", type=click.IntRange(min=1), default=256, show_default=True, help="Examples for snip and grasp."
+)
+@click.option(
+    "--rounds",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="Rounds of iterative methods (synflow).",
+)
 @click.option(
     "-o",
     "--output",
@@ -172,8 +180,8 @@ def _sparsity(sparsity: float | None, compression: float | None) -> float:
     if (sparsity is None) == (compression is None):
         raise SpecError("give exactly one of --sparsity (e.g. 0.99) or --compression (e.g. 100)")
     if compression is not None:
-        if compression < 1:
-            raise SpecError(f"--compression must be 1 or more, not {compression}")
+        if not 1 <= compression < math.inf:  # inf would prune every weight, which --sparsity 1 refuses too
+            raise SpecError(f"--compression must be 1 or more and finite, not {compression}")
         return 1.0 - 1.0 / compression
     assert sparsity is not None  # exactly one of the two was given
     if not 0.0 <= sparsity < 1.0:

@@ -119,3 +119,17 @@ def test_ctrl_c_exits_130_and_writes_nothing(tmp_path):
     _, err = p.communicate(timeout=60)
     assert p.returncode == 130 and err.decode().strip() == "interrupted"
     assert not out.exists() and [f.name for f in tmp_path.iterdir() if f.name.startswith(".connectome")] == []
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--compression", "inf"], "--compression must be 1 or more and finite, not inf"),
+    (["--compression", "nan"], "--compression must be 1 or more and finite, not nan"),
+    (["--sparsity", "0.5", "--rounds", "0"], "Invalid value for '--rounds': 0 is not in the range x>=1"),
+    (["--sparsity", "0.5", "--batch-size", "0"], "Invalid value for '--batch-size': 0 is not in the range x>=1"),
+    (["--sparsity", "0.5", "--seed", "-1"], "Invalid value for '--seed': -1 is not in the range"),
+])
+def test_values_outside_their_domain_are_refused(factory, tmp_path, args, fragment):
+    out = tmp_path / "p.pt"
+    r = run("prune", factory + ":build", "--method", "random", *args, "-o", str(out))
+    assert r.exit_code == 2 and fragment in r.output, r.output
+    assert not out.exists()
