@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from .analysis import Analysis
 
-__all__ = ["table", "verdict", "pct", "compression"]
+__all__ = ["table", "row_cells", "verdict", "pct", "compression"]
 
 
 def pct(x: float) -> str:
@@ -23,6 +23,27 @@ def compression(x: float | None) -> str:
     if x is None:
         return "inf"
     return f"{x:,.1f}x" if x < 1e4 else f"{x:,.3g}x"
+
+
+def row_cells(r: dict) -> list[str]:
+    """The cells of one layer row, as the terminal table and the HTML report show them.
+
+    >>> row_cells({"name": "fc", "kind": "linear", "numel": 8, "nonzero": 4, "effective": 2,
+    ...            "dead_in": 1, "dead_out": 0, "units_out": 2})[4:]
+    ['2', '50.00%', '75.00%', '1/2', '0/2']
+    """
+    n = r["numel"]
+    return [
+        r["name"],
+        r["kind"],
+        f"{n:,}",
+        f"{r['nonzero']:,}",
+        f"{r['effective']:,}",
+        pct(1 - r["nonzero"] / n if n else 0),
+        pct(1 - r["effective"] / n if n else 0),
+        f"{r['dead_in']}/{r['units_out']}",
+        f"{r['dead_out']}/{r['units_out']}",
+    ]
 
 
 def table(res: Analysis) -> str:
@@ -38,20 +59,7 @@ def table(res: Analysis) -> str:
     head = ["Layer", "Kind", "Params", "Nonzero", "Effective", "Direct sp.", "Effective sp.", "Dead in", "Dead out"]
     rows = []
     for r in res.layers:
-        n = r["numel"]
-        rows.append(
-            [
-                r["name"],
-                r["kind"],
-                f"{n:,}",
-                f"{r['nonzero']:,}",
-                f"{r['effective']:,}",
-                pct(1 - r["nonzero"] / n if n else 0),
-                pct(1 - r["effective"] / n if n else 0),
-                f"{r['dead_in']}/{r['units_out']}",
-                f"{r['dead_out']}/{r['units_out']}",
-            ]
-        )
+        rows.append(row_cells(r))
     total = [
         "Total",
         "",

@@ -18,7 +18,7 @@ import re
 from typing import TYPE_CHECKING
 
 from ..analysis import Analysis
-from ..report import compression, pct, verdict
+from ..report import compression, pct, row_cells, verdict
 from .draw import pipe, to_dot
 
 if TYPE_CHECKING:
@@ -102,17 +102,7 @@ def _layer_table(res: Analysis) -> str:
     for r in res.layers:
         n = r["numel"]
         dead = n and r["effective"] == 0 and r["nonzero"] > 0
-        cells = [
-            html.escape(r["name"]),
-            html.escape(r["kind"]),
-            f"{n:,}",
-            f"{r['nonzero']:,}",
-            f"{r['effective']:,}",
-            pct(1 - r["nonzero"] / n if n else 0),
-            pct(1 - r["effective"] / n if n else 0),
-            f"{r['dead_in']}/{r['units_out']}",
-            f"{r['dead_out']}/{r['units_out']}",
-        ]
+        cells = [html.escape(c) for c in row_cells(r)]
         cls = ' class="dead"' if dead else ""
         rows.append(
             f'<tr{cls}><td>{cells[0]}</td><td class="l">{cells[1]}</td>'
