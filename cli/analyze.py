@@ -97,6 +97,8 @@ def analyze(
         masks=ck.masks or None,
         submodule=submodule,
     )
+    for note in res.notes:
+        click.echo(f"note: {note}", err=True)
     if html_file:
         from connectome.render.html import html_report
 

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import signal
 import sys
 import traceback
+import warnings
 
 import click
 
+from connectome import memory
 from connectome.data import DataError
 from connectome.graph.lower.base import LowerError
 from connectome.graph.trace import TraceError
 from connectome.io.spec import SpecError
+from connectome.memory import MemoryBudgetError
 from connectome.prune import PruneError
 
 USER_ERRORS = (
@@ -20,18 +25,26 @@ USER_ERRORS = (
     LowerError,
     PruneError,
     DataError,
+    MemoryBudgetError,
     FileNotFoundError,
     IsADirectoryError,
     PermissionError,
 )
 
 
+_FULL = {errno.ENOSPC, errno.EFBIG, errno.EIO, errno.EDQUOT}
+
+
 class Group(click.Group):
     """Runs a command; bad input becomes one line on stderr and exit code 2 (``--debug`` adds the traceback)."""
 
     def invoke(self, ctx: click.Context):
+        if hasattr(signal, "SIGXFSZ"):  # past a file-size limit, a write fails (EFBIG) instead of killing us
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        memory.set_default(None)  # --max-memory, parsed with the command's options, sets it again
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():  # `main` silences them without --debug; restored after the command
+                return super().invoke(ctx)
         except KeyboardInterrupt:  # Ctrl-C: 130 as shells expect (1 means a policy failed); outputs are atomic
             click.echo("interrupted", err=True)
             sys.exit(130)
@@ -40,6 +53,33 @@ class Group(click.Group):
             sys.exit(0)
         except USER_ERRORS as e:
             self._fail(ctx, e)
+        except click.UsageError as e:  # one line, like every other refusal; --help has the rest
+            where = (
+                f"connectome {e.ctx.command_path.partition(' ')[2]} --help".replace("  ", " ") if e.ctx else "--help"
+            )
+            self._fail(ctx, click.UsageError(f"{e.format_message()} (see {where})"))
+        except OSError as e:
+            if e.filename is None and e.errno in _FULL:  # stdout into a full disk or a dead terminal
+                _quiet_stdout()
+                self._fail(ctx, OSError(f"cannot write to standard output: {e.strerror}"))
+            if e.filename is not None:
+                self._fail(ctx, OSError(f"{e.strerror or e}: {e.filename}"))
+            self._fail(ctx, e, internal=True)
+        except MemoryError as e:  # an allocation the budget did not foresee failed
+            self._fail(
+                ctx,
+                MemoryError(
+                    f"out of memory ({e or 'an allocation failed'}): use a smaller --input-shape "
+                    "or a lower --max-memory, or free memory"
+                ),
+            )
+        except RecursionError:
+            self._fail(
+                ctx,
+                RecursionError(
+                    "the model is nested too deeply for Python's recursion limit: analyse a part of it with --submodule"
+                ),
+            )
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort, SystemExit):
             raise
         except Exception as e:  # an unexpected failure is still one line unless --debug
@@ -77,6 +117,8 @@ def main(ctx: click.Context, debug: bool) -> None:
     Exit codes: 0 ok, 1 findings (a policy failed), 2 bad input or usage, 130 interrupted.
     """
     ctx.ensure_object(dict)["debug"] = debug
+    if not debug:  # torch's warnings are for developers of the model: --debug shows them
+        warnings.simplefilter("ignore")
 
 
 from . import analyze, audit, prune, render, rules  # noqa: E402,F401  (commands register themselves on `main`)

@@ -7,6 +7,7 @@ import os
 import click
 import torch
 
+from connectome import memory
 from connectome.io.spec import parse_shape
 
 DTYPES = {
@@ -20,8 +21,26 @@ DTYPES = {
 }
 
 
+def _max_memory(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value is None:
+        return
+    try:
+        memory.set_default(memory.parse_size(value))
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+
+
 def input_options(fn):
-    """--input-shape, --input-dtype, --tracer and --trust."""
+    """--input-shape, --input-dtype, --tracer, --trust and --max-memory."""
+    fn = click.option(
+        "--max-memory",
+        metavar="SIZE",
+        default=None,
+        expose_value=False,
+        callback=_max_memory,
+        help="Stop, naming a smaller --input-shape, when the work would grow by more than SIZE "
+        "(e.g. 4G, 512M, 25%). Default: half the machine's memory.",
+    )(fn)
     fn = click.option(
         "--tracer",
         type=click.Choice(["auto", "fx", "export"]),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import re
 
 import click
@@ -123,7 +124,8 @@ def prune(
             f"--method {method} scores weights on data: add --data (mnist or fashion-mnist for "
             "1x28x28 inputs, cifar10 for 3x32x32)"
         )
-    check_writable(output, inputs=(weights, model))  # a bad -o fails now, not after the pruning
+    # a bad -o fails now, not after the pruning; the data set's files are inputs too
+    check_writable(output, inputs=(weights, model, *_data_files(data_root)))
     torch.manual_seed(seed)  # a model built from code starts from the same weights on every run
     ck, shape = build(model, input_shape, weights, trust)
     batch = data_mod.batch(dataset, batch_size, seed, root=data_root, download=download) if dataset else None
@@ -161,6 +163,18 @@ def prune(
         + (f" after {p.analyses} analyses" if target == "effective" else ""),
         err=True,
     )
+
+
+def _data_files(root: str | None) -> list[str]:
+    """The files under --data-root (two levels: torchvision keeps them in MNIST/raw)."""
+    if not root or not os.path.isdir(root):
+        return []
+    found = []
+    for folder, subdirs, files in os.walk(root):
+        if folder.count(os.sep) - root.rstrip(os.sep).count(os.sep) >= 2:
+            subdirs.clear()
+        found += [os.path.join(folder, f) for f in files]
+    return found
 
 
 def _progress(msg: str) -> None:

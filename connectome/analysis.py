@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from torch import fx, nn
 
+from . import memory
+from .batching import input_shapes, reduced, same_results, smaller_shape_hint
 from .graph.lower import UnitGraph, lower
 from .graph.names import WeightNames
 from .graph.reduce import count_true
@@ -31,6 +33,7 @@ from .graph.status import Status, any_alive
 from .graph.trace import InputShape, Traced, TraceError, as_inputs, trace
 from .graph.walk import Walk, walk
 from .io.masks import MaskSource, prunable_weights
+from .layerrow import layer_row
 from .parts import analysable_parts, prefixed, submodule_of
 
 if TYPE_CHECKING:
@@ -52,6 +55,7 @@ class Analysis:
     walk: Walk = field(repr=False)
     tracer: str = "fx"
     input_shapes: list[list[int]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def params_total(self) -> int:
@@ -162,6 +166,7 @@ class Analysis:
             "unsupported_ops": list(self.unsupported_ops),
             "tracer": self.tracer,
             "input_shapes": self.input_shapes,
+            "notes": list(self.notes),
         }
 
 
@@ -183,36 +188,79 @@ class Analyzer:
         tracer: str = "auto",
         input_dtype: torch.dtype | None = None,
         submodule: str | None = None,
+        max_memory: int | None = None,
     ):
         self.prefix = submodule or ""
         whole, model = model, submodule_of(model, submodule) if submodule else model
         self.model = model
-        with _gc_paused():
-            try:
-                self.traced: Traced = trace(model, example_inputs, input_shape, tracer, input_dtype)
-            except TraceError as e:
-                err = _with_parts(e, whole, example_inputs, input_shape, input_dtype) if not submodule else e
-                if err is e:
-                    raise
-                raise err from e
-            if tracer == "auto" and _opaque_modules(self.traced):
-                # fx keeps every torch.nn module whole; for those without a rule (nn.TransformerEncoderLayer),
-                # torch.export sees inside, down to ops that have rules
-                with suppress(TraceError):
-                    self.traced = trace(model, example_inputs, input_shape, "export", input_dtype)
+        self.tracer = tracer
+        self.max_memory = max_memory
+        self._given = {"example_inputs": example_inputs, "input_shape": input_shape, "input_dtype": input_dtype}
+        self.input_shapes = input_shapes(example_inputs, input_shape, input_dtype)
+        self.notes: list[str] = []
+        self._pair: tuple[Traced, Traced] | None = None
+        with _gc_paused(), self._budget():
+            if not submodule:
+                self._pair = reduced(self._trace, example_inputs, input_shape, input_dtype)
+            if self._pair is not None:
+                self.traced: Traced = self._pair[0]
+            else:
+                try:
+                    self.traced = self._trace(**self._given)
+                except TraceError as e:
+                    err = _with_parts(e, whole, example_inputs, input_shape, input_dtype) if not submodule else e
+                    if err is e:
+                        raise
+                    raise err from e
             self.names = WeightNames(model)
             self.kinds = prunable_weights(model, self.names)
+
+    def _trace(self, **inputs: Any) -> Traced:
+        traced = trace(self.model, tracer=self.tracer, **inputs)
+        if self.tracer == "auto" and _opaque_modules(traced):
+            # fx keeps every torch.nn module whole; for those without a rule (nn.TransformerEncoderLayer),
+            # torch.export sees inside, down to ops that have rules
+            with suppress(TraceError):
+                traced = trace(self.model, tracer="export", **inputs)
+        return traced
+
+    def _budget(self):
+        text = ";".join("x".join(map(str, s)) for s in self.input_shapes)
+        shapes = self.input_shapes
+        return memory.budget(
+            self.max_memory, f"input {text}" if text else "", lambda need, lim: smaller_shape_hint(shapes, need, lim)
+        )
 
     def run(self, masks: Mapping[str, torch.Tensor] | None = None) -> Analysis:
         """Analyse with ``masks`` (name -> 0/1 tensor) overriding the model's own masks."""
         if self.prefix and masks:  # the whole model's names: keep this part's, without the prefix
             masks = {k[len(self.prefix) + 1 :]: v for k, v in masks.items() if k.startswith(self.prefix + ".")}
-        with _gc_paused():
-            source = MaskSource(self.model, masks, self.names)
-            source.prefetch(self.kinds)
-            graph = lower(self.traced, source)
-            w = walk(graph)
-            return prefixed(_result(self.traced, graph, w, source, self.kinds), self.prefix)
+        with _gc_paused(), self._budget():
+            if self._pair is not None:  # first run: is the batch irrelevant after all?
+                pair, self._pair = self._pair, None
+                res = same_results(lambda t: self._run(t, masks), pair)
+                if res is None:
+                    self.traced = self._trace(**self._given)
+                else:
+                    b = self.input_shapes[0][0]
+                    self.notes.append(
+                        f"the batch of {b} was analysed as {pair[0].vals[pair[0].inputs[0]].shape[0]}:"
+                        " the unit graph does not depend on it (checked)"
+                    )
+            else:
+                res = None
+            if res is None:
+                res = self._run(self.traced, masks)
+        res.input_shapes = [list(s) for s in self.input_shapes] or res.input_shapes
+        res.notes = list(self.notes)
+        return res
+
+    def _run(self, traced: Traced, masks: Mapping[str, torch.Tensor] | None) -> Analysis:
+        source = MaskSource(self.model, masks, self.names)
+        source.prefetch(self.kinds)
+        graph = lower(traced, source)
+        w = walk(graph)
+        return prefixed(_result(traced, graph, w, source, self.kinds), self.prefix)
 
 
 @contextmanager
@@ -236,6 +284,7 @@ def analyze(
     tracer: str = "auto",
     input_dtype: torch.dtype | None = None,
     submodule: str | None = None,
+    max_memory: int | None = None,
 ) -> Analysis:
     """Effective masks, dead units and collapse of ``model`` for the given input (tensor, tuple or shape).
 
@@ -243,10 +292,13 @@ def analyze(
     else ``weight != 0``. With ``input_shape``, inputs are float32 unless ``input_dtype`` says otherwise
     (``torch.long`` for token ids). With ``submodule`` (``"backbone"``), only that part is analysed, with
     its own inputs (the inputs given are the part's: see :func:`connectome.parts.capture_inputs` to get
-    them from the whole model's) and its own outputs; names stay the whole model's.
+    them from the whole model's) and its own outputs; names stay the whole model's. The analysis
+    stops with :class:`~connectome.memory.MemoryBudgetError` when it would grow by more than
+    ``max_memory`` bytes (default: half the machine's memory); a large batch costs what a batch of
+    two does where the model keeps its examples apart (:mod:`connectome.batching`).
     """
     with _gc_paused():  # one pause for both steps: re-enabling the collector costs a young-generation pass
-        return Analyzer(model, example_inputs, input_shape, tracer, input_dtype, submodule).run(masks)
+        return Analyzer(model, example_inputs, input_shape, tracer, input_dtype, submodule, max_memory).run(masks)
 
 
 def _with_parts(e: TraceError, model: nn.Module, example_inputs: Any, input_shape: Any, dtype: Any) -> TraceError:
@@ -298,7 +350,7 @@ def _result(traced: Traced, graph: UnitGraph, w: Walk, source: MaskSource, kinds
         else:  # used by an op we cannot see into: never call it ineffective
             eff[name] = mask.clone()
             unsupported.append({"node": "", "op": name, "reason": "weight used by an op without a rule"})
-        row = _layer_row(name, kind, mask, eff[name], owners.get(name), graph, w, nonzero)
+        row = layer_row(name, kind, mask, eff[name], owners.get(name), graph, w, nonzero)
         row["shared_with"] = source.names.aliases(name)
         row["uses"] = uses.get(name, 0)
         layers.append(row)
@@ -335,51 +387,3 @@ def _referenced(traced: Traced) -> set[str]:
             assert name is not None  # a get_attr or parameter node always has a name
             refs.add(name)
     return refs
-
-
-def _layer_row(
-    name: str, kind: str, mask: torch.Tensor, eff: torch.Tensor, owner, graph: UnitGraph, w: Walk, nonzero: int
-) -> dict:
-    layer = name[: -len(".weight")] if name.endswith(".weight") else name
-    units_in = units_out = dead_in = dead_out = 0
-    if owner is not None:
-        node = owner[0]
-        out_f, out_b = w.fwd.get(node), w.bwd.get(node)
-        out_f = out_f[0] if isinstance(out_f, tuple) else out_f
-        out_b = out_b[0] if isinstance(out_b, tuple) else out_b
-        args = graph.args.get(node) or []
-        op = graph.ops[node]
-        cdim = getattr(op, "cdim", None)
-        counts = (
-            op.unit_counts(name, [w.fwd.get(a) for a in args], w.bwd.get(node)) if hasattr(op, "unit_counts") else None
-        )
-        if counts is not None:  # ops with several cells (stacked recurrent layers) count per weight
-            units_in, units_out, dead_in, dead_out = counts
-        elif isinstance(out_f, Status):
-            s = out_f.with_cdim(cdim) if isinstance(cdim, int) else out_f
-            units_out = s.channels
-            dead_in = int((~s.alive_units()).sum())
-            if isinstance(out_b, Status):
-                b = out_b.with_cdim(s.cdim)
-                dead_out = int((~b.alive_units()).sum())
-            else:
-                dead_out = units_out
-        x = w.fwd.get(args[0]) if args else None
-        if isinstance(x, Status) and counts is None:
-            units_in = x.with_cdim(cdim).channels if isinstance(cdim, int) else x.channels
-    elif mask.dim() >= 2:
-        units_in, units_out = int(mask.shape[1]), int(mask.shape[0])
-        dead_in = dead_out = units_out
-    same = eff.data_ptr() == mask.data_ptr() and eff.shape == mask.shape and eff.stride() == mask.stride()
-    effective = nonzero if same else count_true(eff)  # all-alive layers return their mask itself
-    return {
-        "name": layer,
-        "kind": kind,
-        "numel": mask.numel(),
-        "nonzero": nonzero,
-        "effective": effective,
-        "units_in": units_in,
-        "units_out": units_out,
-        "dead_in": dead_in,
-        "dead_out": dead_out,
-    }

@@ -133,7 +133,7 @@ def audit(
     failed = sorted(
         {f.category for f in findings if f.severity == "error" and f.category in fail_on}, key=CATEGORIES.index
     )
-    return AuditReport(res, findings, m, failed, claim_sparsity, list(ck.notes), ck.path)
+    return AuditReport(res, findings, m, failed, claim_sparsity, list(ck.notes) + list(res.notes), ck.path)
 
 
 def _findings(res: Analysis, ck: Checkpoint, claim: float | None, max_dead: float | None) -> list[Finding]:

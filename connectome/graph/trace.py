@@ -18,11 +18,13 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from math import prod
 from typing import Any
 
 import torch
 from torch import fx, nn
 
+from .. import memory
 from .exporttrace import export_program, split_signature
 from .fxtracer import FxTracer
 from .mutation import functionalize
@@ -172,6 +174,11 @@ class Traced:
 def _refuse_value_reads(traced: Traced) -> Traced:
     """A number read off the input's values (``x.max().item()``) leaves the tensors the walk follows: refuse
     it in one line rather than lose the signal it carries."""
+    if not traced.outputs:  # nothing to reach: every weight would be called ineffective
+        raise TraceError(
+            f"{type(traced.model).__name__}.forward returns no tensor (None, or only numbers and strings): "
+            "return the model's outputs"
+        )
     dep = traced.depends_on_input()
     for n in traced.graph.nodes:
         if dep.get(n) and reads_values(n):
@@ -201,9 +208,11 @@ def as_inputs(
             raise TraceError("no example input: pass example_inputs or input_shape (e.g. 1,3,32,32)")
         one = not (input_shape and isinstance(input_shape[0], (list, tuple)))
         shapes: Sequence[Any] = [input_shape] if one else input_shape
-        return tuple(
-            torch.zeros(tuple(int(d) for d in s), dtype=input_dtype or torch.float32, device=device) for s in shapes
-        )
+        dtype = input_dtype or torch.float32
+        if device != "meta":
+            numel = sum(prod(int(d) for d in s) for s in shapes)
+            memory.reserve(numel * torch.empty((), dtype=dtype).element_size(), "the example inputs")
+        return tuple(torch.zeros(tuple(int(d) for d in s), dtype=dtype, device=device) for s in shapes)
     if isinstance(example_inputs, torch.Tensor):
         return (example_inputs,)
     return tuple(example_inputs)

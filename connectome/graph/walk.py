@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import fx
 
+from .. import memory
 from .lower import UnitGraph
 from .status import Status, any_alive, merge
 
@@ -65,7 +66,9 @@ def walk(g: UnitGraph) -> Walk:
     t = g.traced
     inputs = set(t.inputs)
     fwd: dict[fx.Node, Any] = {}
-    for node in t.graph.nodes:
+    nodes = list(t.graph.nodes)
+    for i, node in enumerate(nodes):
+        memory.check(done=(1 + i / len(nodes)) / 3)
         op = g.ops.get(node)
         if op is None:
             if node.op in ("placeholder", "get_attr", "call_module", "call_function", "call_method"):
@@ -75,7 +78,8 @@ def walk(g: UnitGraph) -> Walk:
     bwd: dict[fx.Node, Any] = {}
     for node in t.outputs:
         bwd[node] = merge(bwd.get(node), _leaf(t.vals[node], True))
-    for node in reversed(list(t.graph.nodes)):
+    for i, node in enumerate(reversed(nodes)):
+        memory.check(done=(2 + i / len(nodes)) / 3)
         op = g.ops.get(node)
         grad = bwd.get(node)
         if op is None or not any_alive(grad):

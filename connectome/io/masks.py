@@ -3,6 +3,9 @@
 Weight names are those of ``model.named_parameters()`` with prune's ``_orig`` suffix dropped, so a
 pruned ``fc.weight`` (stored as ``fc.weight_orig`` + ``fc.weight_mask``) is called ``fc.weight``.
 
+Explicit masks follow :mod:`connectome.io.kinds`: meta, complex and nested masks are refused; sparse,
+quantized and expanded ones are compared with their weight's shape before they are made dense.
+
 Examples
 --------
 >>> import torch, torch.nn.utils.prune
@@ -28,6 +31,8 @@ from torch import nn
 
 from ..graph.names import WeightNames
 from ..graph.reduce import count_true
+from .kinds import plain
+from .tensors import clip, expanded
 
 __all__ = ["MaskSource", "prunable_weights", "PRUNABLE_KINDS", "nonzero"]
 
@@ -143,6 +148,14 @@ def _read_arrays(
     return out
 
 
+def _expanded(t: torch.Tensor) -> bool:
+    """A view declaring far more than its storage holds (tensors without a storage are not views)."""
+    try:
+        return expanded(t.numel() * t.element_size(), t.untyped_storage().nbytes())
+    except (RuntimeError, NotImplementedError, TypeError):
+        return False
+
+
 def _tensor(module: nn.Module, attr: str) -> torch.Tensor | None:
     for name in (attr + "_orig", attr):
         v = _member(module, name)
@@ -191,11 +204,27 @@ class MaskSource(Mapping[str, torch.Tensor]):
     ):
         self.model = model
         self.names = names or WeightNames(model)
-        self.explicit = {self.names.key(k): torch.as_tensor(v).bool() for k, v in (masks or {}).items()}
         self._cache: dict[str, torch.Tensor] = {}
         self._counts: dict[str, int] = {}
         self._reduced: dict[str, Reduced] = {}
         self._modules: dict[str, nn.Module] = {}
+        self.explicit = {self.names.key(k): self._explicit(self.names.key(k), v) for k, v in (masks or {}).items()}
+
+    def _explicit(self, name: str, value) -> torch.Tensor:
+        """A given mask as a dense bool tensor; one that is not plain dense data (sparse, quantized, an
+        expanded view) must first have its weight's shape, so that making it dense costs the weight's size."""
+        t = torch.as_tensor(value)
+        if t.is_meta or t.is_complex() or t.is_nested:
+            kind = "meta" if t.is_meta else "complex" if t.is_complex() else "nested"
+            raise ValueError(f"the mask for {clip(name)} is a {kind} tensor: give a dense 0/1 tensor")
+        if t.layout == torch.strided and not t.is_quantized and not _expanded(t):
+            return t.bool()
+        stored = self._stored(name)
+        if stored is None:
+            raise ValueError(f"the mask for {clip(name)} names no weight of the model")
+        if tuple(t.shape) != tuple(stored[0].shape):
+            raise ValueError(f"mask for {clip(name)} has shape {tuple(t.shape)}, weight has {tuple(stored[0].shape)}")
+        return plain({name: t}, f"the mask for {clip(name)}", [])[name].bool()
 
     def get(self, name: str, default=None) -> torch.Tensor | None:  # type: ignore[override]
         name = self.names.key(name)
@@ -305,7 +334,9 @@ class MaskSource(Mapping[str, torch.Tensor]):
         if name in self.explicit:
             m = self.explicit[name]
             if tensors is not None and tuple(m.shape) != tuple(tensors[0].shape):
-                raise ValueError(f"mask for {name} has shape {tuple(m.shape)}, weight has {tuple(tensors[0].shape)}")
+                raise ValueError(
+                    f"mask for {clip(name)} has shape {tuple(m.shape)}, weight has {tuple(tensors[0].shape)}"
+                )
             return m
         if tensors is None:
             return None

@@ -21,7 +21,9 @@ from typing import Any
 import torch
 from torch import fx
 
+from ... import memory
 from ...io.masks import MaskSource
+from ..cost import walk_bytes
 from ..trace import Traced
 from . import (  # noqa: F401
     additive,
@@ -77,7 +79,10 @@ def lower(traced: Traced, masks: MaskSource) -> UnitGraph:
     hints: dict[fx.Node, int] = {}
     rule_of: dict[fx.Node, Any] = {}
     depends = traced.depends_on_input()
-    for node in traced.graph.nodes:
+    memory.reserve(walk_bytes(traced), "the analysis")  # refuse at once what would not fit
+    nodes = list(traced.graph.nodes)
+    for i, node in enumerate(nodes):
+        memory.check(done=i / 3 / len(nodes))  # lowering is about a third of an analysis's memory
         out = traced.vals.get(node)
         if isinstance(out, torch.Tensor):
             hints[node] = _default_cdim(out)

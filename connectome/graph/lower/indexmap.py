@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from ... import memory
 from ..reduce import all_distinct
 from ..status import Status
 from .base import Ctx, Op
@@ -259,6 +260,7 @@ def index_map_op(ctx: Ctx, hints: list[int], data: list | None = None) -> IndexM
     in_cdims = [h % len(s) if s else 0 for h, s in zip(in_hints, in_shapes)]
     sizes = [prod(s) if s else 1 for s in in_shapes]
     offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    memory.reserve(24 * int(offsets[-1]), f"the index map of {ctx.node.name}")  # numbered input, output, rows
     numbered = [_numbered(s, c, int(o)) for s, c, o in zip(in_shapes, in_cdims, offsets)]
     repl: dict = {}
     for a, n in zip(ins, arity):

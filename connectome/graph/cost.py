@@ -1,0 +1,53 @@
+"""What an analysis will hold in memory, known from the traced shapes before any of it is made.
+
+The walk keeps, for each tensor computed from the inputs, a table of liveness patterns over its
+positions (batch and spatial positions, or tokens): about one byte per position, twice (the forward
+and the backward walk). One step (a convolution's taps, a pooling window) briefly holds some twenty
+bytes per position of its input and output. So the bill is ``2 * sum(positions) + 24 * max(step)``;
+it grows with the input's area and its batch, not with the channels.
+
+Examples
+--------
+>>> import torch
+>>> from .trace import trace
+>>> m = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU())
+>>> walk_bytes(trace(m, input_shape=(1, 3, 100, 100)))   # 3 tensors of 10,000 positions; a step reads 2
+540000
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .trace import Traced
+
+__all__ = ["walk_bytes", "positions"]
+
+STEP_BYTES = 24  # per position of a step's input and output (numbered copies, taps, pattern tables)
+KEPT_BYTES = 2  # per position of each tensor: its forward and backward pattern
+
+
+def positions(v: Any) -> int:
+    """Positions of a value (elements per channel), summed over a tuple's tensors."""
+    if isinstance(v, torch.Tensor):
+        channels = v.shape[1] if v.dim() > 1 else v.shape[0] if v.dim() == 1 else 1
+        return v.numel() // max(int(channels), 1)
+    if isinstance(v, (tuple, list)):
+        return sum(positions(x) for x in v)
+    return 0
+
+
+def walk_bytes(traced: Traced) -> int:
+    """Bytes the lowering and the walk of ``traced`` are expected to need at their peak."""
+    dep = traced.depends_on_input()
+    total = step = 0
+    for node in traced.graph.nodes:
+        if not dep.get(node):
+            continue
+        out = positions(traced.vals.get(node))
+        ins = sum(positions(traced.vals.get(a)) for a in node.all_input_nodes if dep.get(a))
+        total += out
+        step = max(step, out + ins)
+    return KEPT_BYTES * total + STEP_BYTES * step
