@@ -195,3 +195,25 @@ CASES += [
     Case("an input shape that overflows", lambda d: ["analyze", "connectome:lenet_300_100", "--input-shape",
                                                      "99999999999999999999,784"], says="more than 2**62 elements"),
 ]
+
+
+def _unreadable(d: str, what: str) -> list[str]:
+    ck = _save(d, "ck.pt", _lenet_sd())
+    if what == "checkpoint":
+        os.chmod(os.path.join(d, ck), 0)
+        return [*AUDIT[:1], ck, *AUDIT[1:]]
+    os.mkdir(os.path.join(d, "ro"), 0o555)
+    return ["analyze", "connectome:lenet_300_100", "--html", "ro/r.html"]
+
+
+CASES += [
+    Case("an unreadable checkpoint (chmod 000)", lambda d: _unreadable(d, "checkpoint"),
+         says="cannot read ck.pt: permission denied", run={"unprivileged": True}, inputs=("ck.pt",)),
+    Case("an output folder without write permission", lambda d: _unreadable(d, "folder"),
+         says="cannot write ro/r.html: Permission denied", run={"unprivileged": True}, inputs=("ck.pt",)),
+    Case("a seed that overflows", lambda d: ["prune", "connectome:lenet_300_100", "--method", "random", "--sparsity",
+                                             "0.5", "--seed", str(2**64), "-o", "p.pt"], says="'--seed'"),
+    Case("audit CHECKPOINT -o /dev/null", lambda d: [*AUDIT[:1], _save(d, "ck.pt", _lenet_sd()), *AUDIT[1:], "-o",
+                                                      os.devnull], code=(0, 1), says="wrote /dev/null",
+         inputs=("ck.pt", os.devnull)),
+]

@@ -45,6 +45,9 @@ CASES = [
                                                "--max-memory", "1G"], says="use a smaller --input-shape, such as"),
     Case("batch of a million", lambda d: ["analyze", "connectome:lenet_300_100", "--input-shape", "1000000,1,28,28"],
          code=0, says="note: the batch of 1000000 was analysed as 2"),
+    Case("synflow on a huge image", lambda d: ["prune", "torchvision:resnet18", "--input-shape", "1,3,4000,4000",
+                                               "--method", "synflow", "--sparsity", "0.5", "-o", "p.pt",
+                                               "--max-memory", "2G"], says="scoring by synflow on 1 example(s)"),
     Case("bad --max-memory", lambda d: ["analyze", "connectome:lenet_300_100", "--max-memory", "lots"],
          says="bad memory size 'lots'"),
     # models that do odd things

@@ -23,7 +23,7 @@ import torch
 
 from .trace import Traced
 
-__all__ = ["walk_bytes", "positions"]
+__all__ = ["walk_bytes", "positions", "activation_bytes"]
 
 STEP_BYTES = 24  # per position of a step's input and output (numbered copies, taps, pattern tables)
 KEPT_BYTES = 2  # per position of each tensor: its forward and backward pattern
@@ -51,3 +51,27 @@ def walk_bytes(traced: Traced) -> int:
         total += out
         step = max(step, out + ins)
     return KEPT_BYTES * total + STEP_BYTES * step
+
+
+def activation_bytes(traced: Traced) -> int:
+    """Bytes of every tensor computed from the inputs: what one eager forward pass holds for autograd.
+
+    >>> import torch
+    >>> from .trace import trace
+    >>> activation_bytes(trace(torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU()), input_shape=(2, 4)))
+    80
+    """
+    dep = traced.depends_on_input()
+    total = 0
+    for node in traced.graph.nodes:
+        if dep.get(node):
+            total += _nbytes(traced.vals.get(node))
+    return total
+
+
+def _nbytes(v: Any) -> int:
+    if isinstance(v, torch.Tensor):
+        return v.numel() * v.element_size()
+    if isinstance(v, (tuple, list)):
+        return sum(_nbytes(x) for x in v)
+    return 0

@@ -25,7 +25,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .. import memory
 from ..analysis import Analysis, Analyzer
+from ..batching import smaller_shape_hint
+from ..graph.cost import activation_bytes
 from ..graph.reduce import count_true
 from ..io.masks import MaskSource, prunable_weights
 from .quotas import PruneError, budget, check_sparsity
@@ -115,6 +118,12 @@ def prune(
         rounds=rounds,
         log=log,
     )
+    analyzer = Analyzer(model, input_shape=tuple(input_shape), tracer=tracer, input_dtype=input_dtype)
+    shapes = [tuple(int(d) for d in input_shape)]
+    with memory.budget(
+        subject=f"input {_dims(input_shape)}", hint=lambda need, lim: smaller_shape_hint(shapes, need, lim)
+    ):
+        _reserve_scoring(analyzer, method, len(batch[0]) if batch is not None else int(input_shape[0]))
     scores = spec.fn(ctx)
     if not any(bool((sc > 0).any()) for sc in scores.values()):
         zero = [n for n in names if not bool(start[n].any()) or not bool(weights[n].detach().ne(0).any())]
@@ -130,11 +139,21 @@ def prune(
             f"{method} scores every weight 0, so it cannot rank them{why}; load trained weights "
             "(--weights) or choose another method"
         )
-    analyzer = Analyzer(model, input_shape=tuple(input_shape), tracer=tracer, input_dtype=input_dtype)
     if target == "direct":
         masks = select(scores, sparsity, quota, within=start)
         return Pruned(masks, analyzer.run(masks), 1, _count(masks))
     return _effective(analyzer, scores, sparsity, quota, start, log)
+
+
+def _reserve_scoring(analyzer: Analyzer, method: str, examples: int) -> None:
+    """Scores run the model eagerly, with gradients: about three times its activations (twice for synflow,
+    which works in float64), for as many examples as it is given."""
+    traced = analyzer.traced
+    first = traced.vals.get(traced.inputs[0]) if traced.inputs else None
+    traced_batch = int(first.shape[0]) if isinstance(first, torch.Tensor) and first.dim() else 1
+    per_example = activation_bytes(traced) / max(traced_batch, 1)
+    factor = 6 if method == "synflow" else 3
+    memory.reserve(int(factor * per_example * examples), f"scoring by {method} on {examples:,} example(s)")
 
 
 def _dims(shape) -> str:
