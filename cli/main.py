@@ -117,8 +117,8 @@ def main(ctx: click.Context, debug: bool) -> None:
     Exit codes: 0 ok, 1 findings (a policy failed), 2 bad input or usage, 130 interrupted.
     """
     ctx.ensure_object(dict)["debug"] = debug
-    if not debug:  # torch's warnings are for developers of the model: --debug shows them
-        warnings.simplefilter("ignore")
+    # torch's warnings are for developers of the model: hidden, and shown (each once) with --debug
+    warnings.simplefilter("default" if debug else "ignore")
 
 
 from . import analyze, audit, prune, render, rules  # noqa: E402,F401  (commands register themselves on `main`)

@@ -56,7 +56,7 @@ CASES = [
     Case("--data-root without the files", lambda d: [*SNIP, "--data-root", "."], says="mnist files not found"),
     Case("a FIFO in place of the CSV", lambda d: _fifo(d), says="is a FIFO (named pipe), not a data file"),
     Case("--download without a network", lambda d: [*SNIP, "--data-root", ".", "--download"],
-            says="could not download mnist (no network?)", run={"env": NO_NETWORK}),
+            says="could not download mnist (no network?): Connection refused; put the files", run={"env": NO_NETWORK}),
 ]
 
 

@@ -122,3 +122,10 @@ def test_hostile_case(case, results):
     assert new <= set(case.outputs), new  # nothing partial: no temp file, no output on failure
     if os.devnull in before:
         assert stat.S_ISCHR(os.stat(os.devnull).st_mode)
+
+
+def test_warnings_are_shown_with_debug(tmp_path):
+    """The quiet case above hides them; --debug shows them (pytest would record them in-process)."""
+    spec = _file(str(tmp_path), "m.py", WARNS) + ":build"
+    r = run(["--debug", "analyze", spec], str(tmp_path))
+    assert r.code == 0 and "UserWarning: forward warns" in r.stderr, r.stderr

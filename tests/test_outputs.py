@@ -150,3 +150,4 @@ def test_a_data_file_is_an_input(tmp_path):
                 str(tmp_path), "--sparsity", "0.5", "-o", str(target))
         assert r.exit_code == 2 and "refusing to write over the input file" in r.output, r.output
     assert _identity(str(csv)) == before
+

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import socket
 import stat
 
@@ -172,6 +173,7 @@ def _download(name: str, split: str, root: str | None) -> tuple[np.ndarray, np.n
     except (OSError, RuntimeError) as e:
         lines = [line.strip() for line in str(e).splitlines() if line.strip()]
         reason = lines[-1] if lines else type(e).__name__
+        reason = re.sub(r"^<urlopen error (.*)>$", r"\1", re.sub(r"\[Errno -?\d+\] ", "", reason))
         raise DataError(
             f"could not download {name} (no network?): {reason}; put the files in a folder and pass --data-root"
         ) from None
