@@ -1,0 +1,158 @@
+"""``connectome train``: train MODEL with fixed or evolving masks, watching its effective sparsity."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import click
+import torch
+
+from connectome import data as data_mod
+from connectome.io.checkpoint import load
+from connectome.io.spec import SpecError
+from connectome.prune import QUOTAS, SCORES
+from connectome.train import POLICIES, Config, TrainError, train
+from connectome.train.state import CHECKPOINT, LOG
+
+from .analyze import model_options
+from .main import main
+
+
+@main.command(name="train")
+@model_options
+@click.option("--data", "dataset", type=click.Choice(data_mod.DATASETS), required=True, help="The data set.")
+@click.option("--data-root", default=None, metavar="DIR", help="Folder with the data set's files.")
+@click.option(
+    "--method",
+    type=click.Choice(sorted(POLICIES)),
+    default="static",
+    show_default=True,
+    help="Mask policy: static, set, rigl (dense-gradient growth) or gmp (gradual pruning from dense).",
+)
+@click.option(
+    "--sparsity",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=0.9,
+    show_default=True,
+    help="Share of the prunable weights to remove (GMP's final sparsity).",
+)
+@click.option(
+    "--quota",
+    type=click.Choice(sorted(QUOTAS)),
+    default="erk",
+    show_default=True,
+    help="Layer densities of the initial masks.",
+)
+@click.option(
+    "--init",
+    type=click.Choice(sorted(SCORES)),
+    default="random",
+    show_default=True,
+    help="The score that picks the initial masks (as connectome prune --method).",
+)
+@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
+@click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default="sgd", show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.1, show_default=True)
+@click.option("--momentum", type=click.FloatRange(0, 1), default=0.9, show_default=True)
+@click.option("--nesterov", is_flag=True, help="Nesterov momentum (SGD).")
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=5e-4, show_default=True)
+@click.option("--schedule", type=click.Choice(["cosine", "step", "constant"]), default="cosine", show_default=True)
+@click.option("--warmup", type=click.FloatRange(min=0), default=0.0, show_default=True, help="Warm-up epochs.")
+@click.option("--clip", type=click.FloatRange(min=0, min_open=True), default=None, help="Clip gradient norms.")
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True)
+@click.option(
+    "--update-every",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="Steps between mask updates (set, rigl, gmp).",
+)
+@click.option(
+    "--drop-fraction",
+    type=click.FloatRange(0, 1),
+    default=0.3,
+    show_default=True,
+    help="Share of kept weights replaced at an update (rigl: its starting value, on a cosine decay).",
+)
+@click.option(
+    "--end",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=0.75,
+    show_default=True,
+    help="Share of training after which the masks stay fixed.",
+)
+@click.option("--guard", is_flag=True, help="Repair any update that would disconnect a layer or the network.")
+@click.option("--reclaim", is_flag=True, help="Drop ineffective weights at each update and regrow their budget.")
+@click.option(
+    "--val-size",
+    type=click.IntRange(min=0),
+    default=5000,
+    show_default=True,
+    help="Training examples held out for validation.",
+)
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Use only this many examples (quick runs).")
+@click.option("--cifar-form", is_flag=True, help="Pad 28x28 images to 32x32 and tile them to 3 channels.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, or cuda when one exists.")
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    metavar="DIR",
+    help="The run's folder: checkpoint.pt (prune form), log.jsonl, plot.png; a rerun resumes it.",
+)
+def train_cmd(model, input_shape, weights, trust, input_dtype, tracer, dataset, data_root, output, device, **opts):
+    """Train MODEL on --data with masks, logging direct and effective sparsity.
+
+    The initial masks come from --init and --quota at --sparsity, or from --weights (a pruned
+    checkpoint keeps its masks). A rerun with the same -o resumes from the last finished epoch.
+
+    \b
+    Examples:
+      connectome train connectome:lenet_300_100 --data mnist --method rigl --sparsity 0.98 -o runs/rigl
+      connectome train connectome:lenet_300_100 --data mnist --weights pruned.pt --epochs 20 -o runs/ft
+      connectome train connectome:resnet18 --data fashion-mnist --cifar-form --method set --guard -o runs/r
+    """
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise SpecError(f"--device {device}: no CUDA device here; use --device cpu")
+    torch.manual_seed(opts["seed"])  # a model built from code starts from the same weights on every run
+    ck = load(weights, arch=model, trust=trust)
+    for note in ck.notes:
+        click.echo(f"note: {note}", err=True)
+    opts["warmup_epochs"] = opts.pop("warmup")
+    cfg = Config(data=dataset, data_root=data_root, device=device, **opts)
+    masks = ck.masks or None
+    try:
+        os.makedirs(output, exist_ok=True)
+    except OSError as e:
+        raise SpecError(f"cannot create the run folder {output}: {e.strerror}") from None
+
+    def log(record):
+        if record["event"] == "epoch":  # one JSON line per epoch; log.jsonl has the updates too
+            click.echo(json.dumps(record))
+
+    try:
+        run = train(ck.model, cfg, out=output, masks=masks, log=log, progress=_terminal())
+    except TrainError as e:
+        raise SpecError(str(e)) from None
+    from connectome.train.plot import plot_history
+
+    try:
+        plot_history(run.history, os.path.join(output, "plot.png"), f"{model} {cfg.method} {cfg.sparsity:g}")
+    except ImportError:
+        click.echo("note: no plot.png: pip install 'connectome[plots]' for matplotlib", err=True)
+    last = next(r for r in reversed(run.history) if r["event"] == "epoch")
+    click.echo(
+        f"test accuracy {100 * last['test_acc']:.2f}%, direct sparsity {100 * last['direct_sparsity']:.2f}%, "
+        f"effective sparsity {100 * last['effective_sparsity']:.2f}%" + (", COLLAPSED" if last["collapsed"] else "")
+    )
+    click.echo(f"wrote {os.path.join(output, CHECKPOINT)}, {LOG} and plot.png", err=True)
+
+
+def _terminal() -> bool:
+    """A progress bar on a terminal, when tqdm is installed (connectome[train])."""
+    import importlib.util
+    import sys
+
+    return sys.stderr.isatty() and importlib.util.find_spec("tqdm") is not None

@@ -1,0 +1,259 @@
+"""The training loop: masked steps, mask updates by a policy, effective sparsity after each update.
+
+Examples
+--------
+>>> from connectome.models import lenet_300_100
+>>> cfg = Config(method="rigl", sparsity=0.9, epochs=1, limit=1200, val_size=200, update_every=5)
+>>> run = train(lenet_300_100(), cfg)
+>>> run.history[-1]["event"], run.history[-1]["epoch"], run.history[-1]["collapsed"]
+('epoch', 1, False)
+>>> round(1 - sum(run.masks.kept().values()) / 266200, 2)      # RigL keeps every layer's count
+0.9
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..analysis import Analyzer
+from ..io.masks import prunable_weights
+from .data import Data, augment, batches
+from .masked import Masks, TrainError, strip_pruning
+from .policies import POLICIES, Policy, Update
+from .schedules import LR_KINDS, LearningRate
+from .state import Checkpointer
+from .watch import Watch
+
+__all__ = ["Config", "Run", "train"]
+
+
+@dataclass
+class Config:
+    """Everything that decides a run; a resumed run must be given the same."""
+
+    data: str = "mnist"
+    method: str = "static"  # the mask policy: static, set, rigl, gmp
+    sparsity: float = 0.9
+    quota: str | None = "erk"  # layer densities of the initial masks (and of GMP's targets)
+    init: str = "random"  # the score that picks the initial masks (a connectome prune method)
+    epochs: int = 10
+    batch_size: int = 128
+    optimizer: str = "sgd"  # sgd or adamw
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    warmup_epochs: float = 0.0
+    clip: float | None = None  # gradient norm
+    seed: int = 0
+    update_every: int = 100
+    drop_fraction: float = 0.3
+    end: float = 0.75  # share of training after which masks stay fixed
+    guard: bool = False
+    reclaim: bool = False
+    val_size: int = 5000
+    limit: int | None = None  # use only this many training (and test) examples
+    cifar_form: bool = False  # 28x28 grey images as 32x32x3, for CIFAR-form models
+    data_root: str | None = None
+    device: str = "cpu"
+
+    def check(self) -> None:
+        if self.method not in POLICIES:
+            raise TrainError(f"unknown training method {self.method!r}: choose from {', '.join(sorted(POLICIES))}")
+        if not 0.0 <= self.sparsity < 1.0:
+            raise TrainError(f"--sparsity must lie in [0, 1), not {self.sparsity}")
+        if self.optimizer not in ("sgd", "adamw"):
+            raise TrainError(f"unknown optimiser {self.optimizer!r}: choose sgd or adamw")
+        if self.schedule not in LR_KINDS:
+            raise TrainError(f"unknown schedule {self.schedule!r}: choose from {', '.join(LR_KINDS)}")
+        if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0 or not math.isfinite(self.lr):
+            raise TrainError("--epochs and --batch-size must be 1 or more and --lr a positive number")
+        if not 0.0 <= self.drop_fraction <= 1.0 or not 0.0 < self.end <= 1.0:
+            raise TrainError("--drop-fraction must lie in [0, 1] and --end in (0, 1]")
+
+
+@dataclass
+class Run:
+    """A finished (or resumed and finished) run."""
+
+    model: nn.Module
+    masks: Masks
+    history: list[dict[str, Any]] = field(default_factory=list)  # epoch and update records, as logged
+    config: Config = field(default_factory=Config)
+
+
+def _initial_masks(model: nn.Module, cfg: Config, data: Data, shape: tuple[int, ...]) -> dict[str, torch.Tensor]:
+    found = strip_pruning(model)
+    if found:  # a pruned checkpoint trains with its own masks
+        return found
+    names = list(prunable_weights(model))
+    params = dict(model.named_parameters())
+    if cfg.method == "gmp":  # prunes from dense
+        return {n: torch.ones_like(params[n], dtype=torch.bool) for n in names if n in params}
+    from ..prune import prune
+
+    x, y = data.train
+    batch = (x[:256], y[:256])
+    return prune(model, cfg.init, cfg.sparsity, quota=cfg.quota, seed=cfg.seed, input_shape=shape, batch=batch).masks
+
+
+def _fits(model: nn.Module, data: Data, device: str) -> None:
+    x = data.train[0][:2].to(device)
+    try:
+        with torch.no_grad():
+            out = model(x)
+    except Exception as e:
+        raise TrainError(
+            f"the model does not take {data.name}'s examples ({'x'.join(map(str, x.shape[1:]))}): "
+            f"{str(e).splitlines()[0][:120]}; choose data that fits the model, or --cifar-form for 32x32x3 models"
+        ) from None
+    if not isinstance(out, torch.Tensor) or out.dim() != 2:
+        raise TrainError(f"the model's output is not a (batch, classes) tensor for {data.name}: it is not a classifier")
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, split: tuple[torch.Tensor, torch.Tensor], device: str, size: int = 1000) -> tuple:
+    """(mean cross-entropy, accuracy) of ``model`` on ``split``."""
+    was = model.training
+    model.eval()
+    loss = correct = 0.0
+    for x, y in batches(split, size):
+        out = model(x.to(device))
+        loss += float(F.cross_entropy(out, y.to(device), reduction="sum"))
+        correct += int((out.argmax(1) == y.to(device)).sum())
+    model.train(was)
+    n = max(len(split[1]), 1)
+    return loss / n, correct / n
+
+
+def train(
+    model: nn.Module,
+    config: Config | None = None,
+    out: str | None = None,
+    masks: dict[str, torch.Tensor] | None = None,
+    log: Callable[[dict[str, Any]], None] | None = None,
+    progress: bool = False,
+) -> Run:
+    """Train ``model`` with masks (see :class:`Config`); with ``out``, checkpoint each epoch there and
+    resume from it. ``masks`` (name -> bool) override the initial masks; ``log`` gets every record.
+    The seed fixes what the run draws (masks, batches, augmentation, growth); seed the model's own
+    initialisation before building it, as the command line does."""
+    cfg = config or Config()
+    cfg.check()
+    torch.manual_seed(cfg.seed)
+    data = Data.load(cfg.data, cfg.val_size, cfg.data_root, cifar_form=cfg.cifar_form, limit=cfg.limit, seed=cfg.seed)
+    model.to(cfg.device).train()
+    _fits(model, data, cfg.device)
+    shape = (1, *data.train[0].shape[1:])
+    initial = masks if masks is not None else _initial_masks(model, cfg, data, shape)
+    m = Masks(model, initial)
+    watch = Watch(Analyzer(model, input_shape=shape), cfg.guard, cfg.reclaim)
+    if cfg.guard:  # a start that is already cut is repaired like an update would be
+        noise = {
+            n: torch.rand(t.shape, generator=torch.Generator().manual_seed(cfg.seed), dtype=torch.float64)
+            for n, t in m.masks.items()
+        }
+        m.set(watch.repair(dict(m.masks), noise))
+    steps_per_epoch = math.ceil(len(data.train[1]) / cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs
+    pol: Policy = POLICIES[cfg.method](
+        total,
+        update_every=cfg.update_every,
+        drop_fraction=cfg.drop_fraction,
+        end=cfg.end,
+        sparsity=cfg.sparsity,
+        quota=cfg.quota,
+    )
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "sgd":
+        opt: torch.optim.Optimizer = torch.optim.SGD(
+            params,
+            lr=cfg.lr,
+            momentum=cfg.momentum,
+            nesterov=cfg.nesterov and cfg.momentum > 0,
+            weight_decay=cfg.weight_decay,
+        )
+    else:
+        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    lr = LearningRate(cfg.lr, total, cfg.schedule, int(cfg.warmup_epochs * steps_per_epoch))
+    run = Run(model, m, [], cfg)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    ckpt = Checkpointer(out, asdict(cfg)) if out else None
+    step, first = 0, 1
+    if ckpt is not None and ckpt.exists():
+        step, first = ckpt.restore(model, opt, m, gen, run.history)
+    emit = log or (lambda record: None)
+    for epoch in range(first, cfg.epochs + 1):
+        started, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
+        it = batches(data.train, cfg.batch_size, gen)
+        if progress:
+            from tqdm import tqdm
+
+            it = tqdm(it, total=steps_per_epoch, desc=f"epoch {epoch}/{cfg.epochs}", leave=False)
+        for x, y in it:
+            if data.augment:
+                x = augment(x, gen)
+            x, y = x.to(cfg.device), y.to(cfg.device)
+            for g in opt.param_groups:
+                g["lr"] = lr(step)
+            opt.zero_grad(set_to_none=True)
+            out_ = model(x)
+            loss = F.cross_entropy(out_, y)
+            if not torch.isfinite(loss):
+                raise TrainError(
+                    f"the loss became {float(loss.detach())} at epoch {epoch}, step {step + 1}: lower --lr "
+                    f"(now {cfg.lr}) or add --clip 1.0"
+                )
+            loss.backward()
+            step += 1
+            due = pol.due(step)
+            grads = (
+                {n: p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p) for n, p in m.params.items()}
+                if due and pol.needs_grads
+                else None
+            )
+            m.mask_grads()
+            if cfg.clip:
+                torch.nn.utils.clip_grad_norm_(params, cfg.clip)
+            opt.step()
+            m.enforce(opt)
+            loss_sum += float(loss.detach()) * len(y)
+            correct += int((out_.argmax(1) == y).sum())
+            seen += len(y)
+            if due:
+                u = Update(step, total, {n: p.detach() for n, p in m.params.items()}, dict(m.masks), gen, grads)
+                new, res = watch.update(pol, u)
+                m.set(new, opt)
+                record = {"event": "update", "epoch": epoch, "step": step, **watch.summary(res)}
+                run.history.append(record)
+                emit(record)
+        val_loss, val_acc = evaluate(model, data.val, cfg.device) if len(data.val[1]) else (float("nan"), float("nan"))
+        _, test_acc = evaluate(model, data.test, cfg.device)
+        res = watch.analyze(dict(m.masks))
+        record = {
+            "event": "epoch",
+            "epoch": epoch,
+            "step": step,
+            "train_loss": loss_sum / max(seen, 1),
+            "train_acc": correct / max(seen, 1),
+            "val_loss": val_loss,
+            "val_acc": val_acc,
+            "test_acc": test_acc,
+            "lr": lr(step - 1),
+            **watch.summary(res),
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+        run.history.append(record)
+        if ckpt is not None:  # before the record is shown: an interruption after it loses nothing
+            ckpt.save(model, opt, m, gen, run.history, step, epoch)
+        emit(record)
+    return run
