@@ -51,6 +51,13 @@ from .main import main
     show_default=True,
     help="The score that picks the initial masks (as connectome prune --method).",
 )
+@click.option(
+    "--target",
+    type=click.Choice(["direct", "effective"]),
+    default="direct",
+    show_default=True,
+    help="effective: the initial masks keep weights until their effective sparsity is --sparsity.",
+)
 @click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
 @click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default="sgd", show_default=True)

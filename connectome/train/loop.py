@@ -44,6 +44,7 @@ class Config:
     sparsity: float = 0.9
     quota: str | None = "erk"  # layer densities of the initial masks (and of GMP's targets)
     init: str = "random"  # the score that picks the initial masks (a connectome prune method)
+    target: str = "direct"  # whether --sparsity is the initial masks' direct or effective sparsity
     epochs: int = 10
     batch_size: int = 128
     optimizer: str = "sgd"  # sgd or adamw
@@ -77,6 +78,8 @@ class Config:
             raise TrainError(f"unknown schedule {self.schedule!r}: choose from {', '.join(LR_KINDS)}")
         if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0 or not math.isfinite(self.lr):
             raise TrainError("--epochs and --batch-size must be 1 or more and --lr a positive number")
+        if self.target not in ("direct", "effective"):
+            raise TrainError(f"--target must be direct or effective, not {self.target!r}")
         if not 0.0 <= self.drop_fraction <= 1.0 or not 0.0 < self.end <= 1.0:
             raise TrainError("--drop-fraction must lie in [0, 1] and --end in (0, 1]")
 
@@ -103,7 +106,9 @@ def _initial_masks(model: nn.Module, cfg: Config, data: Data, shape: tuple[int, 
 
     x, y = data.train
     batch = (x[:256], y[:256])
-    return prune(model, cfg.init, cfg.sparsity, quota=cfg.quota, seed=cfg.seed, input_shape=shape, batch=batch).masks
+    return prune(
+        model, cfg.init, cfg.sparsity, quota=cfg.quota, target=cfg.target, seed=cfg.seed, input_shape=shape, batch=batch
+    ).masks
 
 
 def _fits(model: nn.Module, data: Data, device: str) -> None:
@@ -192,6 +197,10 @@ def train(
     if ckpt is not None and ckpt.exists():
         step, first = ckpt.restore(model, opt, m, gen, run.history)
     emit = log or (lambda record: None)
+    if not run.history:  # the masks training starts from, as pruned: the paper's x-axis
+        start = {"event": "start", "epoch": 0, "step": 0, **watch.summary(watch.analyze(dict(m.masks)))}
+        run.history.append(start)
+        emit(start)
     for epoch in range(first, cfg.epochs + 1):
         started, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
         it = batches(data.train, cfg.batch_size, gen)

@@ -1,0 +1,108 @@
+"""A sweep's spec: a TOML file whose list values are the axes of a grid and whose other values are fixed.
+
+```toml
+name = "lenet-connectivity"
+[runs]
+model = "connectome:lenet_300_100"
+data = "mnist"
+init = ["random", "magnitude", "snip"]      # how the initial masks are scored (connectome prune)
+quota = ["uniform", "erk", "igq"]
+target = ["direct", "effective"]
+compression = [10, 31.6, 100]                # or sparsity = [...]
+seed = [0, 1, 2]
+epochs = 10
+```
+
+Every key of :class:`connectome.train.Config` may appear, plus ``model`` and ``compression``.
+
+Examples
+--------
+>>> s = Spec.parse('[runs]\\nmodel = "connectome:lenet_300_100"\\ncompression = [10, 100]\\nseed = [0, 1]\\n')
+>>> [(p["sparsity"], p["seed"]) for p in s.points()]
+[(0.9, 0), (0.9, 1), (0.99, 0), (0.99, 1)]
+>>> s.points()[0]["id"]
+'model=connectome-lenet_300_100,sparsity=0.9,seed=0'
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import tomllib
+from dataclasses import dataclass, fields
+from typing import Any
+
+from ..train import Config, TrainError
+
+__all__ = ["Spec", "SpecProblem", "KEYS"]
+
+KEYS = {f.name for f in fields(Config)} | {"model", "compression"}
+
+
+class SpecProblem(TrainError):
+    """The sweep's spec cannot be run as written."""
+
+
+@dataclass
+class Spec:
+    name: str
+    runs: dict[str, Any]
+
+    @staticmethod
+    def load(path: str) -> Spec:
+        try:
+            with open(path, "rb") as f:
+                text = f.read().decode()
+        except OSError as e:
+            raise SpecProblem(f"cannot read {path}: {e.strerror}") from None
+        return Spec.parse(text, path)
+
+    @staticmethod
+    def parse(text: str, where: str = "the spec") -> Spec:
+        try:
+            doc = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise SpecProblem(f"{where} is not valid TOML: {e}") from None
+        runs = doc.get("runs")
+        if not isinstance(runs, dict) or "model" not in runs:
+            raise SpecProblem(f'{where} needs a [runs] table with at least model = "..."')
+        unknown = sorted(set(runs) - KEYS)
+        if unknown:
+            raise SpecProblem(f"{where}: unknown keys {', '.join(unknown)}; the keys are {', '.join(sorted(KEYS))}")
+        if "compression" in runs and "sparsity" in runs:
+            raise SpecProblem(f"{where}: give compression or sparsity, not both")
+        return Spec(str(doc.get("name", "sweep")), runs)
+
+    def points(self) -> list[dict[str, Any]]:
+        """Every combination of the axes, in the order the keys are written, each with an ``id``."""
+        axes = {k: v if isinstance(v, list) else [v] for k, v in self.runs.items()}
+        for k, v in axes.items():
+            if not v:
+                raise SpecProblem(f"the axis {k} is empty")
+        out = []
+        for combo in itertools.product(*axes.values()):
+            p = dict(zip(axes, combo))
+            if "compression" in p:
+                c = float(p.pop("compression"))
+                if not 1 <= c < float("inf"):
+                    raise SpecProblem(f"compression must be 1 or more and finite, not {c}")
+                p["sparsity"] = round(1.0 - 1.0 / c, 12)
+            varying = [k if k != "compression" else "sparsity" for k, v in axes.items() if len(v) > 1 or k == "model"]
+            p["id"] = ",".join(f"{k}={_slug(p[k])}" for k in varying)
+            out.append(p)
+        ids = [p["id"] for p in out]
+        if len(set(ids)) != len(ids):
+            raise SpecProblem("two runs of the sweep are the same: an axis repeats a value")
+        return out
+
+    def config(self, point: dict[str, Any]) -> tuple[str, Config]:
+        """The model spec and the training configuration of one point."""
+        opts = {k: v for k, v in point.items() if k not in ("model", "id")}
+        try:
+            return str(point["model"]), Config(**opts)
+        except TypeError as e:
+            raise SpecProblem(f"run {point['id']}: {e}") from None
+
+
+def _slug(v: Any) -> str:
+    return re.sub(r"[^A-Za-z0-9_.+-]", "-", f"{v:g}" if isinstance(v, float) else str(v))

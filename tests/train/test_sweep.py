@@ -1,0 +1,100 @@
+"""Sweeps: the grid from a TOML spec, in-process and on a local Ray with 2 CPUs. A sweep resumes with
+nothing to do, records a run that raises, and completes when a Ray worker is killed mid-run."""
+import csv
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from connectome.sweep import Spec, SpecProblem, run_sweep
+
+TINY = """name = "tiny"
+[runs]
+model = "connectome:lenet_300_100"
+data = "mnist"
+method = ["static", "rigl"]
+sparsity = 0.9
+lr = [0.1, 1e30]
+epochs = 1
+limit = 1500
+val_size = 100
+batch_size = 50
+update_every = 5
+"""
+
+
+def test_the_grid_and_its_bad_forms():
+    pts = Spec.parse(TINY).points()
+    assert [p["id"] for p in pts] == [
+        "model=connectome-lenet_300_100,method=static,lr=0.1", "model=connectome-lenet_300_100,method=static,lr=1e+30",
+        "model=connectome-lenet_300_100,method=rigl,lr=0.1", "model=connectome-lenet_300_100,method=rigl,lr=1e+30"]
+    for text, says in [("[runs]\nmodel='m'\nwidth=[1]\n", "unknown keys width"),
+                       ("[runs]\nmodel='m'\ncompression=[10]\nsparsity=0.9\n", "not both"),
+                       ("[runs]\nmodel='m'\nseed=[]\n", "the axis seed is empty"),
+                       ("[runs\n", "not valid TOML"), ("name='x'\n", "needs a [runs] table")]:
+        with pytest.raises(SpecProblem, match=re.escape(says)):
+            Spec.parse(text).points()
+
+
+def test_a_local_sweep_records_failures_and_resumes_with_nothing_to_do(tmp_path):
+    rows = run_sweep(Spec.parse(TINY), str(tmp_path), local=True)
+    status = {r["id"].split(",", 1)[1]: r["status"] for r in rows}
+    assert status == {"method=static,lr=0.1": "ok", "method=static,lr=1e+30": "failed",
+                      "method=rigl,lr=0.1": "ok", "method=rigl,lr=1e+30": "failed"}
+    failed = [r for r in rows if r["status"] == "failed"]
+    assert all("the loss became nan" in r["error"] for r in failed)
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert all(r["direct_sparsity"] == pytest.approx(0.9, abs=1e-4) and r["test_acc"] > 0.1 for r in ok)  # above chance after 28 steps
+    with open(tmp_path / "results.csv") as f:
+        assert len(list(csv.DictReader(f))) == 4
+    stamps = {p: os.path.getmtime(tmp_path / p / "result.json") for p in os.listdir(tmp_path) if "=" in p}
+    again = run_sweep(Spec.parse(TINY), str(tmp_path), local=True)
+    assert again == rows
+    assert stamps == {p: os.path.getmtime(tmp_path / p / "result.json") for p in stamps}   # nothing ran
+
+
+RAY = """name = "ray"
+[runs]
+model = "connectome:lenet_300_100"
+data = "mnist"
+seed = [0, 1, 2]
+sparsity = 0.9
+epochs = 3
+limit = 3000
+val_size = 200
+"""
+
+
+def _workers() -> list[int]:
+    out = subprocess.run(["pgrep", "-f", "ray::run_point"], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def test_a_sweep_on_ray_survives_a_killed_worker_and_resumes(tmp_path):
+    pytest.importorskip("ray")
+    spec = tmp_path / "ray.toml"
+    spec.write_text(RAY)
+    cli = [os.path.join(os.path.dirname(sys.executable), "connectome")]
+    args = [*cli, "sweep", str(spec), "-o", str(tmp_path / "out"), "--num-cpus", "2"]
+    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    killed, deadline = None, time.monotonic() + 240
+    while killed is None and p.poll() is None and time.monotonic() < deadline:
+        workers = _workers()
+        started = [d for d in os.listdir(tmp_path / "out")] if (tmp_path / "out").exists() else []
+        if workers and any(os.path.exists(tmp_path / "out" / d / "log.jsonl") for d in started):
+            killed = workers[0]                       # a worker that has finished an epoch of its run
+            os.kill(killed, signal.SIGKILL)
+        time.sleep(0.2)
+    stdout, stderr = p.communicate(timeout=600)
+    assert killed is not None, "no Ray worker was seen running"
+    assert p.returncode == 0, stderr[-3000:]
+    assert "3 of 3 runs finished, 0 failed" in stdout
+    rows = [json.loads(line) for line in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
+    assert [r["status"] for r in rows] == ["ok"] * 3
+    again = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "3 of 3 runs finished" in again.stdout
