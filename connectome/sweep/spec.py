@@ -13,7 +13,9 @@ seed = [0, 1, 2]
 epochs = 10
 ```
 
-Every key of :class:`connectome.train.Config` may appear, plus ``model`` and ``compression``.
+Every key of :class:`connectome.train.Config` may appear, plus ``model`` and ``compression``. An axis
+of inline tables moves several keys together (``prune = [{init = "random", quota = "igq"}, {init =
+"snip", quota = "none"}]``); ``"none"`` stands for no value (a global selection without a quota).
 
 Examples
 --------
@@ -66,7 +68,9 @@ class Spec:
         runs = doc.get("runs")
         if not isinstance(runs, dict) or "model" not in runs:
             raise SpecProblem(f'{where} needs a [runs] table with at least model = "..."')
-        unknown = sorted(set(runs) - KEYS)
+        bundles = {k for k, v in runs.items() if isinstance(v, list) and v and all(isinstance(x, dict) for x in v)}
+        inner = {key for k in bundles for x in runs[k] for key in x}
+        unknown = sorted((set(runs) - bundles - KEYS) | (inner - KEYS))
         if unknown:
             raise SpecProblem(f"{where}: unknown keys {', '.join(unknown)}; the keys are {', '.join(sorted(KEYS))}")
         if "compression" in runs and "sparsity" in runs:
@@ -81,7 +85,14 @@ class Spec:
                 raise SpecProblem(f"the axis {k} is empty")
         out = []
         for combo in itertools.product(*axes.values()):
-            p = dict(zip(axes, combo))
+            p: dict[str, Any] = {}
+            for k, v in zip(axes, combo):
+                if isinstance(v, dict):
+                    p[k] = ",".join(str(x) for x in v.values())
+                    p.update(v)
+                else:
+                    p[k] = v
+            p = {k: None if v == "none" else v for k, v in p.items()}
             if "compression" in p:
                 c = float(p.pop("compression"))
                 if not 1 <= c < float("inf"):
@@ -89,6 +100,7 @@ class Spec:
                 p["sparsity"] = round(1.0 - 1.0 / c, 12)
             varying = [k if k != "compression" else "sparsity" for k, v in axes.items() if len(v) > 1 or k == "model"]
             p["id"] = ",".join(f"{k}={_slug(p[k])}" for k in varying)
+            p = {k: v for k, v in p.items() if k in KEYS or k == "id" or k in axes}
             out.append(p)
         ids = [p["id"] for p in out]
         if len(set(ids)) != len(ids):
@@ -97,7 +109,7 @@ class Spec:
 
     def config(self, point: dict[str, Any]) -> tuple[str, Config]:
         """The model spec and the training configuration of one point."""
-        opts = {k: v for k, v in point.items() if k not in ("model", "id")}
+        opts = {k: v for k, v in point.items() if k in KEYS and k != "model"}
         try:
             return str(point["model"]), Config(**opts)
         except TypeError as e:

@@ -98,3 +98,26 @@ def test_a_sweep_on_ray_survives_a_killed_worker_and_resumes(tmp_path):
     assert [r["status"] for r in rows] == ["ok"] * 3
     again = subprocess.run(args, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "3 of 3 runs finished" in again.stdout
+
+
+def test_the_connectivity_reproduction_in_small(tmp_path):
+    """examples/connectivity: the LeNet-300-100 grid, cut to two methods, one compression, one seed and a
+    short run, goes through the sweep and the report (table and side-by-side plot)."""
+    import importlib.util
+
+    root = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "connectivity")
+    spec = Spec.load(os.path.join(root, "lenet300.toml"))
+    assert len(spec.points()) == 180
+    spec.runs.update(prune=spec.runs["prune"][2:4], compression=[100], seed=[0], epochs=1, limit=1500,
+                     val_size=100, batch_size=50)
+    rows = run_sweep(spec, str(tmp_path / "runs"), local=True)
+    assert [r["status"] for r in rows] == ["ok"] * 4
+    effective = [r for r in rows if r["target"] == "effective"]
+    assert all(r["start_effective_sparsity"] <= 0.99 + 1e-3 for r in effective)   # aimed at effective 100x
+    found = importlib.util.spec_from_file_location("report", os.path.join(root, "report.py"))
+    report = importlib.util.module_from_spec(found)
+    found.loader.exec_module(report)
+    text = report.table(report.load(str(tmp_path / "runs")))
+    assert text.count("| random (igq)") == 2 and text.count("| magnitude (global)") == 2
+    report.plot(rows, str(tmp_path / "accuracy.png"))
+    assert os.path.getsize(tmp_path / "accuracy.png") > 10_000

@@ -1,0 +1,103 @@
+"""Tables and plots of a connectivity sweep: accuracy against direct and against effective compression.
+
+Usage: python examples/connectivity/report.py RUNS_DIR --out docs/connectivity
+
+Reads RUNS_DIR/results.jsonl (written by ``connectome sweep``), averages over seeds, and writes
+``accuracy.png`` (two panels side by side) and ``table.md`` into --out.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+from collections import defaultdict
+
+
+def load(folder: str) -> list[dict]:
+    with open(os.path.join(folder, "results.jsonl")) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def label(r: dict) -> str:
+    quota = r.get("quota") or "global"
+    return f"{r.get('init', 'random')} ({quota}), {r.get('target', 'direct')}"
+
+
+def groups(rows: list[dict]) -> dict[tuple[str, float], list[dict]]:
+    out: dict[tuple[str, float], list[dict]] = defaultdict(list)
+    for r in rows:
+        if r.get("status") == "ok":
+            out[(label(r), round(1 / (1 - r["sparsity"]), 1))].append(r)
+    return out
+
+
+def compression(sparsity: float) -> float:
+    return math.inf if sparsity >= 1 else 1 / (1 - sparsity)
+
+
+def table(rows: list[dict]) -> str:
+    g = groups(rows)
+    lines = ["| method (quota), target | nominal | direct (start) | effective (start) | collapsed | test accuracy |",
+             "|---|---|---|---|---|---|"]
+    for (name, nominal), rs in sorted(g.items()):
+        acc = [100 * r["test_acc"] for r in rs]
+        d = statistics.mean(compression(r["start_direct_sparsity"]) for r in rs)
+        e = [compression(r["start_effective_sparsity"]) for r in rs]
+        eff = statistics.mean(e) if all(math.isfinite(x) for x in e) else math.inf
+        spread = f" ± {statistics.stdev(acc):.2f}" if len(acc) > 1 else ""
+        lines.append(f"| {name} | {nominal:g}x | {d:.1f}x | {eff:.1f}x | {sum(r['start_collapsed'] for r in rs)}/{len(rs)} "
+                     f"| {statistics.mean(acc):.2f}{spread} |")
+    failed = [r for r in rows if r.get("status") != "ok"]
+    if failed:
+        lines.append(f"\n{len(failed)} run(s) failed: " + "; ".join(f"{r['id']}: {r.get('error')}" for r in failed[:5]))
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5), sharey=True)
+    by: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        if r.get("status") == "ok":
+            by[label(r)].append(r)
+    for name, rs in sorted(by.items()):
+        style = "-" if name.endswith("direct") else "--"
+        for ax, key in zip(axes, ("start_direct_sparsity", "start_effective_sparsity")):
+            pts = defaultdict(list)
+            for r in rs:
+                pts[round(1 / (1 - r["sparsity"]), 1)].append((compression(r[key]), 100 * r["test_acc"]))
+            xs = [statistics.mean(x for x, _ in v) for _, v in sorted(pts.items())]
+            ys = [statistics.mean(y for _, y in v) for _, v in sorted(pts.items())]
+            keep = [(x, y) for x, y in zip(xs, ys) if math.isfinite(x)]
+            if keep:
+                ax.plot(*zip(*keep), style, marker="o", label=name)
+    for ax, what in zip(axes, ("direct", "effective")):
+        ax.set(xscale="log", xlabel=f"{what} compression at initialisation", title=f"against {what} compression")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("test accuracy after training (%)")
+    axes[1].legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("runs")
+    p.add_argument("--out", required=True)
+    args = p.parse_args()
+    rows = load(args.runs)
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "table.md"), "w") as f:
+        f.write(table(rows))
+    plot(rows, os.path.join(args.out, "accuracy.png"))
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()
