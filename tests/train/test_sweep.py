@@ -62,7 +62,8 @@ RAY = """name = "ray"
 [runs]
 model = "connectome:lenet_300_100"
 data = "mnist"
-seed = [0, 1, 2]
+seed = [0, 1]
+lr = [0.1, 1e30]
 sparsity = 0.9
 epochs = 3
 limit = 3000
@@ -70,9 +71,25 @@ val_size = 200
 """
 
 
-def _workers() -> list[int]:
+def _parent(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _workers(root: int) -> list[int]:
+    """Ray workers running a run of the sweep started as process ``root`` (not of any other sweep)."""
     out = subprocess.run(["pgrep", "-f", "ray::run_point"], capture_output=True, text=True).stdout
-    return [int(p) for p in out.split()]
+    mine = []
+    for pid in map(int, out.split()):
+        p = pid
+        while p > 1 and p != root:
+            p = _parent(p)
+        if p == root:
+            mine.append(pid)
+    return mine
 
 
 def test_a_sweep_on_ray_survives_a_killed_worker_and_resumes(tmp_path):
@@ -84,7 +101,7 @@ def test_a_sweep_on_ray_survives_a_killed_worker_and_resumes(tmp_path):
     p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     killed, deadline = None, time.monotonic() + 240
     while killed is None and p.poll() is None and time.monotonic() < deadline:
-        workers = _workers()
+        workers = _workers(p.pid)
         started = [d for d in os.listdir(tmp_path / "out")] if (tmp_path / "out").exists() else []
         if workers and any(os.path.exists(tmp_path / "out" / d / "log.jsonl") for d in started):
             killed = workers[0]                       # a worker that has finished an epoch of its run
@@ -92,12 +109,16 @@ def test_a_sweep_on_ray_survives_a_killed_worker_and_resumes(tmp_path):
         time.sleep(0.2)
     stdout, stderr = p.communicate(timeout=600)
     assert killed is not None, "no Ray worker was seen running"
-    assert p.returncode == 0, stderr[-3000:]
-    assert "3 of 3 runs finished, 0 failed" in stdout
+    assert p.returncode == 1, stderr[-3000:]                # exit 1: some runs failed, as they should
+    assert "2 of 4 runs finished, 2 failed" in stdout
     rows = [json.loads(line) for line in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
-    assert [r["status"] for r in rows] == ["ok"] * 3
+    assert {r["id"].split(",")[1:][0] + "," + r["id"].split(",")[2]: r["status"] for r in rows} == {
+        "seed=0,lr=0.1": "ok", "seed=0,lr=1e+30": "failed", "seed=1,lr=0.1": "ok", "seed=1,lr=1e+30": "failed"}
+    assert all("the loss became nan" in r["error"] for r in rows if r["status"] == "failed")
+    stamps = {r["id"]: os.path.getmtime(tmp_path / "out" / r["id"] / "result.json") for r in rows}
     again = subprocess.run(args, capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0 and "3 of 3 runs finished" in again.stdout
+    assert again.returncode == 1 and "2 of 4 runs finished, 2 failed" in again.stdout
+    assert stamps == {i: os.path.getmtime(tmp_path / "out" / i / "result.json") for i in stamps}  # nothing ran
 
 
 def test_the_connectivity_reproduction_in_small(tmp_path):
