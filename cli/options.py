@@ -21,7 +21,8 @@ DTYPES = {
 }
 
 
-def _max_memory(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+def max_memory_option(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """The callback of --max-memory: sets the budget of every analysis the command runs."""
     if value is None:
         return
     try:
@@ -37,7 +38,7 @@ def input_options(fn):
         metavar="SIZE",
         default=None,
         expose_value=False,
-        callback=_max_memory,
+        callback=max_memory_option,
         help="Stop, naming a smaller --input-shape, when the work would grow by more than SIZE "
         "(e.g. 4G, 512M, 25%). Default: half the machine's memory.",
     )(fn)

@@ -15,12 +15,27 @@ from connectome.prune import QUOTAS, SCORES
 from connectome.train import POLICIES, Config, TrainError, train
 from connectome.train.state import CHECKPOINT, LOG
 
-from .analyze import model_options
 from .main import main
+from .options import max_memory_option
 
 
 @main.command(name="train")
-@model_options
+@click.argument("model")
+@click.option(
+    "--weights",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="A pruned checkpoint to start from (its masks are kept): a state_dict or .safetensors file.",
+)
+@click.option("--trust", is_flag=True, help="Allow loading a whole-model pickle; pickles can run code.")
+@click.option(
+    "--max-memory",
+    metavar="SIZE",
+    default=None,
+    expose_value=False,
+    callback=max_memory_option,
+    help="Memory budget of the analyses (e.g. 4G). Default: half the machine's memory.",
+)
 @click.option("--data", "dataset", type=click.Choice(data_mod.DATASETS), required=True, help="The data set.")
 @click.option("--data-root", default=None, metavar="DIR", help="Folder with the data set's files.")
 @click.option(
@@ -109,7 +124,7 @@ from .main import main
     metavar="DIR",
     help="The run's folder: checkpoint.pt (prune form), log.jsonl, plot.png; a rerun resumes it.",
 )
-def train_cmd(model, input_shape, weights, trust, input_dtype, tracer, dataset, data_root, output, device, **opts):
+def train_cmd(model, weights, trust, dataset, data_root, output, device, **opts):
     """Train MODEL on --data with masks, logging direct and effective sparsity.
 
     The initial masks come from --init and --quota at --sparsity, or from --weights (a pruned
@@ -128,6 +143,7 @@ def train_cmd(model, input_shape, weights, trust, input_dtype, tracer, dataset, 
     for note in ck.notes:
         click.echo(f"note: {note}", err=True)
     opts["warmup_epochs"] = opts.pop("warmup")
+    opts["quota"] = None if opts["quota"] == "none" else opts["quota"]
     cfg = Config(data=dataset, data_root=data_root, device=device, **opts)
     masks = ck.masks or None
     try:
