@@ -72,9 +72,7 @@ def parse_size(text: str | int) -> int:
     if not m:
         raise ValueError(f"bad memory size {text!r}: use a number with K, M, G or T (e.g. 4G), or a percentage")
     value, unit = float(m.group(1)), m.group(2)
-    if unit == "%":
-        return int(machine_bytes() * value / 100)
-    size = int(value * _UNITS[unit.rstrip("B").rstrip("I")])
+    size = int(machine_bytes() * value / 100) if unit == "%" else int(value * _UNITS[unit.rstrip("B").rstrip("I")])
     if size <= 0:
         raise ValueError(f"bad memory size {text!r}: it must be more than 0 bytes")
     return size

@@ -32,7 +32,8 @@ KEPT_BYTES = 2  # per position of each tensor: its forward and backward pattern
 def positions(v: Any) -> int:
     """Positions of a value (elements per channel), summed over a tuple's tensors."""
     if isinstance(v, torch.Tensor):
-        channels = v.shape[1] if v.dim() > 1 else v.shape[0] if v.dim() == 1 else 1
+        # channels first (N, C, H, W) or last (N, T, E): the fewer channels, the more positions
+        channels = min(v.shape[1], v.shape[-1]) if v.dim() > 2 else v.shape[-1] if v.dim() else 1
         return v.numel() // max(int(channels), 1)
     if isinstance(v, (tuple, list)):
         return sum(positions(x) for x in v)

@@ -10,6 +10,7 @@ resumes from its last finished epoch. ``results.jsonl`` and ``results.csv`` hold
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -21,7 +22,7 @@ from typing import Any
 from ..io.files import write_atomic
 from .spec import Spec, SpecProblem
 
-__all__ = ["run_point", "run_sweep", "RESULT"]
+__all__ = ["run_point", "run_sweep", "folder_of", "RESULT"]
 
 RESULT = "result.json"
 _METRICS = ("test_acc", "val_acc", "direct_sparsity", "effective_sparsity", "dead_units", "collapsed")
@@ -35,7 +36,7 @@ def run_point(spec_runs: dict[str, Any], point: dict[str, Any], folder: str) -> 
     from ..train import train
 
     started = time.perf_counter()
-    row: dict[str, Any] = dict(point)
+    row: dict[str, Any] = dict(point, folder=os.path.basename(folder))
     try:
         model_spec, cfg = Spec("", spec_runs).config(point)
         torch.manual_seed(cfg.seed)  # the model's own initial weights
@@ -65,6 +66,12 @@ def run_point(spec_runs: dict[str, Any], point: dict[str, Any], folder: str) -> 
     os.makedirs(folder, exist_ok=True)
     write_atomic(os.path.join(folder, RESULT), json.dumps(row, indent=1))
     return row
+
+
+def folder_of(point: dict[str, Any]) -> str:
+    """A run's folder name: its id, and a hash of every value (a changed fixed value is another run)."""
+    digest = hashlib.sha256(json.dumps(point, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return f"{point['id']}.{digest}"
 
 
 def _finished(folder: str) -> dict[str, Any] | None:
@@ -107,11 +114,16 @@ def run_sweep(
     task, on the cluster at ``address`` or on a local Ray with ``num_cpus`` workers.
     """
     points = spec.points()
+    for p in points:  # a typo in the spec fails now, not once per run after Ray has started
+        spec.config(p)[1].check()
     os.makedirs(out, exist_ok=True)
     rows: dict[str, dict[str, Any]] = {}
     todo = []
     for p in points:
-        done = _finished(os.path.join(out, p["id"]))
+        done = _finished(os.path.join(out, folder_of(p)))
+        if done is None:  # a folder named by the id alone (earlier versions): its row must hold the same values
+            old = _finished(os.path.join(out, p["id"]))
+            done = old if old is not None and all(old.get(k) == v for k, v in p.items()) else None
         if done is not None and (done.get("status") == "ok" or not retry_failed):
             rows[p["id"]] = done
         else:
@@ -126,7 +138,7 @@ def run_sweep(
     show(len(rows), sum(r.get("status") != "ok" for r in rows.values()), len(points))
     if todo and local:
         for p in todo:
-            record(run_point(spec.runs, p, os.path.join(out, p["id"])))
+            record(run_point(spec.runs, p, os.path.join(out, folder_of(p))))
     elif todo:
         _on_ray(spec, out, todo, address, num_cpus, record)
     _write_results(out, list(rows.values()))
@@ -151,14 +163,20 @@ def _on_ray(spec: Spec, out: str, todo: list, address: str | None, num_cpus: int
         # a dead worker is retried elsewhere (the run resumes from its last epoch); an exception inside
         # a run is not an error of Ray's: run_point returns it as a row
         task = ray.remote(num_cpus=1, max_retries=3)(run_point)
-        pending = {task.remote(spec.runs, p, os.path.abspath(os.path.join(out, p["id"]))): p for p in todo}
+        pending = {
+            task.options(num_gpus=1 if str(p.get("device", "cpu")).startswith("cuda") else 0).remote(
+                spec.runs, p, os.path.abspath(os.path.join(out, folder_of(p)))
+            ): p
+            for p in todo
+        }
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
             p = pending.pop(ready[0])
             try:
                 record(ray.get(ready[0]))
             except Exception as e:  # retries exhausted: the worker kept dying
-                record({**p, "status": "failed", "error": f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"})
+                first = (str(e).strip().splitlines() or [""])[0][:300]
+                record({**p, "status": "failed", "error": f"{type(e).__name__}: {first}"})
     finally:
         if started_here:
             ray.shutdown()

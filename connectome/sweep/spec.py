@@ -111,9 +111,11 @@ class Spec:
         """The model spec and the training configuration of one point."""
         opts = {k: v for k, v in point.items() if k in KEYS and k != "model"}
         try:
-            return str(point["model"]), Config(**opts)
-        except TypeError as e:
+            cfg = Config(**opts)
+            cfg.check()
+        except (TypeError, TrainError) as e:
             raise SpecProblem(f"run {point['id']}: {e}") from None
+        return str(point["model"]), cfg
 
 
 def _slug(v: Any) -> str:

@@ -117,9 +117,10 @@ def _fits(model: nn.Module, data: Data, device: str) -> None:
         with torch.no_grad():
             out = model(x)
     except Exception as e:
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0][:120]
         raise TrainError(
             f"the model does not take {data.name}'s examples ({'x'.join(map(str, x.shape[1:]))}): "
-            f"{str(e).splitlines()[0][:120]}; choose data that fits the model, or --cifar-form for 32x32x3 models"
+            f"{why}; choose data that fits the model, or --cifar-form for 32x32x3 models"
         ) from None
     if not isinstance(out, torch.Tensor) or out.dim() != 2:
         raise TrainError(f"the model's output is not a (batch, classes) tensor for {data.name}: it is not a classifier")
@@ -163,11 +164,9 @@ def train(
     m = Masks(model, initial)
     watch = Watch(Analyzer(model, input_shape=shape), cfg.guard, cfg.reclaim)
     if cfg.guard:  # a start that is already cut is repaired like an update would be
-        noise = {
-            n: torch.rand(t.shape, generator=torch.Generator().manual_seed(cfg.seed), dtype=torch.float64)
-            for n, t in m.masks.items()
-        }
-        m.set(watch.repair(dict(m.masks), noise))
+        g0 = torch.Generator().manual_seed(cfg.seed)
+        noise = {n: torch.rand(t.shape, generator=g0, dtype=torch.float64) for n, t in m.masks.items()}
+        m.set(watch.repair({n: t.cpu() for n, t in m.masks.items()}, noise))
     steps_per_epoch = math.ceil(len(data.train[1]) / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
     pol: Policy = POLICIES[cfg.method](
@@ -177,6 +176,7 @@ def train(
         end=cfg.end,
         sparsity=cfg.sparsity,
         quota=cfg.quota,
+        initial=1.0 - sum(m.kept().values()) / max(sum(t.numel() for t in m.masks.values()), 1),
     )
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.optimizer == "sgd":
@@ -225,8 +225,11 @@ def train(
             loss.backward()
             step += 1
             due = pol.due(step)
-            grads = (
-                {n: p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p) for n, p in m.params.items()}
+            grads = (  # on the CPU, like everything a policy and the walk read
+                {
+                    n: p.grad.detach().to("cpu", copy=True) if p.grad is not None else torch.zeros(p.shape)
+                    for n, p in m.params.items()
+                }
                 if due and pol.needs_grads
                 else None
             )
@@ -239,13 +242,14 @@ def train(
             correct += int((out_.argmax(1) == y).sum())
             seen += len(y)
             if due:
-                u = Update(step, total, {n: p.detach() for n, p in m.params.items()}, dict(m.masks), gen, grads)
+                weights = {n: p.detach().cpu() for n, p in m.params.items()}
+                u = Update(step, total, weights, {n: t.cpu() for n, t in m.masks.items()}, gen, grads)
                 new, res = watch.update(pol, u)
                 m.set(new, opt)
                 record = {"event": "update", "epoch": epoch, "step": step, **watch.summary(res)}
                 run.history.append(record)
                 emit(record)
-        val_loss, val_acc = evaluate(model, data.val, cfg.device) if len(data.val[1]) else (float("nan"), float("nan"))
+        val_loss, val_acc = evaluate(model, data.val, cfg.device) if len(data.val[1]) else (None, None)
         _, test_acc = evaluate(model, data.test, cfg.device)
         res = watch.analyze(dict(m.masks))
         record = {

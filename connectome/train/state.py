@@ -52,6 +52,7 @@ class Checkpointer:
             "masks": dict(masks.masks),
             "generator": gen.get_state(),
             "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "history": json.dumps(history),
             "step": step,
             "epoch": epoch,
@@ -78,10 +79,16 @@ class Checkpointer:
                 f"{self.folder} holds a run with other options ({shown}): resume with the same "
                 "options, or choose another -o"
             )
-        model.load_state_dict(state["model"])
-        masks.set(state["masks"])
-        opt.load_state_dict(state["optimizer"])
+        try:
+            model.load_state_dict(state["model"])
+            masks.set(state["masks"])
+            opt.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:150]
+            raise TrainError(f"{self.folder} holds a run of another model ({first}): choose another -o") from None
         gen.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
         history[:] = json.loads(state["history"])
         return int(state["step"]), int(state["epoch"]) + 1

@@ -47,6 +47,8 @@ def live_pairs(res: Analysis, name: str, shape: tuple[int, ...]) -> torch.Tensor
     """Entries of weight ``name`` joining an input unit the inputs reach to an output unit that reaches
     the outputs (None where the layer's units cannot be told apart, e.g. grouped convolutions)."""
     layer = name[: -len(".weight")] if name.endswith(".weight") else name
+    if res.kinds.get(name, "").startswith("convT"):  # (in, out, ...): the other way round
+        return None
     try:
         out = res.units(layer)["alive_to_output"]
         node = res._owner_node(layer)
@@ -174,7 +176,12 @@ def _without(masks: dict[str, torch.Tensor], drop: dict[str, torch.Tensor]) -> d
 
 def _swap(mask: torch.Tensor, effective: torch.Tensor, pairs: torch.Tensor, score: torch.Tensor, res) -> torch.Tensor:
     """``mask`` with its first ineffective kept weight swapped for the best-scored live pair."""
-    grow_score = torch.where(pairs & ~mask, score.double(), torch.tensor(float("-inf"), dtype=torch.float64))
+    pairs = pairs.to(mask.device)
+    grow_score = torch.where(
+        pairs & ~mask,
+        score.to(mask.device).double(),
+        torch.tensor(float("-inf"), dtype=torch.float64, device=mask.device),
+    )
     grow = int(torch.argmax(grow_score.flatten()))
     out = mask.clone().flatten()
     spare = torch.nonzero((mask & ~effective).flatten()).flatten()

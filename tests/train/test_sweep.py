@@ -36,9 +36,11 @@ def test_the_grid_and_its_bad_forms():
     for text, says in [("[runs]\nmodel='m'\nwidth=[1]\n", "unknown keys width"),
                        ("[runs]\nmodel='m'\ncompression=[10]\nsparsity=0.9\n", "not both"),
                        ("[runs]\nmodel='m'\nseed=[]\n", "the axis seed is empty"),
-                       ("[runs\n", "not valid TOML"), ("name='x'\n", "needs a [runs] table")]:
+                       ("[runs\n", "not valid TOML"), ("name='x'\n", "needs a [runs] table"),
+                       ("[runs]\nmodel='m'\nmethod=['rigl2']\n", "unknown training method 'rigl2'")]:
         with pytest.raises(SpecProblem, match=re.escape(says)):
-            Spec.parse(text).points()
+            spec = Spec.parse(text)
+            [spec.config(p) for p in spec.points()]
 
 
 def test_a_local_sweep_records_failures_and_resumes_with_nothing_to_do(tmp_path):
@@ -53,6 +55,7 @@ def test_a_local_sweep_records_failures_and_resumes_with_nothing_to_do(tmp_path)
     with open(tmp_path / "results.csv") as f:
         assert len(list(csv.DictReader(f))) == 4
     stamps = {p: os.path.getmtime(tmp_path / p / "result.json") for p in os.listdir(tmp_path) if "=" in p}
+    assert len(stamps) == 4
     again = run_sweep(Spec.parse(TINY), str(tmp_path), local=True)
     assert again == rows
     assert stamps == {p: os.path.getmtime(tmp_path / p / "result.json") for p in stamps}   # nothing ran
@@ -115,7 +118,7 @@ def test_a_sweep_on_ray_survives_a_killed_worker_and_resumes(tmp_path):
     assert {r["id"].split(",")[1:][0] + "," + r["id"].split(",")[2]: r["status"] for r in rows} == {
         "seed=0,lr=0.1": "ok", "seed=0,lr=1e+30": "failed", "seed=1,lr=0.1": "ok", "seed=1,lr=1e+30": "failed"}
     assert all("the loss became nan" in r["error"] for r in rows if r["status"] == "failed")
-    stamps = {r["id"]: os.path.getmtime(tmp_path / "out" / r["id"] / "result.json") for r in rows}
+    stamps = {r["folder"]: os.path.getmtime(tmp_path / "out" / r["folder"] / "result.json") for r in rows}
     again = subprocess.run(args, capture_output=True, text=True, timeout=300)
     assert again.returncode == 1 and "2 of 4 runs finished, 2 failed" in again.stdout
     assert stamps == {i: os.path.getmtime(tmp_path / "out" / i / "result.json") for i in stamps}  # nothing ran

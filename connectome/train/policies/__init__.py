@@ -58,7 +58,7 @@ class Policy:
         self.total = total
         self.update_every = max(int(update_every), 1)
         self.drop_fraction = drop_fraction
-        self.end = int(end * total)  # no update from here on
+        self.end = max(int(end * total), 1)  # no update from here on
 
     def due(self, step: int) -> bool:
         """Whether to update the masks after optimiser step ``step`` (counted from 1)."""
@@ -96,7 +96,8 @@ def drop_smallest(
         if k <= 0:
             out[n] = m.clone()
             continue
-        score = torch.where(m, -weights[n].detach().abs().double(), torch.tensor(float("-inf"), dtype=torch.float64))
+        score = -weights[n].detach().to(m.device).abs().double()
+        score = torch.where(m, score, torch.tensor(float("-inf"), dtype=torch.float64, device=m.device))
         out[n] = m & ~top_k(score, k).to(m.device)
     return out
 
@@ -116,7 +117,8 @@ def grow_best(
         if k <= 0:
             out[n] = m.clone()
             continue
-        score = torch.where(allowed, scores[n].detach().double(), torch.tensor(float("-inf"), dtype=torch.float64))
+        score = scores[n].detach().to(m.device).double()
+        score = torch.where(allowed, score, torch.tensor(float("-inf"), dtype=torch.float64, device=m.device))
         out[n] = m | top_k(score, k).to(m.device)
     return out
 
