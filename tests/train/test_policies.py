@@ -119,3 +119,18 @@ def test_reclaim_leaves_no_ineffective_weight_after_an_update():
     new, res = watch.update(SET(total=100, update_every=1, drop_fraction=0.3), u)
     assert res.params_effective == res.params_nonzero == before.params_nonzero
     assert {n: int(m.sum()) for n, m in new.items()} == {n: int(m.sum()) for n, m in masks.items()}
+
+
+def test_gmp_from_a_pruned_start_never_makes_it_denser():
+    g = torch.Generator().manual_seed(0)
+    w = {"a": torch.randn(20, 30, generator=g), "b": torch.randn(10, 20, generator=g)}
+    start = {n: torch.rand(t.shape, generator=g) < 0.5 for n, t in w.items()}
+    initial = 1 - sum(int(m.sum()) for m in start.values()) / sum(m.numel() for m in start.values())
+    pol = GMP(total=100, sparsity=0.9, quota="uniform", update_every=10, end=0.5, initial=initial)
+    masks, kept = start, [sum(int(m.sum()) for m in start.values())]
+    for step in range(1, 101):
+        if pol.due(step):
+            masks = pol.update(Update(step, 100, {n: w[n] * masks[n] for n in w}, masks, g))
+            assert all(bool((masks[n] <= start[n]).all()) for n in w)        # nothing pruned comes back
+            kept.append(sum(int(m.sum()) for m in masks.values()))
+    assert kept == sorted(kept, reverse=True) and kept[-1] == 80             # 10% of 800 at the end
