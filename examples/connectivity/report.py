@@ -1,6 +1,6 @@
 """Tables and plots of a connectivity sweep: accuracy against direct and against effective compression.
 
-Usage: python examples/connectivity/report.py RUNS_DIR --out docs/connectivity
+Usage: python examples/connectivity/report.py RUNS_DIR --out docs/training/lenet300
 
 Reads RUNS_DIR/results.jsonl (written by ``connectome sweep``), averages over seeds, and writes
 ``accuracy.png`` (two panels side by side) and ``table.md`` into --out.
@@ -66,17 +66,19 @@ def plot(rows: list[dict], path: str) -> None:
     for r in rows:
         if r.get("status") == "ok":
             by[label(r)].append(r)
+    methods = sorted({name.rsplit(", ", 1)[0] for name in by})
+    colors = {m: plt.get_cmap("tab10")(i) for i, m in enumerate(methods)}  # one colour per method
     for name, rs in sorted(by.items()):
-        style = "-" if name.endswith("direct") else "--"
+        method, target = name.rsplit(", ", 1)
+        style = "-" if target == "direct" else "--"  # the line style says how the masks were aimed
         for ax, key in zip(axes, ("start_direct_sparsity", "start_effective_sparsity")):
             pts = defaultdict(list)
             for r in rs:
                 pts[round(1 / (1 - r["sparsity"]), 1)].append((compression(r[key]), 100 * r["test_acc"]))
-            xs = [statistics.mean(x for x, _ in v) for _, v in sorted(pts.items())]
-            ys = [statistics.mean(y for _, y in v) for _, v in sorted(pts.items())]
-            keep = [(x, y) for x, y in zip(xs, ys) if math.isfinite(x)]
+            xy = [(statistics.mean(x for x, _ in v), statistics.mean(y for _, y in v)) for v in pts.values()]
+            keep = sorted((x, y) for x, y in xy if math.isfinite(x))  # collapsed starts have no finite x
             if keep:
-                ax.plot(*zip(*keep), style, marker="o", label=name)
+                ax.plot(*zip(*keep), style, marker="o", color=colors[method], label=name)
     for ax, what in zip(axes, ("direct", "effective")):
         ax.set(xscale="log", xlabel=f"{what} compression at initialisation", title=f"against {what} compression")
         ax.grid(alpha=0.3)
