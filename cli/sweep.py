@@ -48,13 +48,22 @@ def sweep(spec_file, output, address, num_cpus, local, retry_failed):
     out = output or f"runs/{spec.name}"
     shown = sys.stderr.isatty()
 
+    counts = [0, 0]
+
     def progress(done: int, failed: int, total: int) -> None:
-        line = f"{done}/{total} done, {failed} failed"
+        counts[:] = [done, total]
         if shown:
-            click.echo("\r" + line, err=True, nl=False)
+            click.echo(f"\r{done}/{total} done, {failed} failed", err=True, nl=False)
+
+    def finished(row: dict) -> None:  # off a terminal (a log file, CI), one line per run instead
+        if not shown:
+            what = f"test accuracy {100 * row['test_acc']:.2f}%" if row.get("status") == "ok" else row.get("error")
+            click.echo(
+                f"[{counts[0]}/{counts[1]}] {row.get('status')} {row['id']}: {what} ({row.get('seconds')} s)", err=True
+            )
 
     try:
-        rows = run_sweep(spec, out, address, num_cpus, local, retry_failed, progress)
+        rows = run_sweep(spec, out, address, num_cpus, local, retry_failed, progress, finished)
     except SpecProblem as e:
         raise SpecError(str(e)) from None
     if shown:

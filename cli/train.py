@@ -10,7 +10,7 @@ import torch
 
 from connectome import data as data_mod
 from connectome.io.checkpoint import load
-from connectome.io.spec import SpecError
+from connectome.io.spec import SpecError, parse_kwargs
 from connectome.prune import QUOTAS, SCORES
 from connectome.train import POLICIES, Config, TrainError, train
 from connectome.train.state import CHECKPOINT, LOG
@@ -28,6 +28,12 @@ from .options import max_memory_option
     help="A pruned checkpoint to start from (its masks are kept): a state_dict or .safetensors file.",
 )
 @click.option("--trust", is_flag=True, help="Allow loading a whole-model pickle; pickles can run code.")
+@click.option(
+    "--arch-kwargs",
+    multiple=True,
+    metavar="K=V[,K=V]",
+    help="Keyword arguments for MODEL's factory, e.g. width=16 or num_classes=100.",
+)
 @click.option(
     "--max-memory",
     metavar="SIZE",
@@ -124,7 +130,7 @@ from .options import max_memory_option
     metavar="DIR",
     help="The run's folder: checkpoint.pt (prune form), log.jsonl, plot.png; a rerun resumes it.",
 )
-def train_cmd(model, weights, trust, dataset, data_root, output, device, **opts):
+def train_cmd(model, weights, trust, arch_kwargs, dataset, data_root, output, device, **opts):
     """Train MODEL on --data with masks, logging direct and effective sparsity.
 
     The initial masks come from --init and --quota at --sparsity, or from --weights (a pruned
@@ -134,12 +140,13 @@ def train_cmd(model, weights, trust, dataset, data_root, output, device, **opts)
     Examples:
       connectome train connectome:lenet_300_100 --data mnist --method rigl --sparsity 0.98 -o runs/rigl
       connectome train connectome:lenet_300_100 --data mnist --weights pruned.pt --epochs 20 -o runs/ft
-      connectome train connectome:resnet18 --data fashion-mnist --cifar-form --method set --guard -o runs/r
+      connectome train connectome:resnet18 --arch-kwargs width=16 --data fashion-mnist --cifar-form \\
+          --method set --guard -o runs/r
     """
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise SpecError(f"--device {device}: no CUDA device here; use --device cpu")
     torch.manual_seed(opts["seed"])  # a model built from code starts from the same weights on every run
-    ck = load(weights, arch=model, trust=trust)
+    ck = load(weights, arch=model, arch_kwargs=parse_kwargs(list(arch_kwargs)), trust=trust)
     for note in ck.notes:
         click.echo(f"note: {note}", err=True)
     opts["warmup_epochs"] = opts.pop("warmup")

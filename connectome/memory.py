@@ -24,6 +24,7 @@ import contextlib
 import os
 import re
 import resource
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
@@ -118,7 +119,8 @@ def rss() -> int:
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak if sys.platform == "darwin" else peak * 1024  # macOS counts bytes, Linux and BSD KiB
 
 
 @contextlib.contextmanager

@@ -72,19 +72,33 @@ _VGG19: list[int | str] = [
 ]
 
 
-def vgg19_cifar(num_classes: int = 10, batch_norm: bool = True) -> nn.Module:
-    """VGG-19 for 32x32 inputs: 16 conv layers (3x3) with BatchNorm, five max pools, one linear head."""
+def _check_width(width: int) -> None:
+    if not isinstance(width, int) or width < 1:
+        raise ValueError(f"width must be a positive integer (the first stage's channels), not {width!r}")
+
+
+def vgg19_cifar(num_classes: int = 10, batch_norm: bool = True, width: int = 64) -> nn.Module:
+    """VGG-19 for 32x32 inputs: 16 conv layers (3x3) with BatchNorm, five max pools, one linear head.
+
+    ``width`` is the first stage's channels (64 in the paper); every stage scales with it, so
+    ``width=16`` is a quarter-width VGG-19 with about 1/16 of the weights and compute.
+
+    >>> sum(p.numel() for p in vgg19_cifar(width=16).parameters() if p.dim() > 1)
+    1252784
+    """
+    _check_width(width)
     layers: list[nn.Module] = []
     c = 3
     for v in _VGG19:
         if isinstance(v, str):  # "M": max pool
             layers.append(nn.MaxPool2d(2))
             continue
+        v = v * width // 64
         layers += [nn.Conv2d(c, v, 3, padding=1, bias=not batch_norm)]
         layers += [nn.BatchNorm2d(v)] if batch_norm else []
         layers += [nn.ReLU(inplace=True)]
         c = v
-    return nn.Sequential(*layers, nn.Flatten(), nn.Linear(512, num_classes))
+    return nn.Sequential(*layers, nn.Flatten(), nn.Linear(c, num_classes))
 
 
 class BasicBlock(nn.Module):
@@ -105,16 +119,17 @@ class BasicBlock(nn.Module):
 
 
 class ResNetCifar(nn.Module):
-    def __init__(self, blocks: tuple[int, ...] = (2, 2, 2, 2), num_classes: int = 10):
+    def __init__(self, blocks: tuple[int, ...] = (2, 2, 2, 2), num_classes: int = 10, width: int = 64):
         super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
-        stages, c = [], 64
+        _check_width(width)
+        self.conv1 = nn.Conv2d(3, width, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        stages, c = [], width
         for i, n in enumerate(blocks):
-            width = 64 * 2**i
-            stage = [BasicBlock(c if j == 0 else width, width, (1 if i == 0 else 2) if j == 0 else 1) for j in range(n)]
+            w = width * 2**i
+            stage = [BasicBlock(c if j == 0 else w, w, (1 if i == 0 else 2) if j == 0 else 1) for j in range(n)]
             stages.append(nn.Sequential(*stage))
-            c = width
+            c = w
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(c, num_classes)
@@ -125,9 +140,15 @@ class ResNetCifar(nn.Module):
         return self.fc(torch.flatten(self.pool(x), 1))
 
 
-def resnet18_cifar(num_classes: int = 10) -> nn.Module:
-    """ResNet-18 for 32x32 inputs: 3x3 stem without pooling, four stages of two basic blocks."""
-    return ResNetCifar((2, 2, 2, 2), num_classes)
+def resnet18_cifar(num_classes: int = 10, width: int = 64) -> nn.Module:
+    """ResNet-18 for 32x32 inputs: 3x3 stem without pooling, four stages of two basic blocks.
+
+    ``width`` is the stem's and first stage's channels (64 in the paper; each stage doubles it).
+
+    >>> sum(p.numel() for p in resnet18_cifar(width=16).parameters() if p.dim() > 1)
+    699056
+    """
+    return ResNetCifar((2, 2, 2, 2), num_classes, width)
 
 
 MODELS: dict[str, Callable[..., nn.Module]] = {

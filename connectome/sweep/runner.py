@@ -40,7 +40,7 @@ def run_point(spec_runs: dict[str, Any], point: dict[str, Any], folder: str) -> 
     try:
         model_spec, cfg = Spec("", spec_runs).config(point)
         torch.manual_seed(cfg.seed)  # the model's own initial weights
-        model, _ = load_model(model_spec)
+        model, _ = load_model(model_spec, kwargs=point.get("model_kwargs") or None)
         run = train(model, cfg, out=folder)
         start = next(r for r in run.history if r["event"] == "start")
         last = [r for r in run.history if r["event"] == "epoch"][-1]
@@ -107,11 +107,15 @@ def run_sweep(
     local: bool = False,
     retry_failed: bool = False,
     progress: Callable[[int, int, int], None] | None = None,
+    on_row: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Run every unfinished point of ``spec`` into ``out/<run id>``; the rows of all points.
 
     ``local`` runs in this process, one after another (for debugging); otherwise each run is a Ray
-    task, on the cluster at ``address`` or on a local Ray with ``num_cpus`` workers.
+    task, on the cluster at ``address`` or on a local Ray with ``num_cpus`` workers. ``progress`` gets
+    (done, failed, total) at the start and after each run; ``on_row`` gets each new row.
+
+    Example: ``run_sweep(Spec.load("examples/connectivity/dst.toml"), "runs/dst", num_cpus=2)``.
     """
     points = spec.points()
     for p in points:  # a typo in the spec fails now, not once per run after Ray has started
@@ -134,6 +138,8 @@ def run_sweep(
         rows[row["id"]] = row
         _write_results(out, list(rows.values()))
         show(len(rows), sum(r.get("status") != "ok" for r in rows.values()), len(points))
+        if on_row is not None:
+            on_row(row)
 
     show(len(rows), sum(r.get("status") != "ok" for r in rows.values()), len(points))
     if todo and local:

@@ -13,7 +13,8 @@ seed = [0, 1, 2]
 epochs = 10
 ```
 
-Every key of :class:`connectome.train.Config` may appear, plus ``model`` and ``compression``. An axis
+Every key of :class:`connectome.train.Config` may appear, plus ``model``, ``model_kwargs`` (a table
+for the model's factory, ``{width = 16}``, or a list of them) and ``compression``. An axis
 of inline tables moves several keys together (``prune = [{init = "random", quota = "igq"}, {init =
 "snip", quota = "none"}]``); ``"none"`` stands for no value (a global selection without a quota).
 
@@ -38,7 +39,7 @@ from ..train import Config, TrainError
 
 __all__ = ["Spec", "SpecProblem", "KEYS"]
 
-KEYS = {f.name for f in fields(Config)} | {"model", "compression"}
+KEYS = {f.name for f in fields(Config)} | {"model", "model_kwargs", "compression"}
 
 
 class SpecProblem(TrainError):
@@ -68,13 +69,20 @@ class Spec:
         runs = doc.get("runs")
         if not isinstance(runs, dict) or "model" not in runs:
             raise SpecProblem(f'{where} needs a [runs] table with at least model = "..."')
-        bundles = {k for k, v in runs.items() if isinstance(v, list) and v and all(isinstance(x, dict) for x in v)}
+        bundles = {
+            k
+            for k, v in runs.items()
+            if k != "model_kwargs" and isinstance(v, list) and v and all(isinstance(x, dict) for x in v)
+        }
         inner = {key for k in bundles for x in runs[k] for key in x}
         unknown = sorted((set(runs) - bundles - KEYS) | (inner - KEYS))
         if unknown:
             raise SpecProblem(f"{where}: unknown keys {', '.join(unknown)}; the keys are {', '.join(sorted(KEYS))}")
         if "compression" in runs and "sparsity" in runs:
             raise SpecProblem(f"{where}: give compression or sparsity, not both")
+        kw = runs.get("model_kwargs", {})
+        if not all(isinstance(x, dict) for x in (kw if isinstance(kw, list) else [kw])):
+            raise SpecProblem(f"{where}: model_kwargs is a table ({{width = 16}}) or a list of tables")
         return Spec(str(doc.get("name", "sweep")), runs)
 
     def points(self) -> list[dict[str, Any]]:
@@ -87,7 +95,7 @@ class Spec:
         for combo in itertools.product(*axes.values()):
             p: dict[str, Any] = {}
             for k, v in zip(axes, combo):
-                if isinstance(v, dict):
+                if isinstance(v, dict) and k != "model_kwargs":
                     p[k] = ",".join(str(x) for x in v.values())
                     p.update(v)
                 else:
@@ -109,7 +117,7 @@ class Spec:
 
     def config(self, point: dict[str, Any]) -> tuple[str, Config]:
         """The model spec and the training configuration of one point."""
-        opts = {k: v for k, v in point.items() if k in KEYS and k != "model"}
+        opts = {k: v for k, v in point.items() if k in KEYS and k not in ("model", "model_kwargs")}
         try:
             cfg = Config(**opts)
             cfg.check()
@@ -119,4 +127,6 @@ class Spec:
 
 
 def _slug(v: Any) -> str:
+    if isinstance(v, dict):  # model_kwargs
+        return "-".join(f"{k}-{_slug(x)}" for k, x in v.items())
     return re.sub(r"[^A-Za-z0-9_.+-]", "-", f"{v:g}" if isinstance(v, float) else str(v))

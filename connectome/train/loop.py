@@ -29,7 +29,7 @@ from .data import Data, augment, batches
 from .masked import Masks, TrainError, strip_pruning
 from .policies import POLICIES, Policy, Update
 from .schedules import LR_KINDS, LearningRate
-from .state import Checkpointer
+from .state import Checkpointer, model_identity
 from .watch import Watch
 
 __all__ = ["Config", "Run", "train"]
@@ -113,6 +113,8 @@ def _initial_masks(model: nn.Module, cfg: Config, data: Data, shape: tuple[int, 
 
 def _fits(model: nn.Module, data: Data, device: str) -> None:
     x = data.train[0][:2].to(device)
+    was = model.training
+    model.eval()  # a probe in train mode would move BatchNorm's running statistics before training starts
     try:
         with torch.no_grad():
             out = model(x)
@@ -122,6 +124,8 @@ def _fits(model: nn.Module, data: Data, device: str) -> None:
             f"the model does not take {data.name}'s examples ({'x'.join(map(str, x.shape[1:]))}): "
             f"{why}; choose data that fits the model, or --cifar-form for 32x32x3 models"
         ) from None
+    finally:
+        model.train(was)
     if not isinstance(out, torch.Tensor) or out.dim() != 2:
         raise TrainError(f"the model's output is not a (batch, classes) tensor for {data.name}: it is not a classifier")
 
@@ -192,7 +196,7 @@ def train(
     lr = LearningRate(cfg.lr, total, cfg.schedule, int(cfg.warmup_epochs * steps_per_epoch))
     run = Run(model, m, [], cfg)
     gen = torch.Generator().manual_seed(cfg.seed)
-    ckpt = Checkpointer(out, asdict(cfg)) if out else None
+    ckpt = Checkpointer(out, {**asdict(cfg), "model": model_identity(model)}) if out else None
     step, first = 0, 1
     if ckpt is not None and ckpt.exists():
         step, first = ckpt.restore(model, opt, m, gen, run.history)

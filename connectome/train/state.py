@@ -7,6 +7,7 @@ epoch; a run resumed with other options is refused, since its history would mix 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -19,10 +20,17 @@ from ..io.files import write_atomic
 from ..prune.save import pruned_state_dict
 from .masked import Masks, TrainError
 
-__all__ = ["Checkpointer", "CHECKPOINT", "STATE", "LOG"]
+__all__ = ["Checkpointer", "model_identity", "CHECKPOINT", "STATE", "LOG"]
 
 CHECKPOINT, STATE, LOG = "checkpoint.pt", "state.pt", "log.jsonl"
 _IGNORED = ("device", "data_root")  # where a run happens, not what it is
+
+
+def model_identity(model: nn.Module) -> str:
+    """The model's class and a digest of its structure (modules, activations, shapes), to tell a resumed
+    run's model apart from another whose weights happen to have the same names and shapes."""
+    text = repr(model) + "".join(f"{k}{tuple(v.shape)}" for k, v in model.state_dict().items())
+    return f"{type(model).__qualname__}:{hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
 
 class Checkpointer:
@@ -73,6 +81,11 @@ class Checkpointer:
         old = {k: v for k, v in state["config"].items() if k not in _IGNORED}
         new = {k: v for k, v in self.config.items() if k not in _IGNORED}
         diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        if "model" in diff and "model" in old:
+            raise TrainError(
+                f"{self.folder} holds a run of another model ({old['model']} then, {new.get('model')} now): "
+                "resume with the same model, or choose another -o"
+            )
         if diff:
             shown = ", ".join(f"{k}: {old.get(k)!r} then, {new.get(k)!r} now" for k in diff[:3])
             raise TrainError(

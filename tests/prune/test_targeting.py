@@ -82,3 +82,36 @@ def test_scores_that_are_all_zero_are_refused():
         torch.nn.init.zeros_(p)
     with pytest.raises(PruneError, match="magnitude scores every weight 0.*: 0.weight, 2.weight are all zero"):
         prune(m, "magnitude", 0.5, input_shape=(1, 4))
+
+
+def test_synflow_aimed_at_effective_sparsity_restores_weights_that_carry_flow():
+    # the rounds leave every pruned weight at flow 0; ranked by the flow each would carry if restored, the
+    # weights that effective targeting adds join live units instead of landing where they connect nothing
+    for compression in (100, 1000):
+        torch.manual_seed(0)
+        model = MODELS["lenet_300_100"]()
+        direct = prune(model, "synflow", 1 - 1 / compression, rounds=20, input_shape=(1, 1, 28, 28))
+        eff = prune(model, "synflow", 1 - 1 / compression, rounds=20, target="effective", input_shape=(1, 1, 28, 28))
+        assert abs(eff.analysis.effective_sparsity - (1 - 1 / compression)) <= 0.001
+        wasted = eff.analysis.params_nonzero - eff.analysis.params_effective
+        assert wasted <= 0.05 * eff.analysis.params_nonzero, (compression, wasted)   # 78% at 100x before
+        # more kept weights contain the fewer: the direct masks are inside the effective-targeted ones
+        assert all(bool((direct.masks[n] <= eff.masks[n]).all()) for n in direct.masks)
+
+
+def test_synflow_final_scores_give_back_the_last_round_s_masks():
+    from connectome.prune import select
+    from connectome.prune.scores import SCORES, Context
+    torch.manual_seed(0)
+    model = MODELS["lenet_300_100"]()
+    weights = {n: p for n, p in model.named_parameters() if p.dim() > 1}
+    for quota in (None, "erk"):
+        ctx = Context(model, weights, {n: torch.ones_like(w, dtype=torch.bool) for n, w in weights.items()}, 0.99,
+                      select=lambda s, sp: select(s, sp, quota, within=ctx.masks), generator=torch.Generator(),
+                      input_shape=(1, 1, 28, 28), rounds=10)
+        scores = SCORES["synflow"].fn(ctx)
+        again = select(scores, 0.99, quota)
+        assert all(torch.equal(again[n], ctx.masks[n]) for n in weights)
+        # the pruned weights that could carry flow rank above those that could not, and below every kept one
+        for n in weights:
+            assert bool((scores[n][ctx.masks[n]] > 0).all())

@@ -85,6 +85,28 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path):
     assert [r for r in resumed.history if r["event"] == "epoch"][-1]["epoch"] == 2
     with pytest.raises(TrainError, match="holds a run with other options .*sparsity: 0.9 then, 0.8 now"):
         train(lenet_300_100(), Config(method="rigl", sparsity=0.8, seed=5, **SMALL), out=str(tmp_path))
+    # the same weight names and shapes, another activation: its weights would load, its history would lie
+    tanh = lenet()
+    tanh[2] = torch.nn.Tanh()
+    assert [k for k in tanh.state_dict()] == [k for k in lenet().state_dict()]
+    with pytest.raises(TrainError, match="holds a run of another model .*resume with the same model"):
+        train(tanh, cfg, out=str(tmp_path))
+
+
+def test_the_fit_probe_leaves_batch_norm_statistics_alone():
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 16), torch.nn.BatchNorm1d(16),
+                              torch.nn.ReLU(), torch.nn.Linear(16, 10))
+    before = net[2].running_mean.clone()
+    seen = []
+
+    def at_start(record):  # before the first step: only the probe and the start analysis have run
+        if record["event"] == "start":
+            seen.append((net[2].running_mean.clone(), int(net[2].num_batches_tracked)))
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(net, Config(method="static", sparsity=0.5, epochs=1, limit=300, val_size=100), log=at_start)
+    assert torch.equal(seen[0][0], before) and seen[0][1] == 0
 
 
 def test_a_loss_that_becomes_nan_is_one_line():

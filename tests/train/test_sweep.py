@@ -61,6 +61,30 @@ def test_a_local_sweep_records_failures_and_resumes_with_nothing_to_do(tmp_path)
     assert stamps == {p: os.path.getmtime(tmp_path / p / "result.json") for p in stamps}   # nothing ran
 
 
+def test_model_kwargs_build_each_run_s_model(tmp_path):
+    text = """[runs]
+model = "connectome:vgg19"
+model_kwargs = [{width = 4}, {width = 8}]
+data = "fashion-mnist"
+cifar_form = true
+sparsity = 0.9
+epochs = 1
+limit = 300
+val_size = 100
+"""
+    pts = Spec.parse(text).points()
+    assert [p["id"] for p in pts] == ["model=connectome-vgg19,model_kwargs=width-4",
+                                      "model=connectome-vgg19,model_kwargs=width-8"]
+    rows = run_sweep(Spec.parse(text), str(tmp_path), local=True)
+    assert [r["status"] for r in rows] == ["ok", "ok"], rows
+    import torch
+    firsts = [torch.load(tmp_path / r["folder"] / "checkpoint.pt")["0.weight_orig"].shape[0] for r in rows]
+    assert firsts == [4, 8]
+    for bad in ("model_kwargs = 16", "model_kwargs = [16]"):
+        with pytest.raises(SpecProblem, match="model_kwargs is a table"):
+            Spec.parse(text.replace("model_kwargs = [{width = 4}, {width = 8}]", bad))
+
+
 RAY = """name = "ray"
 [runs]
 model = "connectome:lenet_300_100"
@@ -114,6 +138,10 @@ def test_a_sweep_on_ray_survives_a_killed_worker_and_resumes(tmp_path):
     assert killed is not None, "no Ray worker was seen running"
     assert p.returncode == 1, stderr[-3000:]                # exit 1: some runs failed, as they should
     assert "2 of 4 runs finished, 2 failed" in stdout
+    lines = [line for line in stderr.splitlines() if line.startswith("[")]   # off a terminal: a line per run
+    assert sorted(line.split("] ")[1].split()[0] for line in lines) == ["failed", "failed", "ok", "ok"], stderr
+    assert all("the loss became nan" in line for line in lines if "] failed " in line)
+    assert all(re.search(r"test accuracy \d+\.\d\d%", line) for line in lines if "] ok " in line)
     rows = [json.loads(line) for line in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
     assert {r["id"].split(",")[1:][0] + "," + r["id"].split(",")[2]: r["status"] for r in rows} == {
         "seed=0,lr=0.1": "ok", "seed=0,lr=1e+30": "failed", "seed=1,lr=0.1": "ok", "seed=1,lr=1e+30": "failed"}
@@ -121,6 +149,7 @@ def test_a_sweep_on_ray_survives_a_killed_worker_and_resumes(tmp_path):
     stamps = {r["folder"]: os.path.getmtime(tmp_path / "out" / r["folder"] / "result.json") for r in rows}
     again = subprocess.run(args, capture_output=True, text=True, timeout=300)
     assert again.returncode == 1 and "2 of 4 runs finished, 2 failed" in again.stdout
+    assert not [line for line in again.stderr.splitlines() if line.startswith("[")]
     assert stamps == {i: os.path.getmtime(tmp_path / "out" / i / "result.json") for i in stamps}  # nothing ran
 
 
@@ -145,3 +174,35 @@ def test_the_connectivity_reproduction_in_small(tmp_path):
     assert text.count("| random (igq)") == 2 and text.count("| magnitude (global)") == 2
     report.plot(rows, str(tmp_path / "accuracy.png"))
     assert os.path.getsize(tmp_path / "accuracy.png") > 10_000
+
+
+def _example(name):
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "connectivity", name)
+    found = importlib.util.spec_from_file_location(name[:-3], path)
+    module = importlib.util.module_from_spec(found)
+    found.loader.exec_module(module)
+    return module
+
+
+def test_the_dynamic_sparse_training_comparison_in_small(tmp_path):
+    """examples/connectivity/dst.toml cut to RigL with and without --reclaim at 99.5%, one seed, a short run:
+    the sweep, then the report's table and its plot of effective sparsity over training."""
+    root = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "connectivity")
+    spec = Spec.load(os.path.join(root, "dst.toml"))
+    assert len(spec.points()) == 36
+    spec.runs.update(policy=spec.runs["policy"][4:6], sparsity=[0.995], seed=[0], epochs=1, limit=1500,
+                     val_size=100, batch_size=50, update_every=5)
+    rows = run_sweep(spec, str(tmp_path / "runs"), local=True)
+    assert [(r["method"], r["reclaim"], r["status"]) for r in rows] == [("rigl", False, "ok"), ("rigl", True, "ok")]
+    report = _example("dst_report.py")
+    loaded = report.load(str(tmp_path / "runs"))
+    updates = [x for x in loaded[1]["log"] if x["event"] == "update"]
+    assert updates and all(report.ineffective_share(x) == 0 for x in updates)   # reclaim leaves none
+    start = next(x for x in loaded[1]["log"] if x["event"] == "start")
+    assert report.ineffective_share(start) > 0.1   # a random ERK start at 99.5% strands many weights
+    text = report.table(loaded)
+    assert text.count("| 99.5% | rigl") == 2 and "/ 0.0% / 0.0% |" in text
+    report.plot(loaded, str(tmp_path / "effective.png"))
+    assert os.path.getsize(tmp_path / "effective.png") > 10_000

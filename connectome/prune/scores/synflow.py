@@ -1,6 +1,8 @@
 """SynFlow (Tanaka et al., 2020): data-free, iterative. Each round scores ``|w * dR/dw|`` with ``R`` the
 sum of the outputs of the linearised network (every parameter and buffer replaced by its absolute value,
-float64, input all ones), then prunes to density ``d^(k/rounds)``; the last round's scores are returned.
+float64, input all ones), then prunes to density ``d^(k/rounds)``. The scores returned rank the last
+round's masks first and the pruned weights after them by the flow each would carry (:func:`final_scores`),
+so that effective targeting, which keeps more weights than the rounds did, restores useful ones.
 
 Linearised: with positive weights and inputs, ReLU (and ELU, SELU, leaky ReLU) pass the flow as it is,
 and they run unchanged, as in the authors' code. Activations that clip or bend positive values (ReLU6,
@@ -15,6 +17,7 @@ norms, where autograd takes milliseconds anyway.
 
 Example: ``prune(model, "synflow", 0.99, input_shape=(1, 3, 32, 32))`` (see ``connectome.prune``)."""
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call
@@ -54,21 +57,53 @@ class _Linear(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
-def synflow_scores(ctx: Context) -> dict[str, torch.Tensor]:
-    """One round: ``|w * dR/dw|`` for the current masks."""
+def _flows(ctx: Context) -> tuple[list[str], dict[str, torch.Tensor], list[torch.Tensor]]:
+    """The weights' names, |w| (float64), and dR/d(w * mask) at the current masks."""
     was_training = ctx.model.training
     ctx.model.eval()
     try:
         params = masked_params(ctx, transform=torch.abs, dtype=torch.float64)
         ones = torch.ones(ctx.input_shape, dtype=torch.float64)
+        masked = apply_masks(params, ctx)
         with _Linear():
-            out = functional_call(ctx.model, apply_masks(params, ctx), (ones,))
-        r = out.sum()
+            out = functional_call(ctx.model, masked, (ones,))
         names = list(ctx.weights)
-        grads = torch.autograd.grad(r, [params[n] for n in names])
+        grads = torch.autograd.grad(out.sum(), [masked[n] for n in names])
     finally:
         ctx.model.train(was_training)
-    return {n: (g * params[n].detach()).abs() for n, g in zip(names, grads)}
+    return names, {n: params[n].detach() for n in names}, list(grads)
+
+
+def synflow_scores(ctx: Context) -> dict[str, torch.Tensor]:
+    """One round: ``|w * dR/dw|`` for the current masks."""
+    names, w, grads = _flows(ctx)
+    return {n: (g * w[n] * ctx.masks[n]).abs() for n, g in zip(names, grads)}
+
+
+def final_scores(ctx: Context) -> dict[str, torch.Tensor]:
+    """The scores that the final selection reads, as ranks: the last round's kept weights by their flow,
+    then the pruned weights by the flow each would carry if it were restored (``|w| dR/d(w * mask)``,
+    which is nonzero only between units that carry flow), then the pruned weights that could carry
+    none (score 0).
+
+    Selecting at the last round's sparsity gives back its masks exactly; keeping more (effective
+    targeting) restores first the weights that join live units, not an arbitrary zero-score tie.
+    """
+    names, w, grads = _flows(ctx)
+    kept = torch.cat([ctx.masks[n].flatten() for n in names]).numpy()
+    flow = torch.cat([(g * w[n]).abs().flatten() for n, g in zip(names, grads)]).numpy()
+    if not (flow > 0).any():
+        return {n: torch.zeros_like(w[n]) for n in names}  # no flow at all: nothing to rank
+    order = np.lexsort((-flow, ~kept))  # kept first, then by flow; stable, so ties keep index order
+    rank = np.empty(len(flow), dtype=np.float64)
+    rank[order] = np.arange(len(flow), 0, -1, dtype=np.float64)
+    rank[~kept & (flow == 0)] = 0.0
+    out, at = {}, 0
+    for n in names:
+        k = w[n].numel()
+        out[n] = torch.from_numpy(rank[at : at + k].copy()).view(w[n].shape)
+        at += k
+    return out
 
 
 @score("synflow", iterative=True)
@@ -78,4 +113,4 @@ def synflow(ctx: Context):
         scores = synflow_scores(ctx)
         ctx.masks = ctx.select(scores, 1.0 - density ** (k / ctx.rounds))
         ctx.log(f"synflow round {k}/{ctx.rounds}")
-    return synflow_scores(ctx)
+    return final_scores(ctx)
