@@ -31,6 +31,7 @@ from ..batching import smaller_shape_hint
 from ..graph.cost import activation_bytes
 from ..graph.reduce import count_true
 from ..io.masks import MaskSource, prunable_weights
+from ..seeding import generator
 from .quotas import PruneError, budget, check_sparsity
 from .scores import SCORES, Context
 from .select import Ranking, quota_fn, select
@@ -112,7 +113,7 @@ def prune(
         dict(start),
         sparsity,
         select=lambda s, sp: select(s, sp, quota, within=ctx.masks),
-        generator=torch.Generator().manual_seed(seed),
+        generator=generator(seed, "prune"),  # not the stream that torch.manual_seed(seed) gave the weights
         input_shape=tuple(input_shape),
         batch=batch,
         rounds=rounds,

@@ -25,6 +25,7 @@ from torch import nn
 
 from ..analysis import Analyzer
 from ..io.masks import prunable_weights
+from ..seeding import generator
 from .data import Data, augment, batches
 from .masked import Masks, TrainError, strip_pruning
 from .policies import POLICIES, Policy, Update
@@ -168,7 +169,7 @@ def train(
     m = Masks(model, initial)
     watch = Watch(Analyzer(model, input_shape=shape), cfg.guard, cfg.reclaim)
     if cfg.guard:  # a start that is already cut is repaired like an update would be
-        g0 = torch.Generator().manual_seed(cfg.seed)
+        g0 = generator(cfg.seed, "train.guard")
         noise = {n: torch.rand(t.shape, generator=g0, dtype=torch.float64) for n, t in m.masks.items()}
         m.set(watch.repair({n: t.cpu() for n, t in m.masks.items()}, noise))
     steps_per_epoch = math.ceil(len(data.train[1]) / cfg.batch_size)

@@ -173,3 +173,18 @@ def test_synflow_keeps_mobilenet_v2_connected():
     p = connectome.prune.prune(model, "synflow", 0.99, input_shape=(1, 3, 32, 32), rounds=10)
     assert not p.analysis.collapsed
     assert p.analysis.effective_compression / p.analysis.direct_compression < 1.05
+
+
+def test_random_scores_are_not_the_stream_that_initialised_the_weights():
+    # torch.manual_seed(0) and then a model's initialisation draw the uniforms that a generator seeded 0
+    # draws: scores from it kept each layer's largest starting weights (1.8x the mean |w| on the first layer)
+    from connectome.models import lenet_300_100
+    from connectome.prune import prune
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        model = lenet_300_100()
+        p = prune(model, "random", 0.9, quota="uniform", seed=seed, input_shape=(1, 1, 28, 28))
+        params = dict(model.named_parameters())
+        for name, mask in p.masks.items():
+            w = params[name].detach().abs()
+            assert abs(float(w[mask].mean()) / float(w.mean()) - 1) < 0.1, (seed, name)
