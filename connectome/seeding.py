@@ -22,7 +22,8 @@ def generator(seed: int, purpose: str) -> torch.Generator:
     >>> a, b = generator(0, "prune"), torch.Generator().manual_seed(0)
     >>> bool(torch.equal(torch.rand(4, generator=a), torch.rand(4, generator=b)))
     False
-    >>> bool(torch.equal(torch.rand(4, generator=generator(0, "prune")), torch.rand(4, generator=generator(0, "prune"))))
+    >>> c, d = generator(0, "prune"), generator(0, "prune")
+    >>> bool(torch.equal(torch.rand(4, generator=c), torch.rand(4, generator=d)))
     True
     """
     digest = hashlib.sha256(f"connectome:{purpose}:{int(seed)}".encode()).digest()
