@@ -1,0 +1,13 @@
+"""CoreNet (Baykal, Liebenwein, Gilitschenski, Feldman, Rus; ICLR 2019): sparsify a trained network by
+sampling each neuron's incoming weights in proportion to their empirical sensitivity on a sample of
+inputs, reweighted so that every pre-activation stays unbiased.
+
+- :mod:`.sensitivity`: ``s_j = max_x`` of a weight's share of its sign set's pre-activation;
+- :mod:`.sampling`: draws with replacement, the unbiased reweighting, and sample sizes that meet a
+  budget of kept weights exactly.
+"""
+
+from .sampling import Draws, allocate, draw, reweight, sample
+from .sensitivity import Accumulator, conv_patches, sensitivities
+
+__all__ = ["Accumulator", "Draws", "allocate", "conv_patches", "draw", "reweight", "sample", "sensitivities"]
