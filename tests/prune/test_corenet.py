@@ -134,3 +134,35 @@ def test_patches_are_what_the_kernels_read(kw):
         rows = conv.weight[g * per_out:(g + 1) * per_out].reshape(per_out, -1)
         got = (conv_patches(conv, x, g) @ rows.T).reshape(2, out.shape[2], out.shape[3], per_out).permute(0, 3, 1, 2)
         assert torch.allclose(got, out[:, g * per_out:(g + 1) * per_out], atol=1e-5)
+
+
+def _dead_net():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(5, 6), nn.ReLU(), nn.Linear(6, 3))
+    with torch.no_grad():
+        net[0].bias[[1, 4]] = -100.0   # these two never fire on any reasonable input
+    return net
+
+
+def test_corenet_plus_removes_exactly_the_neurons_that_never_fire_on_the_sample():
+    from connectome.prune.corenet.layers import gather
+    from connectome.prune.corenet.run import corenet
+    net, x = _dead_net(), torch.randn(50, 5)
+    layers = gather(net, x)
+    assert [lay.name for lay in layers] == ["0.weight", "2.weight"]
+    assert layers[0].reads_data and not layers[0].nonnegative and layers[1].nonnegative and not layers[1].reads_data
+    assert (~layers[1].fired).nonzero().flatten().tolist() == [1, 4]
+    plain = corenet(net, x, keep=0.6, seed=1)
+    plus = corenet(net, x, keep=0.6, variant="plus", seed=1)
+    assert plus.removed_neurons == {"0.weight": 2} and not plain.removed_neurons
+    assert not bool(plus.masks["0.weight"][[1, 4]].any()) and bool(plain.masks["0.weight"][[1, 4]].any())
+    for r in (plain, plus):   # their outgoing weights carry nothing on S: never sampled
+        assert not bool(r.masks["2.weight"][:, [1, 4]].any()) and r.kept == r.budget == int(0.6 * 48)
+    assert not plus.notes   # the first layer reads the data; the second sits behind a ReLU
+
+
+def test_a_layer_behind_a_signed_activation_is_named():
+    from connectome.prune.corenet.run import corenet
+    net = nn.Sequential(nn.Linear(5, 6), nn.Tanh(), nn.Linear(6, 3))
+    r = corenet(net, torch.randn(40, 5), keep=0.5)
+    assert len(r.notes) == 1 and r.notes[0].startswith("2.weight: inputs are signed")

@@ -1,0 +1,136 @@
+"""What CoreNet needs from a forward pass over the sample S, gathered by hooks in chunks of inputs:
+for every linear and 2-D convolutional layer, the running sensitivities of its weights, the mean of
+``Delta_i(x)`` (how much the positive and negative parts of a neuron's pre-activation cancel), which of
+its input columns are ever nonzero, and whether its inputs are nonnegative (behind a ReLU-family
+activation, where the paper's definitions and guarantee hold) and whether it reads the data itself.
+
+Example: ``gather(model, x)`` returns one :class:`Layer` per prunable linear or convolutional layer, in
+the order the forward pass runs them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ...io.masks import prunable_weights
+from .sensitivity import Accumulator, conv_patches
+
+__all__ = ["Layer", "gather", "rows_of"]
+
+_CAP = 1e6  # Delta where a neuron's positive and negative parts cancel exactly: large, not infinite
+
+
+@dataclass
+class Layer:
+    name: str  # the weight's key, as in the masks
+    module: nn.Linear | nn.Conv2d
+    groups: list[Accumulator]  # one per convolution group (one for a linear layer)
+    order: int = -1  # when the forward pass reached it
+    reads_data: bool = False
+    nonnegative: bool = True
+    delta_sum: torch.Tensor | None = None  # per neuron: sum over inputs (and positions) of Delta_i(x)
+    delta_count: int = 0
+    fired: torch.Tensor | None = None  # per input column: ever nonzero on S
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def delta_mean(self) -> torch.Tensor:
+        """Per neuron: the mean over S (and positions) of Delta_i(x)."""
+        assert self.delta_sum is not None
+        return self.delta_sum / max(self.delta_count, 1)
+
+    def sensitivities(self) -> torch.Tensor:
+        """Sensitivities in the weight's own shape."""
+        shape: torch.Size = self.module.weight.shape
+        return torch.cat([acc.result() for acc in self.groups]).reshape(shape)
+
+
+def rows_of(module: nn.Linear | nn.Conv2d) -> torch.Tensor:
+    """The weight as (neurons x incoming weights): a convolution's kernel entries are its incoming edges."""
+    w: torch.Tensor = module.weight.detach()
+    return w.reshape(w.shape[0], -1)
+
+
+Weighted = nn.Linear | nn.Conv2d
+
+
+def _layers(model: nn.Module) -> dict[Weighted, str]:
+    keys = prunable_weights(model)
+    found: dict[Weighted, str] = {}
+    for name, module in model.named_modules():
+        key = f"{name}.weight" if name else "weight"
+        if isinstance(module, (nn.Linear, nn.Conv2d)) and key in keys and module not in found:
+            found[module] = key
+    return found
+
+
+def gather(model: nn.Module, inputs: torch.Tensor, chunk: int = 64) -> list[Layer]:
+    """One pass over ``inputs`` (the sample S) in chunks; the layers in forward order."""
+    found = _layers(model)
+    layers: dict[Weighted, Layer] = {}
+    for module, key in found.items():
+        per = module.weight.shape[0] // (module.groups if isinstance(module, nn.Conv2d) else 1)
+        w = rows_of(module)
+        accs = [Accumulator(w[g * per : (g + 1) * per]) for g in range(w.shape[0] // per)]
+        layers[module] = Layer(key, module, accs)
+    current: list[torch.Tensor] = []
+    seen: list[Layer] = []
+
+    def hook(module: nn.Module, args: tuple) -> None:
+        layer = layers[module]  # type: ignore[index]  # only registered on these
+        x = args[0].detach()
+        if layer.order < 0:
+            layer.order = len(seen)
+            seen.append(layer)
+        layer.reads_data = layer.reads_data or _shares(x, current[0])
+        layer.nonnegative = layer.nonnegative and bool((x >= 0).all())
+        _add(layer, x)
+
+    handles = [m.register_forward_pre_hook(hook) for m in layers]
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for start in range(0, len(inputs), chunk):
+                current[:] = [inputs[start : start + chunk]]
+                model(current[0])
+    finally:
+        model.train(was)
+        for h in handles:
+            h.remove()
+    for layer in layers.values():
+        if layer.order < 0:
+            layer.notes.append("never ran on the sample: left as it is")
+    return sorted((lay for lay in layers.values() if lay.order >= 0), key=lambda lay: lay.order)
+
+
+def _shares(x: torch.Tensor, data: torch.Tensor) -> bool:
+    try:
+        return x.untyped_storage().data_ptr() == data.untyped_storage().data_ptr()
+    except RuntimeError:
+        return False
+
+
+def _add(layer: Layer, x: torch.Tensor) -> None:
+    m = layer.module
+    if isinstance(m, nn.Conv2d):
+        cols_per_group = [conv_patches(m, x, g) for g in range(m.groups)]
+        fired = (x != 0).flatten(2).any(2).any(0)  # per input channel
+    else:
+        cols_per_group = [x.reshape(-1, m.in_features)]
+        fired = (cols_per_group[0] != 0).any(0)
+    layer.fired = fired if layer.fired is None else layer.fired | fired
+    deltas = []
+    for acc, cols in zip(layer.groups, cols_per_group):
+        acc.add(cols)
+        a = cols.to(acc.pos.dtype)
+        mass = a.abs() @ (acc.pos + acc.neg).T  # sum of |w a| over all incoming weights
+        net = (a @ (acc.pos - acc.neg).T).abs()  # |pre-activation| without the bias
+        d = torch.where(net > 0, mass / net.clamp(min=1e-300), torch.where(mass > 0, _CAP, 1.0))
+        deltas.append(d.clamp(max=_CAP).sum(0))
+    total = torch.cat(deltas)
+    layer.delta_sum = total if layer.delta_sum is None else layer.delta_sum + total
+    layer.delta_count += cols_per_group[0].shape[0]
