@@ -166,3 +166,34 @@ def test_a_layer_behind_a_signed_activation_is_named():
     net = nn.Sequential(nn.Linear(5, 6), nn.Tanh(), nn.Linear(6, 3))
     r = corenet(net, torch.randn(40, 5), keep=0.5)
     assert len(r.notes) == 1 and r.notes[0].startswith("2.weight: inputs are signed")
+
+
+def test_baselines_meet_the_same_budget():
+    from connectome.prune.corenet import baseline
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(20, 30), nn.ReLU(), nn.Linear(30, 10))
+    x = torch.randn(64, 20)
+    uni = baseline("uniform", net, x, 0.25)
+    assert uni.kept == uni.budget == int(0.25 * 900)
+    mag = baseline("magnitude", net, x, 0.25)
+    assert mag.kept == int(0.25 * 900)
+    for name, mask in mag.masks.items():   # the largest |w| of each layer, at the same density
+        w = dict(net.named_parameters())[name].detach().abs()
+        assert float(w[mask].min()) >= float(w[~mask].max())
+        assert torch.equal(mag.weights[name], dict(net.named_parameters())[name].detach() * mask)
+    svd = baseline("svd", net, x, 0.25)
+    ranks = [int(0.25 * 600 // 50), int(0.25 * 300 // 40)]
+    assert svd.kept == ranks[0] * 50 + ranks[1] * 40
+    assert [int(torch.linalg.matrix_rank(w.double(), rtol=1e-5)) for w in svd.weights.values()] == ranks
+
+
+def test_the_measured_guarantee_counts_inputs_with_every_output_within_epsilon():
+    from connectome.prune.corenet.guarantee import measure
+    net = nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        net.weight.copy_(torch.tensor([[1.0, 1.0]]))
+    x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    g = measure(net, {"weight": torch.tensor([[1.5, 1.0]])}, x, epsilon=0.3, delta=0.4)
+    assert g.errors.flatten().tolist() == pytest.approx([0.5, 0.0, 0.25])
+    assert g.within == pytest.approx(2 / 3) and g.holds   # 2/3 >= 1 - 0.4
+    assert not measure(net, {"weight": torch.tensor([[1.5, 1.0]])}, x, epsilon=0.3, delta=0.3).holds

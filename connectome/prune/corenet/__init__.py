@@ -4,10 +4,28 @@ inputs, reweighted so that every pre-activation stays unbiased.
 
 - :mod:`.sensitivity`: ``s_j = max_x`` of a weight's share of its sign set's pre-activation;
 - :mod:`.sampling`: draws with replacement, the unbiased reweighting, and sample sizes that meet a
-  budget of kept weights exactly.
+  budget of kept weights exactly;
+- :mod:`.layers`: one pass over S by hooks; :mod:`.run`: :func:`corenet` and its variants;
+- :mod:`.baselines`: uniform sampling, magnitude and SVD under the same budget.
 """
 
+from .baselines import BASELINES, baseline
+from .run import VARIANTS, Sparsified, corenet
 from .sampling import Draws, allocate, draw, reweight, sample
 from .sensitivity import Accumulator, conv_patches, sensitivities
 
-__all__ = ["Accumulator", "Draws", "allocate", "conv_patches", "draw", "reweight", "sample", "sensitivities"]
+__all__ = [
+    "Accumulator",
+    "BASELINES",
+    "Draws",
+    "Sparsified",
+    "VARIANTS",
+    "allocate",
+    "baseline",
+    "conv_patches",
+    "corenet",
+    "draw",
+    "reweight",
+    "sample",
+    "sensitivities",
+]

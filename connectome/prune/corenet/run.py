@@ -89,11 +89,13 @@ def corenet(
     trials: int = 5,
     holdout: torch.Tensor | None = None,
     split: str = "equal",
+    uniform: bool = False,
 ) -> Sparsified:
     """Sparsify ``model``'s linear and convolutional layers to ``keep`` of their weights by CoreNet.
 
     ``sample`` is S (a batch of inputs); ``holdout`` (CoreNet++) the inputs that choose among draws.
-    The model is not changed: the result holds the new weights and their masks.
+    ``uniform`` draws every weight of a sign set with the same probability (the uniform-sampling
+    baseline). The model is not changed: the result holds the new weights and their masks.
 
     >>> torch.manual_seed(0) and None
     >>> net = nn.Sequential(nn.Linear(20, 30), nn.ReLU(), nn.Linear(30, 5))
@@ -124,7 +126,10 @@ def corenet(
     gen = torch.Generator().manual_seed(seed)
     sens = []
     for lay in layers:
-        s = lay.sensitivities().reshape(lay.module.weight.shape[0], -1).to(torch.float64)
+        if uniform:
+            s = (rows_of(lay.module) != 0).to(torch.float64)
+        else:
+            s = lay.sensitivities().reshape(lay.module.weight.shape[0], -1).to(torch.float64)
         if lay.name in dead:
             s[dead[lay.name]] = 0.0
         sens.append(s)
