@@ -16,6 +16,7 @@ from connectome.prune import QUOTAS, SCORES, save
 from connectome.prune import prune as prune_model
 from connectome.report import compression as fmt_compression
 
+from . import corenet as corenet_cli
 from .analyze import build, model_options
 from .main import main
 from .options import DTYPES
@@ -23,7 +24,34 @@ from .options import DTYPES
 
 @main.command()
 @model_options
-@click.option("--method", required=True, type=click.Choice(sorted(SCORES)), help="How weights are scored.")
+@click.option(
+    "--method",
+    required=True,
+    type=click.Choice([*sorted(SCORES), "corenet"]),
+    help="How weights are scored; corenet samples a trained model's weights by sensitivity on --data.",
+)
+@click.option("--keep", type=float, default=None, metavar="K", help="Share of weights to keep (corenet), e.g. 0.15.")
+@click.option(
+    "--variant",
+    type=click.Choice(["corenet", "plus", "plusplus"]),
+    default="corenet",
+    show_default=True,
+    help="corenet: plus removes neurons that never fire on the sample first; plusplus also picks the best "
+    "of several draws per layer.",
+)
+@click.option(
+    "--epsilon", type=float, default=0.1, show_default=True, help="corenet: relative output error to measure."
+)
+@click.option("--delta", type=float, default=0.05, show_default=True, help="corenet: allowed failure probability.")
+@click.option("--sample-size", type=click.IntRange(min=1), default=256, show_default=True, help="corenet: inputs in S.")
+@click.option(
+    "--split",
+    "error_split",
+    type=click.Choice(["equal", "paper"]),
+    default="equal",
+    show_default=True,
+    help="corenet: how the error is split over layers (paper: most samples go to the first layer).",
+)
 @click.option("--sparsity", type=float, default=None, metavar="S", help="Share of weights to remove, e.g. 0.99.")
 @click.option(
     "--compression",
@@ -92,6 +120,12 @@ def prune(
     input_dtype,
     tracer,
     method,
+    keep,
+    variant,
+    epsilon,
+    delta,
+    sample_size,
+    error_split,
     sparsity,
     compression,
     quota,
@@ -117,7 +151,37 @@ def prune(
       connectome prune connectome:lenet_300_100 --method snip --data mnist --sparsity 0.99 -o lenet.pt
       connectome prune connectome:vgg19 --method random --quota igq --compression 1000 --target effective -o v.pt
       connectome prune torchvision:resnet18 --input-shape 1,3,32,32 --method synflow --sparsity 0.99 -o r.pt
+      connectome prune connectome:lenet_300_100 --weights trained.pt --method corenet --data mnist --keep 0.15 -o s.pt
     """
+    if method == "corenet":
+        if keep is not None and (sparsity is not None or compression is not None):
+            raise SpecError("give one of --keep, --sparsity or --compression")
+        keep = 1.0 - _sparsity(sparsity, compression) if keep is None else keep
+        if not 0.0 < keep <= 1.0 or not epsilon > 0.0 or not 0.0 < delta < 1.0:
+            raise SpecError(
+                f"--keep must lie in (0, 1], --epsilon above 0 and --delta in (0, 1), not "
+                f"{keep:g}, {epsilon:g} and {delta:g}"
+            )
+        check_writable(output, inputs=(weights, model, *_data_files(data_root)))
+        torch.manual_seed(seed)
+        ck, shape = build(model, input_shape, weights, trust)
+        return corenet_cli.run(
+            ck,
+            shape,
+            dataset,
+            data_root,
+            download,
+            keep,
+            variant,
+            epsilon,
+            delta,
+            sample_size,
+            error_split,
+            seed,
+            output,
+        )
+    if keep is not None:
+        raise SpecError("--keep is for --method corenet: give --sparsity or --compression")
     sparsity = _sparsity(sparsity, compression)
     if dataset is None and SCORES[method].needs_data:
         raise SpecError(
