@@ -55,13 +55,10 @@ def draw(weight: torch.Tensor, s: torch.Tensor, pool: int, generator: torch.Gene
     index = torch.zeros(sr.shape[0], pool, dtype=torch.int64)
     if bool(live.any()) and pool > 0:
         index[live] = torch.multinomial(q[live], pool, replacement=True, generator=generator)
-    seen = torch.zeros(sr.shape, dtype=torch.bool)
-    new = torch.zeros(index.shape, dtype=torch.bool)
-    for t in range(pool):  # pool steps of vector work: rows are independent
-        col = index[:, t : t + 1]
-        before = seen.gather(1, col)
-        new[:, t : t + 1] = ~before & live[:, None]
-        seen.scatter_(1, col, True)
+    # a draw is new where it is the first draw of its weight in the row: the smallest step per (row, weight)
+    steps = torch.arange(pool).expand_as(index)
+    first = torch.full(sr.shape, pool, dtype=torch.int64).scatter_reduce_(1, index, steps, reduce="amin")
+    new = (first.gather(1, index) == steps) & live[:, None]
     return Draws(index, q, mass, new)
 
 
