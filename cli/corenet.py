@@ -15,8 +15,13 @@ from connectome.prune.corenet.guarantee import measure
 from connectome.report import compression as fmt_compression
 
 
-def run(ck, shape, dataset, data_root, download, keep, variant, epsilon, delta, sample_size, split, seed, output):
+def run(ck, shape, dataset, data_root, download, seed, output, keep, variant, epsilon, delta, sample_size, error_split):
     """Sparsify ``ck.model`` in place, save it to ``output`` and print what was measured."""
+    if not 0.0 < keep <= 1.0 or not epsilon > 0.0 or not 0.0 < delta < 1.0:
+        raise SpecError(
+            f"--keep must lie in (0, 1], --epsilon above 0 and --delta in (0, 1), "
+            f"not {keep:g}, {epsilon:g} and {delta:g}"
+        )
     if dataset is None:
         raise SpecError(
             "--method corenet samples weights by their sensitivity on data: add --data (mnist or fashion-mnist "
@@ -32,7 +37,7 @@ def run(ck, shape, dataset, data_root, download, keep, variant, epsilon, delta, 
     sample, holdout = x[:sample_size], x[sample_size:]
     test = _test_split(dataset, data_root, download)
     before = _accuracy(model, test)
-    r = corenet(model, sample, keep, delta=delta, variant=variant, seed=seed, holdout=holdout, split=split)
+    r = corenet(model, sample, keep, delta=delta, variant=variant, seed=seed, holdout=holdout, split=error_split)
     for note in r.notes:
         click.echo(f"note: {note}", err=True)
     guarantee = measure(model, r.weights, test[0][:1000] if test else holdout, epsilon, delta)

@@ -120,12 +120,6 @@ def prune(
     input_dtype,
     tracer,
     method,
-    keep,
-    variant,
-    epsilon,
-    delta,
-    sample_size,
-    error_split,
     sparsity,
     compression,
     quota,
@@ -138,6 +132,7 @@ def prune(
     rounds,
     output,
     masks_only,
+    **corenet,
 ):
     """Prune MODEL and write the result; prints its direct and effective sparsity.
 
@@ -154,33 +149,15 @@ def prune(
       connectome prune connectome:lenet_300_100 --weights trained.pt --method corenet --data mnist --keep 0.15 -o s.pt
     """
     if method == "corenet":
-        if keep is not None and (sparsity is not None or compression is not None):
+        if corenet["keep"] is not None and (sparsity is not None or compression is not None):
             raise SpecError("give one of --keep, --sparsity or --compression")
-        keep = 1.0 - _sparsity(sparsity, compression) if keep is None else keep
-        if not 0.0 < keep <= 1.0 or not epsilon > 0.0 or not 0.0 < delta < 1.0:
-            raise SpecError(
-                f"--keep must lie in (0, 1], --epsilon above 0 and --delta in (0, 1), not "
-                f"{keep:g}, {epsilon:g} and {delta:g}"
-            )
+        if corenet["keep"] is None:
+            corenet["keep"] = 1.0 - _sparsity(sparsity, compression)
         check_writable(output, inputs=(weights, model, *_data_files(data_root)))
         torch.manual_seed(seed)
         ck, shape = build(model, input_shape, weights, trust)
-        return corenet_cli.run(
-            ck,
-            shape,
-            dataset,
-            data_root,
-            download,
-            keep,
-            variant,
-            epsilon,
-            delta,
-            sample_size,
-            error_split,
-            seed,
-            output,
-        )
-    if keep is not None:
+        return corenet_cli.run(ck, shape, dataset, data_root, download, seed, output, **corenet)
+    if corenet["keep"] is not None:
         raise SpecError("--keep is for --method corenet: give --sparsity or --compression")
     sparsity = _sparsity(sparsity, compression)
     if dataset is None and SCORES[method].needs_data:

@@ -9,11 +9,11 @@ weights that are ineffective, against training step; one column per sparsity) in
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
 import statistics
+import sys
 from collections import defaultdict
 
 ORDER = ("static", "gmp", "set", "rigl")
@@ -107,18 +107,8 @@ def plot(rows: list[dict], path: str, seed: int = 0) -> None:
     fig.savefig(path, dpi=110)
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("runs")
-    p.add_argument("--out", required=True)
-    args = p.parse_args()
-    rows = load(args.runs)
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "table.md"), "w") as f:
-        f.write(table(rows))
-    plot(rows, os.path.join(args.out, "effective.png"))
-    print(table(rows))
-
-
 if __name__ == "__main__":
-    main()
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from report import write
+
+    write(load, table, plot, "effective.png", __doc__.splitlines()[0])

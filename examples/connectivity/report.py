@@ -88,18 +88,19 @@ def plot(rows: list[dict], path: str) -> None:
     fig.savefig(path, dpi=110)
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def write(load_rows, make_table, make_plot, picture: str, description: str) -> None:
+    """The command line of both reports: RUNS_DIR --out FOLDER; writes table.md and ``picture`` there."""
+    p = argparse.ArgumentParser(description=description)
     p.add_argument("runs")
     p.add_argument("--out", required=True)
     args = p.parse_args()
-    rows = load(args.runs)
+    rows = load_rows(args.runs)
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "table.md"), "w") as f:
-        f.write(table(rows))
-    plot(rows, os.path.join(args.out, "accuracy.png"))
-    print(table(rows))
+        f.write(make_table(rows))
+    make_plot(rows, os.path.join(args.out, picture))
+    print(make_table(rows))
 
 
 if __name__ == "__main__":
-    main()
+    write(load, table, plot, "accuracy.png", __doc__.splitlines()[0])
