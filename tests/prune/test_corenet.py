@@ -197,3 +197,30 @@ def test_the_measured_guarantee_counts_inputs_with_every_output_within_epsilon()
     assert g.errors.flatten().tolist() == pytest.approx([0.5, 0.0, 0.25])
     assert g.within == pytest.approx(2 / 3) and g.holds   # 2/3 >= 1 - 0.4
     assert not measure(net, {"weight": torch.tensor([[1.5, 1.0]])}, x, epsilon=0.3, delta=0.3).holds
+
+
+class _Skip(nn.Module):
+    """A residual block whose first layer's neurons are read by the second layer *and* by the skip."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.head = nn.Linear(6, 6), nn.Linear(6, 6), nn.Linear(6, 3)
+
+    def forward(self, x):
+        h = torch.relu(self.a(x))
+        return self.head(torch.relu(self.b(h) + h))
+
+
+def test_neurons_are_removed_only_where_one_layer_alone_reads_them():
+    from connectome.prune.corenet.chain import sole_readers
+    from connectome.prune.corenet.run import corenet
+    assert sole_readers(_dead_net()) == {"0.weight": "2.weight"}
+    conv = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 2, 1),
+                         nn.Flatten(), nn.Linear(8, 2))
+    assert sole_readers(conv) == {"0.weight": "4.weight"}   # a flatten mixes positions into columns
+    net = _Skip()
+    assert sole_readers(net) == {}   # a feeds b and the skip; b feeds an add, not head alone
+    with torch.no_grad():
+        net.a.bias[[0, 3]] = -100.0
+    r = corenet(net, torch.randn(40, 6), keep=0.9, variant="plus")
+    assert "a.weight" not in r.removed_neurons and bool(r.masks["a.weight"][[0, 3]].any())

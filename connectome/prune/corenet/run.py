@@ -19,8 +19,10 @@ error, so ``m`` is proportional to ``S`` alone: 92.6% at 15% kept, before any fi
 
 **Variants.** ``plus`` (CoreNet+) first removes the neurons that never fire on S (every input column
 they feed is zero on all of S) with their incoming weights, so no sample is spent on them.
-``plusplus`` (CoreNet++) also amplifies: it makes several independent draws of each layer and keeps
-the one whose output is closest to the original's on a held-out part of S.
+A neuron is removed only where one layer alone reads it (:mod:`.chain`): behind a skip
+connection, removing it would change what the skip carries. ``plusplus`` (CoreNet++) also
+amplifies: it makes several independent draws of each layer and keeps the one whose output is
+closest to the original's on a held-out part of S.
 
 Biases are kept as they are (the paper folds them into the weights; keeping them exact only removes
 error). Example: ``corenet(model, x, keep=0.15)`` (see :func:`corenet`).
@@ -36,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..quotas import PruneError
+from .chain import sole_readers
 from .layers import Layer, gather, rows_of
 from .sampling import allocate, draw, reweight
 
@@ -69,13 +72,17 @@ def _depth_factors(layers: list[Layer], delta: float) -> list[float]:
     return out[::-1]
 
 
-def _dead_neurons(layers: list[Layer]) -> dict[str, torch.Tensor]:
-    """CoreNet+: per layer, its neurons whose every input column in the next layer is zero on all of S."""
+def _dead_neurons(model: nn.Module, layers: list[Layer]) -> dict[str, torch.Tensor]:
+    """CoreNet+: per layer, its neurons whose every input column in their sole reader is zero on all of S
+    (see :mod:`.chain`: a layer read by anything else keeps all its neurons)."""
+    by_name = {lay.name: lay for lay in layers}
     dead = {}
-    for lay, nxt in zip(layers, layers[1:]):
-        out = lay.module.weight.shape[0]
-        if nxt.fired is not None and nxt.fired.numel() == out:  # the next layer reads these neurons 1:1
-            dead[lay.name] = ~nxt.fired
+    for name, reader in sole_readers(model).items():
+        lay, nxt = by_name.get(name), by_name.get(reader)
+        if lay is None or nxt is None or nxt.fired is None:
+            continue
+        if nxt.fired.numel() == lay.module.weight.shape[0]:  # column j of the reader is neuron j
+            dead[name] = ~nxt.fired
     return dead
 
 
@@ -121,7 +128,7 @@ def corenet(
     ]
     total = sum(lay.module.weight.numel() for lay in layers)
     budget = int(keep * total)
-    dead = _dead_neurons(layers) if variant in ("plus", "plusplus") else {}
+    dead = _dead_neurons(model, layers) if variant in ("plus", "plusplus") else {}
     factors = _depth_factors(layers, delta) if split == "paper" else [1.0] * len(layers)
     gen = torch.Generator().manual_seed(seed)
     sens = []
