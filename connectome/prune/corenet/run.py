@@ -141,7 +141,7 @@ def corenet(
             s[dead[lay.name]] = 0.0
         sens.append(s)
     width = max(s.shape[1] for s in sens)
-    pool = 2 * width
+    pool = min(2 * width, max(16, math.ceil(3 * keep * width)))  # longer only when a row runs short
     while True:
         draws = [draw(rows_of(lay.module), s, pool, gen) for lay, s in zip(layers, sens)]
         bases = [d.mass * f**2 for d, f in zip(draws, factors)]

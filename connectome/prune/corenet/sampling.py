@@ -86,29 +86,28 @@ def allocate(layers: list[tuple[Draws, torch.Tensor]], budget: int) -> tuple[lis
     need more draws than its pool holds while it still has weights it never drew, the pool was too
     short: draw again with a longer one.
     """
-    keys, owners, steps = [], [], []
-    for i, (d, base) in enumerate(layers):
+    keys, owners, steps, offset = [], [], [], 0
+    for d, base in layers:
         r, t = torch.nonzero(d.new, as_tuple=True)
         b = base.to(torch.float64)[r]
         keys.append(torch.where(b > 0, t.to(torch.float64) / b.clamp(min=1e-300), float("inf")))
-        owners.append(torch.full_like(r, i) * (1 << 32) + r)
+        owners.append(r + offset)
         steps.append(t + 1)
+        offset += d.rows
     key, owner, step = torch.cat(keys), torch.cat(owners), torch.cat(steps)
     take = torch.argsort(key, stable=True)[: max(0, budget)]
     take = take[torch.isfinite(key[take])]
     last = float(key[take[-1]]) if len(take) else 0.0
-    sizes, short = [], False
+    wants, short = [], False
     for d, base in layers:
         pool = d.index.shape[1]
         want = torch.ceil(last * base.to(torch.float64)).to(torch.int64)
         reachable = (d.q > 0).sum(1)
         short = short or bool(((want > pool) & (d.new.sum(1) < reachable)).any())
-        sizes.append(want.clamp(max=pool))
-    for o, s in zip(owner[take].tolist(), step[take].tolist()):
-        layer, row = divmod(o, 1 << 32)
-        if s > sizes[layer][row]:
-            sizes[layer][row] = s
-    return sizes, short
+        wants.append(want.clamp(max=pool))
+    # each row: at least up to its last new weight taken
+    flat = torch.cat(wants).scatter_reduce_(0, owner[take], step[take], reduce="amax")
+    return list(flat.split([d.rows for d, _ in layers])), short
 
 
 def sample(weight: torch.Tensor, s: torch.Tensor, m: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

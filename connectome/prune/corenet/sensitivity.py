@@ -31,12 +31,13 @@ from torch import nn
 __all__ = ["Accumulator", "sensitivities", "conv_patches"]
 
 _CHUNK_BYTES = 32 << 20  # one (inputs x outputs x inputs-per-neuron) block of the max-product
+_BIG = 1 << 16  # weights per layer (group) above which the max-product runs one input row at a time
 
 
 class Accumulator:
     """The running max of ``g_j(x)`` for a 2-D weight (outputs x inputs-per-neuron) over added inputs."""
 
-    def __init__(self, weight: torch.Tensor, dtype: torch.dtype = torch.float64):
+    def __init__(self, weight: torch.Tensor, dtype: torch.dtype = torch.float32):
         w = weight.detach().to(dtype)
         self.pos, self.neg = w.clamp(min=0), (-w).clamp(min=0)
         self.top_pos = torch.zeros_like(w)  # max over x of a_j(x) / (sum over the positive set)
@@ -49,18 +50,24 @@ class Accumulator:
         if a.numel() == 0:
             return
         out, width = self.pos.shape
-        rows = max(1, _CHUNK_BYTES // max(1, out * width * a.element_size()))
-        for start in range(0, a.shape[0], rows):
-            part = a[start : start + rows]
-            for w, top in ((self.pos, self.top_pos), (self.neg, self.top_neg)):
-                total = part @ w.T  # (rows, out): each neuron's sum over its set
-                inv = torch.where(total > 0, 1.0 / total.clamp(min=torch.finfo(total.dtype).tiny), 0.0)
-                torch.maximum(top, (inv.T[:, :, None] * part[None, :, :]).amax(1), out=top)
+        for w, top in ((self.pos, self.top_pos), (self.neg, self.top_neg)):
+            total = a @ w.T  # (rows, out): each neuron's sum over its set
+            inv = torch.where(total > 0, 1.0 / total.clamp(min=torch.finfo(total.dtype).tiny), 0.0)
+            if out * width >= _BIG:  # a large layer: one row at a time stays in cache
+                buf = torch.empty_like(top)
+                for r in range(a.shape[0]):
+                    torch.mul(inv[r][:, None], a[r][None, :], out=buf)
+                    torch.maximum(top, buf, out=top)
+                continue
+            rows = max(1, _CHUNK_BYTES // max(1, out * width * a.element_size()))
+            for start in range(0, a.shape[0], rows):  # many rows of a small layer (patches): in blocks
+                part, scale = a[start : start + rows], inv[start : start + rows]
+                torch.maximum(top, (scale.T[:, :, None] * part[None, :, :]).amax(1), out=top)
         self.seen += a.shape[0]
 
     def result(self) -> torch.Tensor:
         """``s`` (the weight's 2-D shape): each entry's sensitivity within its sign set, in [0, 1]."""
-        return (self.pos * self.top_pos + self.neg * self.top_neg).clamp(max=1.0)
+        return (self.pos * self.top_pos + self.neg * self.top_neg).clamp(max=1.0).double()
 
 
 def sensitivities(weight: torch.Tensor, inputs: Iterable[torch.Tensor]) -> torch.Tensor:
