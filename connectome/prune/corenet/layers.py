@@ -20,6 +20,7 @@ from .sensitivity import Accumulator, conv_patches
 
 __all__ = ["Layer", "gather", "rows_of"]
 
+_PATCH_BYTES = 64 << 20  # a convolution's patches are built for this much input at a time
 _CAP = 1e6  # Delta where a neuron's positive and negative parts cancel exactly: large, not infinite
 
 
@@ -117,20 +118,27 @@ def _shares(x: torch.Tensor, data: torch.Tensor) -> bool:
 def _add(layer: Layer, x: torch.Tensor) -> None:
     m = layer.module
     if isinstance(m, nn.Conv2d):
-        cols_per_group = [conv_patches(m, x, g) for g in range(m.groups)]
         fired = (x != 0).flatten(2).any(2).any(0)  # per input channel
+        per_input = x[:1].numel() // max(m.groups, 1) * m.kernel_size[0] * m.kernel_size[1] * 4
+        step = max(1, _PATCH_BYTES // max(per_input, 1))  # the patches of a few inputs at a time
+        for start in range(0, len(x), step):
+            _add_rows(layer, [conv_patches(m, x[start : start + step], g) for g in range(m.groups)])
     else:
-        cols_per_group = [x.reshape(-1, m.in_features)]
-        fired = (cols_per_group[0] != 0).any(0)
+        rows = x.reshape(-1, m.in_features)
+        fired = (rows != 0).any(0)
+        _add_rows(layer, [rows])
     layer.fired = fired if layer.fired is None else layer.fired | fired
+
+
+def _add_rows(layer: Layer, cols_per_group: list[torch.Tensor]) -> None:
     deltas = []
     for acc, cols in zip(layer.groups, cols_per_group):
         acc.add(cols)
         a = cols.to(acc.pos.dtype)
         mass = a.abs() @ (acc.pos + acc.neg).T  # sum of |w a| over all incoming weights
         net = (a @ (acc.pos - acc.neg).T).abs()  # |pre-activation| without the bias
-        d = torch.where(net > 0, mass / net.clamp(min=1e-300), torch.where(mass > 0, _CAP, 1.0))
-        deltas.append(d.clamp(max=_CAP).sum(0))
+        d = torch.where(net > 0, mass / net.clamp(min=1e-30), torch.where(mass > 0, _CAP, 1.0))
+        deltas.append(d.clamp(max=_CAP).double().sum(0))
     total = torch.cat(deltas)
     layer.delta_sum = total if layer.delta_sum is None else layer.delta_sum + total
     layer.delta_count += cols_per_group[0].shape[0]
