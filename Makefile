@@ -50,6 +50,7 @@ bench: $(VENV)/.installed-test tools
 	$(BIN)/python benchmarks/bench_render.py
 	$(BIN)/python benchmarks/bench_breadth.py
 	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python benchmarks/bench_corenet.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
