@@ -1,6 +1,6 @@
 """The architectures of "Connectivity Matters" (Vysogorets & Kempe), built from code.
 
-LeNet-300-100 and LeNet-5 take MNIST-size inputs (1x28x28); VGG-19 and ResNet-18 are the CIFAR forms
+LeNet-300-100, LeNet-5 and ``mlp`` (deeper fully connected nets) take MNIST-size inputs (1x28x28); VGG-19 and ResNet-18 are the CIFAR forms
 (3x32x32 input, 3x3 stem, no stem pooling). Input shapes are in :data:`INPUT_SHAPES`.
 
 Examples
@@ -19,7 +19,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-__all__ = ["lenet_300_100", "lenet_5", "vgg19_cifar", "resnet18_cifar", "MODELS", "INPUT_SHAPES"]
+__all__ = ["lenet_300_100", "lenet_5", "mlp", "vgg19_cifar", "resnet18_cifar", "MODELS", "INPUT_SHAPES"]
 
 
 def lenet_300_100(num_classes: int = 10) -> nn.Module:
@@ -27,6 +27,22 @@ def lenet_300_100(num_classes: int = 10) -> nn.Module:
     return nn.Sequential(
         nn.Flatten(), nn.Linear(784, 300), nn.ReLU(), nn.Linear(300, 100), nn.ReLU(), nn.Linear(100, num_classes)
     )
+
+
+def mlp(hidden: tuple[int, ...] | list[int] = (300, 300, 300), num_classes: int = 10) -> nn.Module:
+    """A fully connected ReLU network on 28x28 inputs with the given hidden widths (deeper than LeNet).
+
+    >>> [m.out_features for m in mlp((200, 100, 50)) if isinstance(m, nn.Linear)]
+    [200, 100, 50, 10]
+    """
+    layers: list[nn.Module] = [nn.Flatten()]
+    width = 784
+    for h in hidden:
+        if not isinstance(h, int) or h < 1:
+            raise ValueError(f"hidden widths must be positive integers, not {h!r}")
+        layers += [nn.Linear(width, h), nn.ReLU()]
+        width = h
+    return nn.Sequential(*layers, nn.Linear(width, num_classes))
 
 
 def lenet_5(num_classes: int = 10) -> nn.Module:
@@ -154,12 +170,14 @@ def resnet18_cifar(num_classes: int = 10, width: int = 64) -> nn.Module:
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "lenet_300_100": lenet_300_100,
     "lenet_5": lenet_5,
+    "mlp": mlp,
     "vgg19": vgg19_cifar,
     "resnet18": resnet18_cifar,
 }
 INPUT_SHAPES: dict[str, tuple[int, ...]] = {
     "lenet_300_100": (1, 1, 28, 28),
     "lenet_5": (1, 1, 28, 28),
+    "mlp": (1, 1, 28, 28),
     "vgg19": (1, 3, 32, 32),
     "resnet18": (1, 3, 32, 32),
 }
