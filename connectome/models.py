@@ -1,7 +1,8 @@
 """The architectures of "Connectivity Matters" (Vysogorets & Kempe), built from code.
 
-LeNet-300-100, LeNet-5 and ``mlp`` (deeper fully connected nets) take MNIST-size inputs (1x28x28); VGG-19 and ResNet-18 are the CIFAR forms
-(3x32x32 input, 3x3 stem, no stem pooling). Input shapes are in :data:`INPUT_SHAPES`.
+LeNet-300-100, LeNet-5 and ``mlp`` (deeper fully connected nets) take MNIST-size inputs (1x28x28);
+VGG-19 and ResNet-18 are the CIFAR forms (3x32x32 input, 3x3 stem, no stem pooling). Input shapes
+are in :data:`INPUT_SHAPES`.
 
 Examples
 --------

@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import os
+import re
 from typing import Any
 
 import torch
@@ -29,7 +30,9 @@ _IGNORED = ("device", "data_root")  # where a run happens, not what it is
 def model_identity(model: nn.Module) -> str:
     """The model's class and a digest of its structure (modules, activations, shapes), to tell a resumed
     run's model apart from another whose weights happen to have the same names and shapes."""
-    text = repr(model) + "".join(f"{k}{tuple(v.shape)}" for k, v in model.state_dict().items())
+    # object addresses ("<function f at 0x7f...>") differ between processes: they are not structure
+    text = re.sub(r" at 0x[0-9a-fA-F]+", "", repr(model))
+    text += "".join(f"{k}{tuple(v.shape)}" for k, v in model.state_dict().items())
     return f"{type(model).__qualname__}:{hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
 

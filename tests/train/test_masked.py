@@ -112,3 +112,19 @@ def test_the_fit_probe_leaves_batch_norm_statistics_alone():
 def test_a_loss_that_becomes_nan_is_one_line():
     with pytest.raises(TrainError, match="the loss became nan at epoch 1.*lower --lr"):
         train(lenet_300_100(), Config(lr=1e30, **SMALL))
+
+
+def test_a_model_s_identity_ignores_object_addresses():
+    from connectome.train.state import model_identity
+
+    class WithFunction(torch.nn.Module):   # its printout names a function, with the address it has now
+        def __init__(self):
+            super().__init__()
+            self.act, self.fc = (lambda x: x), torch.nn.Linear(2, 2)
+
+        def extra_repr(self):
+            return repr(self.act)
+
+    assert " at 0x" in repr(WithFunction())
+    assert model_identity(WithFunction()) == model_identity(WithFunction())
+    assert model_identity(WithFunction()) != model_identity(torch.nn.Sequential(torch.nn.Linear(2, 2)))
