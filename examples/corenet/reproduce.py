@@ -108,7 +108,10 @@ def report(results: dict, out: str, keeps=KEEPS) -> None:
 
     os.makedirs(out, exist_ok=True)
     nets = sorted({e["net"] for e in results.values()})
-    fig, axes = plt.subplots(1, len(nets), figsize=(5 * len(nets), 4.5), squeeze=False)
+    cols = min(2, len(nets))
+    rows = -(-len(nets) // cols)
+    fig, grid = plt.subplots(rows, cols, figsize=(6.5 * cols, 4.5 * rows), squeeze=False)
+    axes = [grid.flat]
     lines = ["| network | method | " + " | ".join(f"{100 * k:g}%" for k in keeps) + " |",
              "|---|---|" + "---|" * len(keeps)]
     for ax, net in zip(axes[0], nets):
