@@ -13,7 +13,7 @@ from connectome.io.files import write_atomic
 from connectome.io.spec import SpecError, parse_kwargs
 
 from .main import main
-from .options import DTYPES, display_name, input_options, shapes_arg
+from .options import DTYPES, arch_kwargs_option, display_name, input_options, shapes_arg
 
 
 class _Progress:
@@ -44,12 +44,7 @@ class _Progress:
     help="Architecture: torchvision:NAME, timm:NAME, connectome:NAME, package.module:factory or "
     "file.py:factory. Not needed for a whole-model pickle (with --trust).",
 )
-@click.option(
-    "--arch-kwargs",
-    multiple=True,
-    metavar="K=V[,K=V]",
-    help="Keyword arguments for the architecture's factory, e.g. num_classes=100.",
-)
+@arch_kwargs_option("num_classes=100")
 @click.option(
     "--masks",
     "masks_file",

@@ -31,6 +31,16 @@ def max_memory_option(ctx: click.Context, param: click.Parameter, value: str | N
         raise click.BadParameter(str(e)) from None
 
 
+def arch_kwargs_option(example: str):
+    """--arch-kwargs K=V[,K=V] (repeatable): keyword arguments for a model's factory."""
+    return click.option(
+        "--arch-kwargs",
+        multiple=True,
+        metavar="K=V[,K=V]",
+        help=f"Keyword arguments for the architecture's factory, e.g. {example}.",
+    )
+
+
 def input_options(fn):
     """--input-shape, --input-dtype, --tracer, --trust and --max-memory."""
     fn = click.option(

@@ -16,7 +16,7 @@ from connectome.train import POLICIES, Config, TrainError, train
 from connectome.train.state import CHECKPOINT, LOG
 
 from .main import main
-from .options import max_memory_option
+from .options import arch_kwargs_option, max_memory_option
 
 
 @main.command(name="train")
@@ -28,12 +28,7 @@ from .options import max_memory_option
     help="A pruned checkpoint to start from (its masks are kept): a state_dict or .safetensors file.",
 )
 @click.option("--trust", is_flag=True, help="Allow loading a whole-model pickle; pickles can run code.")
-@click.option(
-    "--arch-kwargs",
-    multiple=True,
-    metavar="K=V[,K=V]",
-    help="Keyword arguments for MODEL's factory, e.g. width=16 or num_classes=100.",
-)
+@arch_kwargs_option("width=16 or num_classes=100")
 @click.option(
     "--max-memory",
     metavar="SIZE",
