@@ -13,6 +13,7 @@ from connectome.prune import save
 from connectome.prune.corenet import corenet
 from connectome.prune.corenet.guarantee import measure
 from connectome.report import compression as fmt_compression
+from connectome.train.loop import evaluate
 
 
 def run(ck, shape, dataset, data_root, download, seed, output, keep, variant, epsilon, delta, sample_size, error_split):
@@ -70,14 +71,4 @@ def _test_split(dataset, root, download):
 
 
 def _accuracy(model, split) -> float | None:
-    if split is None:
-        return None
-    x, y = split
-    was = model.training
-    model.eval()
-    correct = 0
-    with torch.no_grad():
-        for start in range(0, len(y), 1000):
-            correct += int((model(x[start : start + 1000]).argmax(1) == y[start : start + 1000]).sum())
-    model.train(was)
-    return correct / max(len(y), 1)
+    return None if split is None else evaluate(model, split, "cpu")[1]
