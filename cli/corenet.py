@@ -10,18 +10,20 @@ from connectome import data as data_mod
 from connectome.analysis import Analyzer
 from connectome.io.spec import SpecError
 from connectome.prune import save
-from connectome.prune.corenet import corenet
+from connectome.prune.corenet import bounds, corenet
 from connectome.prune.corenet.guarantee import measure
+from connectome.prune.corenet.layers import layer_widths
 from connectome.report import compression as fmt_compression
 from connectome.train.loop import evaluate
 
 
 def run(ck, shape, dataset, data_root, download, seed, output, keep, variant, epsilon, delta, sample_size, error_split):
-    """Sparsify ``ck.model`` in place, save it to ``output`` and print what was measured."""
-    if not 0.0 < keep <= 1.0 or not epsilon > 0.0 or not 0.0 < delta < 1.0:
+    """Sparsify ``ck.model`` in place, save it to ``output`` and print what was measured. Without ``keep``,
+    the sample sizes are the paper's bound for ``epsilon`` and ``delta``."""
+    if (keep is not None and not 0.0 < keep <= 1.0) or not epsilon > 0.0 or not 0.0 < delta < 1.0:
         raise SpecError(
             f"--keep must lie in (0, 1], --epsilon above 0 and --delta in (0, 1), "
-            f"not {keep:g}, {epsilon:g} and {delta:g}"
+            f"not {'-' if keep is None else f'{keep:g}'}, {epsilon:g} and {delta:g}"
         )
     if dataset is None:
         raise SpecError(
@@ -29,6 +31,8 @@ def run(ck, shape, dataset, data_root, download, seed, output, keep, variant, ep
             "for 1x28x28 inputs, cifar10 for 3x32x32)"
         )
     model = ck.model
+    if sample_size is None:
+        sample_size = bounds.sample_size(layer_widths(model), delta)
     x, _ = data_mod.batch(dataset, sample_size + max(sample_size // 4, 16), seed, root=data_root, download=download)
     if tuple(x.shape[1:]) != tuple(shape[1:]):
         raise SpecError(
@@ -38,7 +42,17 @@ def run(ck, shape, dataset, data_root, download, seed, output, keep, variant, ep
     sample, holdout = x[:sample_size], x[sample_size:]
     test = _test_split(dataset, data_root, download)
     before = _accuracy(model, test)
-    r = corenet(model, sample, keep, delta=delta, variant=variant, seed=seed, holdout=holdout, split=error_split)
+    r = corenet(
+        model,
+        sample,
+        keep,
+        delta=delta,
+        variant=variant,
+        seed=seed,
+        holdout=holdout,
+        split=error_split,
+        epsilon=epsilon,
+    )
     for note in r.notes:
         click.echo(f"note: {note}", err=True)
     guarantee = measure(model, r.weights, test[0][:1000] if test else holdout, epsilon, delta)
@@ -49,8 +63,11 @@ def run(ck, shape, dataset, data_root, download, seed, output, keep, variant, ep
     save(model, r.masks, output)
     res = Analyzer(model, input_shape=tuple(shape)).run(r.masks)
     after = _accuracy(model, test)
+    how = f"{variant}, |S| = {len(sample)}, " + (
+        f"kept share {keep:g}" if keep is not None else f"draws from the bound for epsilon {epsilon:g}, delta {delta:g}"
+    )
     click.echo(
-        f"kept {r.kept:,} of {sum(m.numel() for m in r.masks.values()):,} weights ({variant}); direct sparsity "
+        f"kept {r.kept:,} of {sum(m.numel() for m in r.masks.values()):,} weights ({how}); direct sparsity "
         f"{100 * res.direct_sparsity:.2f}% ({fmt_compression(res.direct_compression)}), effective sparsity "
         f"{100 * res.effective_sparsity:.2f}% ({fmt_compression(res.effective_compression)})"
         + (", COLLAPSED" if res.collapsed else "")

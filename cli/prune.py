@@ -40,10 +40,19 @@ from .options import DTYPES
     "of several draws per layer.",
 )
 @click.option(
-    "--epsilon", type=float, default=0.1, show_default=True, help="corenet: relative output error to measure."
+    "--epsilon",
+    type=float,
+    default=0.1,
+    show_default=True,
+    help="corenet: relative output error; without a budget, the sample sizes come from the paper's bound for it.",
 )
 @click.option("--delta", type=float, default=0.05, show_default=True, help="corenet: allowed failure probability.")
-@click.option("--sample-size", type=click.IntRange(min=1), default=256, show_default=True, help="corenet: inputs in S.")
+@click.option(
+    "--sample-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="corenet: inputs in S  [default: the paper's formula in --delta and the widths, 197 for LeNet-300-100]",
+)
 @click.option(
     "--split",
     "error_split",
@@ -147,11 +156,12 @@ def prune(
       connectome prune connectome:vgg19 --method random --quota igq --compression 1000 --target effective -o v.pt
       connectome prune torchvision:resnet18 --input-shape 1,3,32,32 --method synflow --sparsity 0.99 -o r.pt
       connectome prune connectome:lenet_300_100 --weights trained.pt --method corenet --data mnist --keep 0.15 -o s.pt
+      connectome prune connectome:lenet_300_100 --weights trained.pt --method corenet --data mnist --epsilon 0.5 -o b.pt
     """
     if method == "corenet":
         if corenet["keep"] is not None and (sparsity is not None or compression is not None):
             raise SpecError("give one of --keep, --sparsity or --compression")
-        if corenet["keep"] is None:
+        if corenet["keep"] is None and (sparsity is not None or compression is not None):
             corenet["keep"] = 1.0 - _sparsity(sparsity, compression)
         check_writable(output, inputs=(weights, model, *_data_files(data_root)))
         torch.manual_seed(seed)

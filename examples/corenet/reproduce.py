@@ -1,6 +1,7 @@
 """CoreNet reproduction: test error against the share of parameters kept, CoreNet and its variants against
 uniform sampling, per-layer magnitude and rank-k SVD, on networks trained by `connectome sweep`; the
-measured guarantee; and what the paper did not show: the effective sparsity of the sampled networks.
+measured guarantee; the sample sizes of the paper's bound, against epsilon; and what the paper did not
+show: the effective sparsity of the sampled networks.
 
 Run (the base networks first, then the grid, then the report):
   connectome sweep examples/corenet/base.toml -o runs/corenet-base --num-cpus 2
@@ -27,11 +28,14 @@ from connectome.analysis import Analyzer
 from connectome.io.checkpoint import load
 from connectome.io.files import write_atomic
 from connectome.prune.corenet import BASELINES, baseline, corenet
+from connectome.prune.corenet.bounds import sample_size
+from connectome.prune.corenet.layers import layer_widths
 from connectome.prune.corenet.guarantee import measure
 
 METHODS = ("corenet", "plus", "plusplus", *BASELINES)
 KEEPS = (0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5)
 GUARANTEE = ((0.1, 0.05), (0.5, 0.05), (1.0, 0.05))  # (epsilon, delta) measured at 15% kept
+BOUND = (0.1, 1.0, 10.0, 100.0, 1e3, 1e4)  # epsilon, with delta 0.05: sample sizes from the paper's bound
 
 
 def bases(folder: str) -> list[dict]:
@@ -46,7 +50,7 @@ def _name(row: dict) -> str:
     return f"{arch} / {row['data']}"
 
 
-def run(folder: str, path: str, seeds: int, size: int, keeps=KEEPS, methods=METHODS) -> dict:
+def run(folder: str, path: str, seeds: int, size: int, keeps=KEEPS, methods=METHODS, bound=BOUND) -> dict:
     results = json.load(open(path)) if os.path.exists(path) else {}
     for row in bases(folder):
         net = _name(row)
@@ -89,6 +93,23 @@ def run(folder: str, path: str, seeds: int, size: int, keeps=KEEPS, methods=METH
                     print(f"{net:<28} {method:<10} keep {keep:<5g} seed {seed}  error {100 * entry['error']:6.2f}%",
                           flush=True)
                     write_atomic(path, json.dumps(results, indent=1))
+        # no budget: the draws the bound asks for, on the sample the formula asks for
+        s_bound = data.batch(row["data"], sample_size(layer_widths(model), 0.05), 0)[0]
+        for eps in bound:
+            for seed in range(seeds):
+                key = f"{net}|bound|{eps:g}|{seed}"
+                if key in results:
+                    continue
+                t = time.perf_counter()
+                r = corenet(model, s_bound, None, epsilon=eps, seed=seed)
+                total = sum(int(m.numel()) for m in r.masks.values())
+                g = measure(model, r.weights, test_x[:1000], eps, 0.05)
+                results[key] = {"net": net, "method": "bound", "epsilon": eps, "seed": seed, "error": error(r.weights),
+                                "kept": r.kept, "share": r.kept / total, "within": g.within, "size": len(s_bound),
+                                "seconds": time.perf_counter() - t}
+                print(f"{net:<28} bound      eps {eps:<7g} seed {seed}  kept {100 * r.kept / total:6.2f}%  "
+                      f"error {100 * results[key]['error']:6.2f}%", flush=True)
+                write_atomic(path, json.dumps(results, indent=1))
     return results
 
 
@@ -133,6 +154,26 @@ def report(results: dict, out: str, keeps=KEEPS) -> None:
     with open(os.path.join(out, "table.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
+    bound = _bound_table(results)
+    if bound:
+        with open(os.path.join(out, "bound.md"), "w") as f:
+            f.write(bound + "\n")
+        print(bound)
+
+
+def _bound_table(results: dict) -> str:
+    """Per network and epsilon: the share kept, the test error and the share of inputs within epsilon."""
+    points = [e for e in results.values() if e.get("method") == "bound"]
+    if not points:
+        return ""
+    lines = ["| network | |S| | epsilon | kept (%) | test error (%) | inputs within epsilon (%) |", "|---|---|---|---|---|---|"]
+    for net in sorted({e["net"] for e in points}):
+        for eps in sorted({e["epsilon"] for e in points if e["net"] == net}):
+            got = [e for e in points if e["net"] == net and e["epsilon"] == eps]
+            mean = lambda k: 100 * statistics.mean(e[k] for e in got)  # noqa: E731
+            lines.append(f"| {net} | {got[0]['size']} | {eps:g} | {mean('share'):.2f} | {mean('error'):.1f} | "
+                         f"{mean('within'):.1f} |")
+    return "\n".join(lines)
 
 
 def main() -> None:

@@ -67,8 +67,20 @@ def test_corenet_beats_uniform_sampling_and_fine_tunes_back(trained, tmp_path):
     assert tuned >= 100 * original - 3
 
 
+def test_without_a_budget_the_bound_keeps_almost_everything_and_meets_its_guarantee(trained, tmp_path):
+    r = run("prune", "connectome:lenet_300_100", "--weights", trained, "--method", "corenet", "--data", "mnist",
+            "--epsilon", "0.1", "-o", tmp_path / "b.pt")
+    assert r.exit_code == 0, r.output
+    # |S| from the paper's formula; every weight drawn but those whose input pixel is 0 on all of S
+    assert "|S| = 197, draws from the bound for epsilon 0.1, delta 0.05" in r.stdout
+    kept, total = (int(v.replace(",", "")) for v in re.search(r"kept ([\d,]+) of ([\d,]+) weights", r.stdout).groups())
+    assert 0.99 * total < kept < total
+    assert re.search(r"guarantee: [\d.]+% of 1,000 held-out inputs .* \(target 95.0%: met\)", r.stdout)
+
+
 @pytest.mark.parametrize("args, says", [
     (["--keep", "0.15"], "add --data"),
+    (["--data", "mnist", "--epsilon", "0"], "--epsilon above 0"),
     (["--keep", "1.5", "--data", "mnist"], "--keep must lie in (0, 1]"),
     (["--keep", "0.15", "--sparsity", "0.9", "--data", "mnist"], "give one of --keep, --sparsity or --compression"),
     (["--keep", "0.15", "--data", "cifar10", "--data-root", "."], None),

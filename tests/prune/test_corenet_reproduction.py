@@ -18,13 +18,18 @@ def test_the_corenet_reproduction_in_small(tmp_path):
     found = importlib.util.spec_from_file_location("reproduce", os.path.join(ROOT, "reproduce.py"))
     mod = importlib.util.module_from_spec(found)
     found.loader.exec_module(mod)
-    results = mod.run(str(tmp_path / "base"), str(tmp_path / "r.json"), seeds=1, size=64, keeps=(0.15,))
+    results = mod.run(str(tmp_path / "base"), str(tmp_path / "r.json"), seeds=1, size=64, keeps=(0.15,),
+                      bound=(0.1, 1e4))
     assert json.loads((tmp_path / "r.json").read_text()) == results
-    points = {e["method"]: e for e in results.values() if e["method"] != "dense"}
+    points = {e["method"]: e for e in results.values() if e["method"] not in ("dense", "bound")}
     assert set(points) == set(mod.METHODS)
+    bound = {e["epsilon"]: e for e in results.values() if e["method"] == "bound"}
+    assert bound[0.1]["size"] == 197 and bound[0.1]["share"] > 0.99 and bound[0.1]["within"] >= 0.95
+    assert bound[1e4]["share"] <= bound[0.1]["share"]
     assert points["corenet"]["error"] < points["uniform"]["error"]   # importance sampling beats uniform
     assert points["corenet"]["kept"] == int(0.15 * 266200) and points["corenet"]["effective"] >= 0.85
     assert 0 <= points["corenet"]["within_1"] <= 1
     mod.report(results, str(tmp_path / "doc"), keeps=(0.15,))
     assert (tmp_path / "doc" / "table.md").read_text().count("| lenet_300_100 / mnist |") == len(mod.METHODS)
     assert os.path.getsize(tmp_path / "doc" / "error.png") > 10_000
+    assert (tmp_path / "doc" / "bound.md").read_text().count("| lenet_300_100 / mnist | 197 |") == 2

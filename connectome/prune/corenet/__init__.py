@@ -4,14 +4,15 @@ inputs, reweighted so that every pre-activation stays unbiased.
 
 - :mod:`.sensitivity`: ``s_j = max_x`` of a weight's share of its sign set's pre-activation;
 - :mod:`.sampling`: draws with replacement, the unbiased reweighting, and sample sizes that meet a
-  budget of kept weights exactly;
+  budget of kept weights exactly; :mod:`.bounds`: the sample sizes the paper's guarantee asks for;
+- :mod:`.kernel`: the loops, compiled by numba when it is installed;
 - :mod:`.layers`: one pass over S by hooks; :mod:`.run`: :func:`corenet` and its variants;
 - :mod:`.baselines`: uniform sampling, magnitude and SVD under the same budget.
 """
 
 from .baselines import BASELINES, baseline
 from .run import VARIANTS, Sparsified, corenet
-from .sampling import Draws, allocate, draw, reweight, sample
+from .sampling import Draws, allocate, distribution, draw, reweight, sample, sample_counts
 from .sensitivity import Accumulator, conv_patches, sensitivities
 
 __all__ = [
@@ -24,8 +25,10 @@ __all__ = [
     "baseline",
     "conv_patches",
     "corenet",
+    "distribution",
     "draw",
     "reweight",
     "sample",
+    "sample_counts",
     "sensitivities",
 ]

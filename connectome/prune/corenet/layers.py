@@ -18,10 +18,9 @@ from torch import nn
 from ...io.masks import prunable_weights
 from .sensitivity import Accumulator, conv_patches
 
-__all__ = ["Layer", "gather", "rows_of"]
+__all__ = ["Layer", "gather", "layer_widths", "rows_of"]
 
 _PATCH_BYTES = 64 << 20  # a convolution's patches are built for this much input at a time
-_CAP = 1e6  # Delta where a neuron's positive and negative parts cancel exactly: large, not infinite
 
 
 @dataclass
@@ -32,16 +31,14 @@ class Layer:
     order: int = -1  # when the forward pass reached it
     reads_data: bool = False
     nonnegative: bool = True
-    delta_sum: torch.Tensor | None = None  # per neuron: sum over inputs (and positions) of Delta_i(x)
-    delta_count: int = 0
+    delta_count: int = 0  # inputs (and positions) seen
     fired: torch.Tensor | None = None  # per input column: ever nonzero on S
     notes: list[str] = field(default_factory=list)
 
     @property
     def delta_mean(self) -> torch.Tensor:
         """Per neuron: the mean over S (and positions) of Delta_i(x)."""
-        assert self.delta_sum is not None
-        return self.delta_sum / max(self.delta_count, 1)
+        return torch.cat([acc.delta_sum for acc in self.groups]) / max(self.delta_count, 1)
 
     def sensitivities(self) -> torch.Tensor:
         """Sensitivities in the weight's own shape."""
@@ -68,8 +65,23 @@ def _layers(model: nn.Module) -> dict[Weighted, str]:
     return found
 
 
-def gather(model: nn.Module, inputs: torch.Tensor, chunk: int = 64) -> list[Layer]:
-    """One pass over ``inputs`` (the sample S) in chunks; the layers in forward order."""
+def layer_widths(model: nn.Module) -> list[int]:
+    """The neurons (output features or channels) of the layers CoreNet samples, in the order the model
+    registers them.
+
+    >>> layer_widths(nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)))
+    [3, 2]
+    """
+    return [m.weight.shape[0] for m in _layers(model)]
+
+
+def gather(model: nn.Module, inputs: torch.Tensor, chunk: int | None = None) -> list[Layer]:
+    """One pass over ``inputs`` (the sample S) in chunks; the layers in forward order.
+
+    By default a chunk holds up to 256 inputs and about 4M input values (27 images of 224 x 224 x 3):
+    fewer, larger steps are faster, and the activations of a chunk must fit in memory."""
+    if chunk is None:
+        chunk = max(1, min(256, (4 << 20) // max(1, inputs[:1].numel())))
     found = _layers(model)
     layers: dict[Weighted, Layer] = {}
     for module, key in found.items():
@@ -87,8 +99,9 @@ def gather(model: nn.Module, inputs: torch.Tensor, chunk: int = 64) -> list[Laye
             layer.order = len(seen)
             seen.append(layer)
         layer.reads_data = layer.reads_data or _shares(x, current[0])
-        layer.nonnegative = layer.nonnegative and bool((x >= 0).all())
-        _add(layer, x)
+        nonnegative = bool((x >= 0).all())
+        layer.nonnegative = layer.nonnegative and nonnegative
+        _add(layer, x, nonnegative)
 
     handles = [m.register_forward_pre_hook(hook) for m in layers]
     was = model.training
@@ -115,30 +128,25 @@ def _shares(x: torch.Tensor, data: torch.Tensor) -> bool:
         return False
 
 
-def _add(layer: Layer, x: torch.Tensor) -> None:
+def _add(layer: Layer, x: torch.Tensor, nonnegative: bool) -> None:
+    """``x``'s rows (or patches) into the layer's accumulators; padding and reflection keep patches
+    nonnegative where ``x`` is."""
     m = layer.module
     if isinstance(m, nn.Conv2d):
         fired = (x != 0).flatten(2).any(2).any(0)  # per input channel
         per_input = x[:1].numel() // max(m.groups, 1) * m.kernel_size[0] * m.kernel_size[1] * 4
         step = max(1, _PATCH_BYTES // max(per_input, 1))  # the patches of a few inputs at a time
         for start in range(0, len(x), step):
-            _add_rows(layer, [conv_patches(m, x[start : start + step], g) for g in range(m.groups)])
+            patches = [conv_patches(m, x[start : start + step], g) for g in range(m.groups)]
+            _add_rows(layer, patches, nonnegative)
     else:
         rows = x.reshape(-1, m.in_features)
-        fired = (rows != 0).any(0)
-        _add_rows(layer, [rows])
+        fired = rows.amax(0) > 0 if nonnegative else (rows != 0).any(0)
+        _add_rows(layer, [rows], nonnegative)
     layer.fired = fired if layer.fired is None else layer.fired | fired
 
 
-def _add_rows(layer: Layer, cols_per_group: list[torch.Tensor]) -> None:
-    deltas = []
+def _add_rows(layer: Layer, cols_per_group: list[torch.Tensor], nonnegative: bool) -> None:
     for acc, cols in zip(layer.groups, cols_per_group):
-        acc.add(cols)
-        a = cols.to(acc.pos.dtype)
-        mass = a.abs() @ (acc.pos + acc.neg).T  # sum of |w a| over all incoming weights
-        net = (a @ (acc.pos - acc.neg).T).abs()  # |pre-activation| without the bias
-        d = torch.where(net > 0, mass / net.clamp(min=1e-30), torch.where(mass > 0, _CAP, 1.0))
-        deltas.append(d.clamp(max=_CAP).double().sum(0))
-    total = torch.cat(deltas)
-    layer.delta_sum = total if layer.delta_sum is None else layer.delta_sum + total
+        acc.add(cols, nonnegative)
     layer.delta_count += cols_per_group[0].shape[0]

@@ -8,7 +8,7 @@ every draw that brings a new weight into its row by the common scale at which th
 size reaches it, and takes the first ``budget`` of them.
 
 Example: ``draw(weight, s, pool=64, generator=torch.Generator().manual_seed(0))`` then
-``reweight(weight, s, d, m)`` (see :func:`draw`).
+``reweight(weight, d, m)`` (see :func:`draw`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Draws", "draw", "reweight", "allocate", "sample"]
+from .kernel import compiled_draws, draw_rows, rows_of_sets, sampled_rows
+
+__all__ = ["Draws", "distribution", "draw", "reweight", "allocate", "sample", "sample_counts"]
 
 
 @dataclass
@@ -25,67 +27,69 @@ class Draws:
     """A pool of draws for every (neuron, sign) row of one layer (``2 * outputs`` rows: positive, then negative)."""
 
     index: torch.Tensor  # (rows, pool) int64: the weight drawn at each step
-    q: torch.Tensor  # (rows, inputs-per-neuron): each row's sampling distribution (0 outside its sign set)
-    mass: torch.Tensor  # (rows,): the row's total sensitivity (0: nothing to sample)
+    chance: torch.Tensor  # (rows, pool) float64: the probability of the weight drawn at each step
     new: torch.Tensor  # (rows, pool) bool: the draw brings a weight not drawn before in its row
+    mass: torch.Tensor  # (rows,): the row's total sensitivity (0: nothing to sample)
+    reachable: torch.Tensor  # (rows,): how many weights the row can draw (those of positive sensitivity)
 
     @property
     def rows(self) -> int:
         return self.index.shape[0]
 
 
-def _rows(weight: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-    w = weight.detach().reshape(weight.shape[0], -1)
-    s = s.reshape(w.shape).to(torch.float64)
-    return torch.cat([torch.where(w > 0, s, 0.0), torch.where(w < 0, s, 0.0)])
+def distribution(weight: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """``q``: each (neuron, sign) row's sampling distribution (``2 * outputs`` x inputs-per-neuron).
+
+    >>> distribution(torch.tensor([[2.0, -1.0, 1.0]]), torch.tensor([[0.5, 1.0, 0.5]])).tolist()
+    [[0.5, 0.0, 0.5], [0.0, 1.0, 0.0]]
+    """
+    share = rows_of_sets(weight.detach().reshape(weight.shape[0], -1), s.reshape(weight.shape[0], -1))
+    mass = share.sum(1, keepdim=True)
+    return torch.where(mass > 0, share / mass.clamp(min=1e-300), 0.0)
 
 
 def draw(weight: torch.Tensor, s: torch.Tensor, pool: int, generator: torch.Generator) -> Draws:
     """``pool`` draws with replacement for every (neuron, sign) row of ``weight`` from its sensitivities ``s``.
 
-    >>> w = torch.tensor([[2.0, -1.0, 1.0]])
-    >>> d = draw(w, torch.tensor([[0.5, 1.0, 0.5]]), 4, torch.Generator().manual_seed(0))
-    >>> d.rows, d.q.tolist()
-    (2, [[0.5, 0.0, 0.5], [0.0, 1.0, 0.0]])
+    >>> d = draw(torch.tensor([[2.0, -1.0, 1.0]]), torch.tensor([[0.5, 1.0, 0.5]]), 4, torch.Generator().manual_seed(0))
+    >>> d.rows, d.mass.tolist(), d.index[1].tolist()
+    (2, [1.0, 1.0], [1, 1, 1, 1])
     """
-    sr = _rows(weight, s)
-    mass = sr.sum(1)
-    q = torch.where(mass[:, None] > 0, sr / mass.clamp(min=1e-300)[:, None], 0.0)
-    live = mass > 0
-    index = torch.zeros(sr.shape[0], pool, dtype=torch.int64)
-    if bool(live.any()) and pool > 0:
-        index[live] = torch.multinomial(q[live], pool, replacement=True, generator=generator)
-    # a draw is new where it is the first draw of its weight in the row: the smallest step per (row, weight)
-    steps = torch.arange(pool).expand_as(index)
-    first = torch.full(sr.shape, pool, dtype=torch.int64).scatter_reduce_(1, index, steps, reduce="amin")
-    new = (first.gather(1, index) == steps) & live[:, None]
-    return Draws(index, q, mass, new)
+    w = weight.detach().reshape(weight.shape[0], -1)
+    u = torch.rand(2 * w.shape[0], pool, generator=generator, dtype=torch.float64)
+    return Draws(*draw_rows(w, s.reshape(w.shape).to(torch.float64), u))
 
 
 def reweight(weight: torch.Tensor, d: Draws, m: torch.Tensor) -> torch.Tensor:
-    """The sampled weight: each row's first ``m[row]`` draws, counted and reweighted (``weight``'s shape)."""
-    w = weight.detach().reshape(weight.shape[0], -1).to(torch.float64)
-    out = w.shape[0]
-    m = m.to(torch.int64).clamp(min=0, max=d.index.shape[1])
-    used = torch.arange(d.index.shape[1])[None, :] < m[:, None]
-    counts = torch.zeros(d.q.shape, dtype=torch.float64).scatter_add_(1, d.index, used.to(torch.float64))
-    scale = torch.where(counts > 0, counts / (m[:, None].clamp(min=1) * d.q.clamp(min=1e-300)), 0.0)
-    both = torch.cat([w, w]) * scale
-    return (both[:out] + both[out:]).reshape(weight.shape).to(weight.dtype)
+    """The sampled weight: each row's first ``m[row]`` draws, counted and reweighted (``weight``'s shape).
+
+    Each draw of weight ``j`` adds ``w_j / (m q_j)``, so a weight drawn ``count_j`` times becomes
+    ``w_j count_j / (m q_j)``."""
+    w = weight.detach().reshape(weight.shape[0], -1)
+    return sampled_rows(w, d.index, d.chance, m, d.mass).reshape(weight.shape)
 
 
-def allocate(layers: list[tuple[Draws, torch.Tensor]], budget: int) -> tuple[list[torch.Tensor], bool]:
+def allocate(
+    layers: list[tuple[Draws, torch.Tensor]], budget: int, fast: bool = True
+) -> tuple[list[torch.Tensor], list[int]]:
     """Sample sizes for every row of every layer so that exactly ``budget`` distinct weights are kept
-    (or every weight that can be drawn, when that is fewer), and whether a pool was too short.
+    (or every weight that can be drawn, when that is fewer), and per layer 0, or the longer pool it
+    needs when its pool was too short.
 
     Row ``r`` with base ``b_r`` (its share of the samples, from the error budget) takes
     ``m_r = ceil(lam * b_r)`` draws, one ``lam`` for all rows. A draw at step ``t`` (from 1) that brings
     a new weight is inside once ``lam > (t - 1) / b_r``; the ``budget`` new-weight draws with the smallest
     such thresholds are taken. Each row then takes its draws below the last threshold taken (more
     samples of weights it keeps anyway) and at least up to its last new weight. When some row would
-    need more draws than its pool holds while it still has weights it never drew, the pool was too
-    short: draw again with a longer one.
+    need more draws than its pool holds while it still has weights it never drew, that layer's pool was
+    too short: draw it again with a longer one. (The scale found with a short pool is too large, since
+    the short rows could not take their share: the pool it asks for is long enough.)
     """
+    run = compiled_draws() if fast else None
+    if run is not None and all(d.new.device.type == "cpu" for d, _ in layers):
+        return run.allocate(
+            [d.new for d, _ in layers], [b for _, b in layers], [d.reachable for d, _ in layers], budget
+        )
     keys, owners, steps, offset = [], [], [], 0
     for d, base in layers:
         r, t = torch.nonzero(d.new, as_tuple=True)
@@ -95,19 +99,56 @@ def allocate(layers: list[tuple[Draws, torch.Tensor]], budget: int) -> tuple[lis
         steps.append(t + 1)
         offset += d.rows
     key, owner, step = torch.cat(keys), torch.cat(owners), torch.cat(steps)
-    take = torch.argsort(key, stable=True)[: max(0, budget)]
-    take = take[torch.isfinite(key[take])]
-    last = float(key[take[-1]]) if len(take) else 0.0
-    wants, short = [], False
+    take = _smallest(key, budget)
+    last = float(key[take].max()) if len(take) else 0.0
+    wants, short = [], []
     for d, base in layers:
         pool = d.index.shape[1]
         want = torch.ceil(last * base.to(torch.float64)).to(torch.int64)
-        reachable = (d.q > 0).sum(1)
-        short = short or bool(((want > pool) & (d.new.sum(1) < reachable)).any())
+        over = (want > pool) & (d.new.sum(1) < d.reachable)
+        short.append(int(want[over].max()) if bool(over.any()) else 0)
         wants.append(want.clamp(max=pool))
     # each row: at least up to its last new weight taken
     flat = torch.cat(wants).scatter_reduce_(0, owner[take], step[take], reduce="amax")
     return list(flat.split([d.rows for d, _ in layers])), short
+
+
+def _smallest(key: torch.Tensor, k: int) -> torch.Tensor:
+    """Positions of the ``k`` smallest finite keys, ties taken in order of position (a stable sort's
+    first ``k``), found by selection rather than a full sort."""
+    finite = torch.isfinite(key)
+    k = min(max(0, k), int(finite.sum()))
+    if k == 0:
+        return torch.zeros(0, dtype=torch.int64)
+    cut = torch.kthvalue(torch.where(finite, key, torch.inf), k).values
+    below = torch.nonzero(key < cut).flatten()
+    at = torch.nonzero(key == cut).flatten()[: k - len(below)]
+    return torch.cat([below, at])
+
+
+def sample_counts(weight: torch.Tensor, s: torch.Tensor, m: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """The sampled layer for sample sizes ``m`` of any size (``2 * outputs`` entries, float64, up to
+    about 1e300): each row's counts are drawn at once from their multinomial distribution, as a chain
+    of binomials over the row's weights, instead of draw by draw.
+
+    >>> w = torch.tensor([[2.0, -1.0, 1.0]])
+    >>> sample_counts(w, torch.tensor([[0.5, 1.0, 0.5]]), torch.tensor([1e12, 3.0]), torch.Generator().manual_seed(0))
+    tensor([[ 2.0000, -1.0000,  1.0000]])
+    """
+    w = weight.detach().reshape(weight.shape[0], -1)
+    q = distribution(w, s)
+    m = m.to(torch.float64)
+    # the chance of weight j given that the draw fell on j or a later weight: the tail sums of q, so that
+    # the last weight of a row takes what is left, exactly
+    tail = q.flip(1).cumsum(1).flip(1)
+    left, counts = m.clone(), torch.zeros_like(q)
+    for j in range(q.shape[1]):
+        p = torch.where(tail[:, j] > 0, q[:, j] / tail[:, j].clamp(min=1e-300), 0.0).clamp(0.0, 1.0)
+        counts[:, j] = torch.binomial(left, p, generator=generator)
+        left -= counts[:, j]
+    scale = torch.where(counts > 0, counts / (m[:, None].clamp(min=1) * q.clamp(min=1e-300)), 0.0)
+    out = w.shape[0]
+    return (w.to(torch.float64) * (scale[:out] + scale[out:])).reshape(weight.shape).to(weight.dtype)
 
 
 def sample(weight: torch.Tensor, s: torch.Tensor, m: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

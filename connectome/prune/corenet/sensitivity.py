@@ -13,8 +13,8 @@ standardisation, and there ``|w_j a_j(x)|`` is the contribution (the paper's def
 inputs are nonnegative).
 
 Since ``|w_j|`` does not depend on ``x``, ``s_j = |w_j| max_x a_j(x) r(x)`` with ``r(x)`` the inverse
-of the set's sum: a max-product of two small matrices, accumulated over chunks of inputs so that the
-memory stays bounded whatever the sample size. A convolution's incoming weights are its kernel
+of the set's sum: a max-product of two small matrices (:mod:`.kernel`), accumulated over chunks of
+inputs so that the memory stays bounded whatever the sample size. A convolution's incoming weights are its kernel
 entries and its inputs are the patches (im2col), so the max runs over inputs *and* positions.
 
 Example: ``sensitivities(torch.nn.Linear(4, 2).weight, [torch.rand(8, 4)])`` (see :func:`sensitivities`).
@@ -28,46 +28,52 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .kernel import max_product
+
 __all__ = ["Accumulator", "sensitivities", "conv_patches"]
 
-_CHUNK_BYTES = 32 << 20  # one (inputs x outputs x inputs-per-neuron) block of the max-product
-_BIG = 1 << 16  # weights per layer (group) above which the max-product runs one input row at a time
+_CAP = 1e6  # Delta where a neuron's positive and negative parts cancel exactly: large, not infinite
 
 
 class Accumulator:
-    """The running max of ``g_j(x)`` for a 2-D weight (outputs x inputs-per-neuron) over added inputs."""
+    """The running max of ``g_j(x)`` for a 2-D weight (outputs x inputs-per-neuron) over added inputs,
+    and the running sum of each neuron's ``Delta_i(x)`` (the paper's measure of how much its positive
+    and negative parts cancel: the sum of ``|w a|`` over the pre-activation's magnitude)."""
 
     def __init__(self, weight: torch.Tensor, dtype: torch.dtype = torch.float32):
         w = weight.detach().to(dtype)
-        self.pos, self.neg = w.clamp(min=0), (-w).clamp(min=0)
-        self.top_pos = torch.zeros_like(w)  # max over x of a_j(x) / (sum over the positive set)
-        self.top_neg = torch.zeros_like(w)
+        self.weight, self.positive = w, w > 0
+        self.both = w.new_empty(2 * w.shape[0], w.shape[1])  # both sign sets, as magnitudes
+        torch.clamp(w, min=0, out=self.both[: w.shape[0]])
+        torch.clamp(w, max=0, out=self.both[w.shape[0] :]).neg_()
+        self.top = torch.zeros_like(w)  # max over x of a_j(x) / (the sum over weight j's sign set)
+        self.delta_sum = torch.zeros(w.shape[0], dtype=torch.float64)
         self.seen = 0
 
-    def add(self, a: torch.Tensor) -> None:
-        """Inputs ``a`` (rows x inputs-per-neuron), one row per input (per patch for a convolution)."""
-        a = a.detach().to(self.pos.dtype).abs()
-        if a.numel() == 0:
+    def add(self, a: torch.Tensor, nonnegative: bool | None = None) -> None:
+        """Inputs ``a`` (rows x inputs-per-neuron), one row per input (per patch for a convolution);
+        ``nonnegative``: whether no entry of ``a`` is negative, when the caller knows."""
+        signed = a.detach().to(self.weight.dtype)
+        if signed.numel() == 0:
             return
-        out, width = self.pos.shape
-        for w, top in ((self.pos, self.top_pos), (self.neg, self.top_neg)):
-            total = a @ w.T  # (rows, out): each neuron's sum over its set
-            inv = torch.where(total > 0, 1.0 / total.clamp(min=torch.finfo(total.dtype).tiny), 0.0)
-            if out * width >= _BIG:  # a large layer: one row at a time stays in cache
-                buf = torch.empty_like(top)
-                for r in range(a.shape[0]):
-                    torch.mul(inv[r][:, None], a[r][None, :], out=buf)
-                    torch.maximum(top, buf, out=top)
-                continue
-            rows = max(1, _CHUNK_BYTES // max(1, out * width * a.element_size()))
-            for start in range(0, a.shape[0], rows):  # many rows of a small layer (patches): in blocks
-                part, scale = a[start : start + rows], inv[start : start + rows]
-                torch.maximum(top, (scale.T[:, :, None] * part[None, :, :]).amax(1), out=top)
+        if nonnegative is None:
+            nonnegative = bool((signed >= 0).all())
+        a = signed if nonnegative else signed.abs()
+        out = self.weight.shape[0]
+        totals = a @ self.both.T  # (rows, 2 out): each neuron's sum over each sign set, never negative
+        inv = totals.clamp(min=torch.finfo(totals.dtype).tiny).reciprocal_().masked_fill_(totals == 0, 0.0)
+        max_product(self.top, a, inv[:, :out], inv[:, out:], self.positive)
+        mass = totals[:, :out] + totals[:, out:]
+        net = (totals[:, :out] - totals[:, out:] if nonnegative else signed @ self.weight.T).abs()
+        # mass / net, capped; where both are 0 the neuron sees nothing of the set and Delta is 1
+        d = (mass / net).nan_to_num_(nan=1.0, posinf=_CAP).clamp_(max=_CAP)
+        self.delta_sum += d.sum(0, dtype=torch.float64)
         self.seen += a.shape[0]
 
     def result(self) -> torch.Tensor:
         """``s`` (the weight's 2-D shape): each entry's sensitivity within its sign set, in [0, 1]."""
-        return (self.pos * self.top_pos + self.neg * self.top_neg).clamp(max=1.0).double()
+        # a zero weight belongs to no set: its entry of top is meaningless (even infinite), its sensitivity 0
+        return torch.where(self.weight != 0, self.weight.abs() * self.top, 0.0).clamp(max=1.0).double()
 
 
 def sensitivities(weight: torch.Tensor, inputs: Iterable[torch.Tensor]) -> torch.Tensor:
