@@ -39,7 +39,7 @@ def baseline(method: str, model: nn.Module, sample: torch.Tensor, keep: float, s
         raise PruneError(f"--keep must lie in (0, 1], not {keep}")
     if method == "uniform":
         return corenet(model, sample, keep, seed=seed, uniform=True)
-    layers = gather(model, sample)
+    layers = gather(model, sample, deltas=False)
     shapes = [tuple(lay.module.weight.shape) for lay in layers]
     total = sum(lay.module.weight.numel() for lay in layers)
     weights, masks, kept = {}, {}, 0

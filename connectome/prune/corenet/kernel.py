@@ -13,28 +13,29 @@ otherwise, with the same numbers either way (tests/prune/test_corenet_kernel.py 
 - :func:`sampled_rows`: the reweighted weight, summed in float64 in draw order.
 - the allocation of :func:`.sampling.allocate`: the budget's cut among the thresholds of new draws.
 
-Example: ``max_product(top, a, rp, rn, w > 0)`` (see :func:`max_product`).
+Example: ``max_product(top, a, totals, w > 0)`` (see :func:`max_product`).
 """
 
 from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable
 from types import SimpleNamespace
 
 import torch
 
-__all__ = ["max_product", "draw_rows", "sampled_rows", "rows_of_sets", "compiled", "compiled_draws"]
+__all__ = ["max_product", "sensitivity_of", "draw_rows", "sampled_rows", "rows_of_sets", "compiled", "compiled_draws"]
 
 _CHUNK_BYTES = 32 << 20  # one (rows x outputs x inputs-per-neuron) block of the torch fallback
 _BIG = 1 << 16  # weights per layer above which the fallback runs one row at a time (stays in cache)
 _TYPES = (torch.float32, torch.float64)  # what the compiled kernels read
+_TINY = float(torch.finfo(torch.float32).tiny)  # sums are floored here before their inverse: finite
 
 
 @functools.cache
-def compiled() -> Callable | None:
-    """The numba kernel, or None when numba is missing or ``CONNECTOME_NO_NUMBA`` is set."""
+def compiled() -> SimpleNamespace | None:
+    """The numba versions of :func:`max_product` and :func:`sensitivity_of`, or None when numba is
+    missing or ``CONNECTOME_NO_NUMBA`` is set."""
     if os.environ.get("CONNECTOME_NO_NUMBA"):
         return None
     try:
@@ -44,47 +45,74 @@ def compiled() -> Callable | None:
         return None
 
     @numba.njit(parallel=True, cache=True)
-    def kernel(top, a, rp_t, rn_t, positive):  # pragma: no cover - compiled
+    def kernel(top, a, totals, positive):  # pragma: no cover - compiled
         rows, width = a.shape
-        for i in numba.prange(top.shape[0]):
-            t, pm, rp, rn = top[i], positive[i], rp_t[i], rn_t[i]
+        out, one, tiny = top.shape[0], np.float32(1.0), np.float32(_TINY)
+        for i in numba.prange(out):
+            t, pm = top[i], positive[i]
             for x in range(rows):
-                p, n = rp[x], rn[x]
-                if p == 0.0 and n == 0.0:
+                tp, tn = totals[x, i], totals[x, out + i]
+                if tp == 0 and tn == 0:
                     continue
+                p = one / max(tp, tiny) if tp != 0 else np.float32(0.0)  # float32, as torch's reciprocal
+                n = one / max(tn, tiny) if tn != 0 else np.float32(0.0)
                 ax = a[x]
                 for j in range(width):
                     v = ax[j] * (p if pm[j] else n)
                     t[j] = v if v > t[j] else t[j]
 
-    def run(top: torch.Tensor, a: torch.Tensor, rp: torch.Tensor, rn: torch.Tensor, positive: torch.Tensor) -> None:
+    @numba.njit(cache=True)
+    def scale(w, top, out):  # pragma: no cover - compiled
+        one = np.float32(1.0)
+        for i in range(w.shape[0]):
+            for j in range(w.shape[1]):
+                out[i, j] = min(abs(w[i, j]) * top[i, j], one) if w[i, j] != 0 else 0.0
+
+    def run(top: torch.Tensor, a: torch.Tensor, totals: torch.Tensor, positive: torch.Tensor) -> None:
         numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
         # the signs as bytes: a select on bytes vectorizes better than one on bools
-        positive_bytes = positive.numpy().view(np.uint8)
-        kernel(
-            top.numpy(), a.contiguous().numpy(), rp.T.contiguous().numpy(), rn.T.contiguous().numpy(), positive_bytes
-        )
+        kernel(top.numpy(), a.contiguous().numpy(), totals.contiguous().numpy(), positive.numpy().view(np.uint8))
 
-    return run
+    def sensitivity(w: torch.Tensor, top: torch.Tensor) -> torch.Tensor:
+        out = torch.empty(w.shape, dtype=torch.float64)
+        scale(w.contiguous().numpy(), top.contiguous().numpy(), out.numpy())
+        return out
+
+    return SimpleNamespace(max_product=run, sensitivity=sensitivity)
+
+
+def sensitivity_of(w: torch.Tensor, top: torch.Tensor, fast: bool = True) -> torch.Tensor:
+    """``min(|w| top, 1)`` in float32, as float64, and 0 where ``w`` is 0 (whatever ``top`` holds there).
+
+    >>> sensitivity_of(torch.tensor([[2.0, 0.0, -1.0]]), torch.tensor([[0.25, float("inf"), 3.0]]))
+    tensor([[0.5000, 0.0000, 1.0000]], dtype=torch.float64)
+    """
+    run = compiled() if fast else None
+    if run is not None and w.device.type == "cpu" and w.dtype == top.dtype == torch.float32:
+        return run.sensitivity(w, top)
+    return torch.where(w != 0, w.abs() * top, 0.0).clamp(max=1.0).double()
 
 
 def max_product(
-    top: torch.Tensor, a: torch.Tensor, rp: torch.Tensor, rn: torch.Tensor, positive: torch.Tensor, fast: bool = True
+    top: torch.Tensor, a: torch.Tensor, totals: torch.Tensor, positive: torch.Tensor, fast: bool = True
 ) -> None:
     """Raise ``top`` (outputs x width, float32, in place) to the max over the rows of ``a`` (rows x width)
-    of ``a[x, j]`` times ``rp[x, i]`` where ``positive[i, j]``, else ``rn[x, i]`` (rows x outputs).
+    of ``a[x, j] * r[x, i]``, where ``r`` is the inverse of ``totals[x, i]`` where ``positive[i, j]``, else
+    of ``totals[x, outputs + i]`` (``totals``: rows x 2 outputs, never negative; the inverse of 0 is 0).
 
     >>> top = torch.zeros(1, 2)
-    >>> max_product(top, torch.tensor([[1.0, 2.0], [3.0, 1.0]]), torch.tensor([[0.5], [0.1]]),
-    ...             torch.tensor([[1.0], [1.0]]), torch.tensor([[True, False]]))
+    >>> max_product(top, torch.tensor([[1.0, 2.0], [3.0, 1.0]]), torch.tensor([[2.0, 1.0], [10.0, 1.0]]),
+    ...             torch.tensor([[True, False]]))
     >>> top
     tensor([[0.5000, 2.0000]])
     """
     run = compiled() if fast else None
-    if run is not None and top.device.type == "cpu" and top.dtype == a.dtype == torch.float32 and top.is_contiguous():
-        run(top, a, rp, rn, positive)
+    if run is not None and top.device.type == "cpu" and top.dtype == a.dtype == totals.dtype == torch.float32:
+        run.max_product(top, a, totals, positive)
         return
     out, width = top.shape
+    inv = totals.clamp(min=_TINY).reciprocal_().masked_fill_(totals == 0, 0.0)
+    rp, rn = inv[:, :out], inv[:, out:]
     if out * width >= _BIG:  # each sign's running max in its own buffer, merged once at the end
         buf, tp, tn = torch.empty_like(top), torch.zeros_like(top), torch.zeros_like(top)
         for x in range(a.shape[0]):

@@ -38,12 +38,15 @@ class Layer:
     @property
     def delta_mean(self) -> torch.Tensor:
         """Per neuron: the mean over S (and positions) of Delta_i(x)."""
+        if not all(acc.deltas for acc in self.groups):
+            raise ValueError("Delta was not summed: gather(..., deltas=True)")
         return torch.cat([acc.delta_sum for acc in self.groups]) / max(self.delta_count, 1)
 
     def sensitivities(self) -> torch.Tensor:
         """Sensitivities in the weight's own shape."""
         shape: torch.Size = self.module.weight.shape
-        return torch.cat([acc.result() for acc in self.groups]).reshape(shape)
+        parts = [acc.result() for acc in self.groups]
+        return (parts[0] if len(parts) == 1 else torch.cat(parts)).reshape(shape)
 
 
 def rows_of(module: nn.Linear | nn.Conv2d) -> torch.Tensor:
@@ -75,8 +78,9 @@ def layer_widths(model: nn.Module) -> list[int]:
     return [m.weight.shape[0] for m in _layers(model)]
 
 
-def gather(model: nn.Module, inputs: torch.Tensor, chunk: int | None = None) -> list[Layer]:
-    """One pass over ``inputs`` (the sample S) in chunks; the layers in forward order.
+def gather(model: nn.Module, inputs: torch.Tensor, chunk: int | None = None, deltas: bool = True) -> list[Layer]:
+    """One pass over ``inputs`` (the sample S) in chunks; the layers in forward order. ``deltas``: whether
+    to sum each neuron's ``Delta_i(x)`` (only the paper's error split needs it).
 
     By default a chunk holds up to 256 inputs and about 4M input values (27 images of 224 x 224 x 3):
     fewer, larger steps are faster, and the activations of a chunk must fit in memory."""
@@ -87,7 +91,7 @@ def gather(model: nn.Module, inputs: torch.Tensor, chunk: int | None = None) -> 
     for module, key in found.items():
         per = module.weight.shape[0] // (module.groups if isinstance(module, nn.Conv2d) else 1)
         w = rows_of(module)
-        accs = [Accumulator(w[g * per : (g + 1) * per]) for g in range(w.shape[0] // per)]
+        accs = [Accumulator(w[g * per : (g + 1) * per], deltas=deltas) for g in range(w.shape[0] // per)]
         layers[module] = Layer(key, module, accs)
     current: list[torch.Tensor] = []
     seen: list[Layer] = []

@@ -49,7 +49,7 @@ VARIANTS = ("corenet", "plus", "plusplus")
 class Sparsified:
     weights: dict[str, torch.Tensor]  # the reweighted weights, by key
     masks: dict[str, torch.Tensor]  # what they keep
-    budget: int
+    budget: int  # the weights asked for (without a budget: those the bound kept)
     kept: int
     layers: list[Layer]
     removed_neurons: dict[str, int] = field(default_factory=dict)  # CoreNet+
@@ -114,7 +114,7 @@ def corenet(
         raise PruneError(f"unknown error split {split!r}: choose equal or paper")
     if not 0 < delta < 1 or not epsilon > 0:
         raise PruneError(f"--delta must lie in (0, 1) and --epsilon above 0, not {delta} and {epsilon}")
-    layers = gather(model, sample)
+    layers = gather(model, sample, deltas=split == "paper" or keep is None)
     if not layers:
         raise PruneError("the model has no linear or 2-D convolutional layer that ran on the sample")
     notes = [
@@ -184,16 +184,14 @@ def _budgeted(layers: list[Layer], sens: list[torch.Tensor], factors: list[float
             draws[i] = draw(rows_of(layers[i].module), sens[i], pools[i], gen)
     makers = []
     for lay, d, m, s, base, pool in zip(layers, draws, sizes, sens, bases, pools):
-        state = {"first": True, "count": 0}
+        state: dict[str, torch.Tensor] = {}
 
         def make(lay=lay, d=d, m=m, s=s, base=base, pool=pool, state=state) -> torch.Tensor:
-            if state["first"]:
-                state["first"] = False
-                w = reweight(lay.module.weight, d, m)
-                state["count"] = int((w != 0).sum())
-                return w
+            if "weight" not in state:
+                state["weight"] = reweight(lay.module.weight, d, m)
+                return state["weight"]
             again = draw(rows_of(lay.module), s, pool, gen)
-            (mm,), _ = allocate([(again, base)], state["count"])
+            (mm,), _ = allocate([(again, base)], int((state["weight"] != 0).sum()))
             return reweight(lay.module.weight, again, mm)
 
         makers.append(make)

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .kernel import max_product
+from .kernel import max_product, sensitivity_of
 
 __all__ = ["Accumulator", "sensitivities", "conv_patches"]
 
@@ -40,8 +40,9 @@ class Accumulator:
     and the running sum of each neuron's ``Delta_i(x)`` (the paper's measure of how much its positive
     and negative parts cancel: the sum of ``|w a|`` over the pre-activation's magnitude)."""
 
-    def __init__(self, weight: torch.Tensor, dtype: torch.dtype = torch.float32):
+    def __init__(self, weight: torch.Tensor, dtype: torch.dtype = torch.float32, deltas: bool = True):
         w = weight.detach().to(dtype)
+        self.deltas = deltas  # whether to sum Delta_i(x) (only the paper's error split needs it)
         self.weight, self.positive = w, w > 0
         self.both = w.new_empty(2 * w.shape[0], w.shape[1])  # both sign sets, as magnitudes
         torch.clamp(w, min=0, out=self.both[: w.shape[0]])
@@ -61,19 +62,20 @@ class Accumulator:
         a = signed if nonnegative else signed.abs()
         out = self.weight.shape[0]
         totals = a @ self.both.T  # (rows, 2 out): each neuron's sum over each sign set, never negative
-        inv = totals.clamp(min=torch.finfo(totals.dtype).tiny).reciprocal_().masked_fill_(totals == 0, 0.0)
-        max_product(self.top, a, inv[:, :out], inv[:, out:], self.positive)
+        max_product(self.top, a, totals, self.positive)
+        self.seen += a.shape[0]
+        if not self.deltas:
+            return
         mass = totals[:, :out] + totals[:, out:]
         net = (totals[:, :out] - totals[:, out:] if nonnegative else signed @ self.weight.T).abs()
         # mass / net, capped; where both are 0 the neuron sees nothing of the set and Delta is 1
         d = (mass / net).nan_to_num_(nan=1.0, posinf=_CAP).clamp_(max=_CAP)
         self.delta_sum += d.sum(0, dtype=torch.float64)
-        self.seen += a.shape[0]
 
     def result(self) -> torch.Tensor:
         """``s`` (the weight's 2-D shape): each entry's sensitivity within its sign set, in [0, 1]."""
         # a zero weight belongs to no set: its entry of top is meaningless (even infinite), its sensitivity 0
-        return torch.where(self.weight != 0, self.weight.abs() * self.top, 0.0).clamp(max=1.0).double()
+        return sensitivity_of(self.weight, self.top)
 
 
 def sensitivities(weight: torch.Tensor, inputs: Iterable[torch.Tensor]) -> torch.Tensor:
