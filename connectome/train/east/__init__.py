@@ -1,0 +1,11 @@
+"""EAST, extreme adaptive sparse training (arXiv 2411.13545): dynamic ReLU phased out into ReLU, weight
+sharing inside residual stages, and a cyclic density, on ERK-initialised RigL. One module per technique:
+
+- :mod:`.dyrelu`: DyReLU-B and its phasing;
+- :mod:`.schedules`: the phasing factor, the cyclic density and the density adjusted for sharing.
+"""
+
+from .dyrelu import DyReLU, phase, phase_out
+from .schedules import adjusted_density, cyclic_density, phase_beta, phasing_window
+
+__all__ = ["DyReLU", "phase", "phase_out", "adjusted_density", "cyclic_density", "phase_beta", "phasing_window"]
