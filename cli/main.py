@@ -18,12 +18,14 @@ from connectome.graph.trace import TraceError
 from connectome.io.spec import SpecError
 from connectome.memory import MemoryBudgetError
 from connectome.prune import PruneError
+from connectome.resnet import ShareError
 
 USER_ERRORS = (
     SpecError,
     TraceError,
     LowerError,
     PruneError,
+    ShareError,
     DataError,
     MemoryBudgetError,
     FileNotFoundError,

@@ -1,8 +1,8 @@
 """The architectures of "Connectivity Matters" (Vysogorets & Kempe), built from code.
 
 LeNet-300-100, LeNet-5 and ``mlp`` (deeper fully connected nets) take MNIST-size inputs (1x28x28);
-VGG-19 and ResNet-18 are the CIFAR forms (3x32x32 input, 3x3 stem, no stem pooling). Input shapes
-are in :data:`INPUT_SHAPES`.
+VGG-19 and ResNet-18, -34 and -50 are the CIFAR forms (3x32x32 input, 3x3 stem, no stem pooling;
+:mod:`connectome.resnet`). Input shapes are in :data:`INPUT_SHAPES`.
 
 Examples
 --------
@@ -17,10 +17,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import torch
 from torch import nn
 
-__all__ = ["lenet_300_100", "lenet_5", "mlp", "vgg19_cifar", "resnet18_cifar", "MODELS", "INPUT_SHAPES"]
+from .resnet import _check_width, resnet18_cifar, resnet34_cifar, resnet50_cifar
+
+__all__ = [
+    "lenet_300_100",
+    "lenet_5",
+    "mlp",
+    "vgg19_cifar",
+    "resnet18_cifar",
+    "resnet34_cifar",
+    "resnet50_cifar",
+    "MODELS",
+    "INPUT_SHAPES",
+]
 
 
 def lenet_300_100(num_classes: int = 10) -> nn.Module:
@@ -89,11 +100,6 @@ _VGG19: list[int | str] = [
 ]
 
 
-def _check_width(width: int) -> None:
-    if not isinstance(width, int) or width < 1:
-        raise ValueError(f"width must be a positive integer (the first stage's channels), not {width!r}")
-
-
 def vgg19_cifar(num_classes: int = 10, batch_norm: bool = True, width: int = 64) -> nn.Module:
     """VGG-19 for 32x32 inputs: 16 conv layers (3x3) with BatchNorm, five max pools, one linear head.
 
@@ -118,62 +124,14 @@ def vgg19_cifar(num_classes: int = 10, batch_norm: bool = True, width: int = 64)
     return nn.Sequential(*layers, nn.Flatten(), nn.Linear(c, num_classes))
 
 
-class BasicBlock(nn.Module):
-    def __init__(self, c_in: int, c_out: int, stride: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(c_out)
-        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(c_out)
-        self.shortcut = nn.Sequential()
-        if stride != 1 or c_in != c_out:
-            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = torch.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return torch.relu(out + self.shortcut(x))
-
-
-class ResNetCifar(nn.Module):
-    def __init__(self, blocks: tuple[int, ...] = (2, 2, 2, 2), num_classes: int = 10, width: int = 64):
-        super().__init__()
-        _check_width(width)
-        self.conv1 = nn.Conv2d(3, width, 3, 1, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
-        stages, c = [], width
-        for i, n in enumerate(blocks):
-            w = width * 2**i
-            stage = [BasicBlock(c if j == 0 else w, w, (1 if i == 0 else 2) if j == 0 else 1) for j in range(n)]
-            stages.append(nn.Sequential(*stage))
-            c = w
-        self.layer1, self.layer2, self.layer3, self.layer4 = stages
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(c, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.relu(self.bn1(self.conv1(x)))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.fc(torch.flatten(self.pool(x), 1))
-
-
-def resnet18_cifar(num_classes: int = 10, width: int = 64) -> nn.Module:
-    """ResNet-18 for 32x32 inputs: 3x3 stem without pooling, four stages of two basic blocks.
-
-    ``width`` is the stem's and first stage's channels (64 in the paper; each stage doubles it).
-
-    >>> sum(p.numel() for p in resnet18_cifar(width=16).parameters() if p.dim() > 1)
-    699056
-    """
-    return ResNetCifar((2, 2, 2, 2), num_classes, width)
-
-
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "lenet_300_100": lenet_300_100,
     "lenet_5": lenet_5,
     "mlp": mlp,
     "vgg19": vgg19_cifar,
     "resnet18": resnet18_cifar,
+    "resnet34": resnet34_cifar,
+    "resnet50": resnet50_cifar,
 }
 INPUT_SHAPES: dict[str, tuple[int, ...]] = {
     "lenet_300_100": (1, 1, 28, 28),
@@ -181,4 +139,6 @@ INPUT_SHAPES: dict[str, tuple[int, ...]] = {
     "mlp": (1, 1, 28, 28),
     "vgg19": (1, 3, 32, 32),
     "resnet18": (1, 3, 32, 32),
+    "resnet34": (1, 3, 32, 32),
+    "resnet50": (1, 3, 32, 32),
 }
