@@ -32,7 +32,7 @@ from .graph.reduce import count_true
 from .graph.status import Status, any_alive
 from .graph.trace import InputShape, Traced, TraceError, as_inputs, trace
 from .graph.walk import Walk, walk
-from .io.masks import MaskSource, prunable_weights
+from .io.masks import MaskSource, dense_prefixes, in_dense, prunable_weights
 from .layerrow import layer_row
 from .parts import analysable_parts, prefixed, submodule_of
 
@@ -214,6 +214,7 @@ class Analyzer:
                     raise err from e
             self.names = WeightNames(model)
             self.kinds = prunable_weights(model, self.names)
+            self.dense = dense_prefixes(model)
 
     def _trace(self, **inputs: Any) -> Traced:
         traced = trace(self.model, tracer=self.tracer, **inputs)
@@ -260,7 +261,12 @@ class Analyzer:
         source.prefetch(self.kinds)
         graph = lower(traced, source)
         w = walk(graph)
-        return prefixed(_result(traced, graph, w, source, self.kinds), self.prefix)
+        res = _result(traced, graph, w, source, self.kinds, self.dense)
+        kept = [n for n in _op_weights(graph) if in_dense(n, self.dense)]
+        note = f"{len(kept)} weight tensors kept dense (DyReLU hyper-networks) are not counted"
+        if kept and note not in self.notes:
+            self.notes.append(note)
+        return prefixed(res, self.prefix)
 
 
 @contextmanager
@@ -314,7 +320,13 @@ def _with_parts(e: TraceError, model: nn.Module, example_inputs: Any, input_shap
     return err
 
 
-def _result(traced: Traced, graph: UnitGraph, w: Walk, source: MaskSource, kinds: dict[str, str]) -> Analysis:
+def _op_weights(graph: UnitGraph) -> set[str]:
+    return {key for op in graph.ops.values() for wt in op.weights for key in wt.keys}
+
+
+def _result(
+    traced: Traced, graph: UnitGraph, w: Walk, source: MaskSource, kinds: dict[str, str], dense: tuple[str, ...] = ()
+) -> Analysis:
     owners: dict[str, tuple[fx.Node, str]] = {}
     uses: dict[str, int] = {}
     support: dict[str, torch.Tensor] = {}
@@ -331,6 +343,8 @@ def _result(traced: Traced, graph: UnitGraph, w: Walk, source: MaskSource, kinds
     masks, eff, layers = {}, {}, []
     unsupported = list(graph.unsupported)
     for name, kind in kinds.items():
+        if in_dense(name, dense):  # followed by the walk, not counted
+            continue
         mask = source.get(name)
         if mask is None:
             continue

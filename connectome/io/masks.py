@@ -34,7 +34,7 @@ from ..graph.reduce import count_true
 from .kinds import plain
 from .tensors import clip, expanded
 
-__all__ = ["MaskSource", "prunable_weights", "PRUNABLE_KINDS", "nonzero"]
+__all__ = ["MaskSource", "prunable_weights", "dense_prefixes", "in_dense", "PRUNABLE_KINDS", "nonzero"]
 
 # module type -> (parameter attribute names, kind label)
 PRUNABLE_KINDS: dict[type, tuple[tuple[str, ...], str]] = {
@@ -65,14 +65,18 @@ def prunable_weights(model: nn.Module, names: WeightNames | None = None) -> dict
     """Every prunable weight of the model by layer type: key -> kind, in module order.
 
     A tensor used by several layers (a head tied to the embedding) is listed once, under its key
-    (:class:`~connectome.graph.names.WeightNames`), with the kind of its first layer.
+    (:class:`~connectome.graph.names.WeightNames`), with the kind of its first layer. Modules with a true
+    ``keeps_dense`` attribute keep every weight inside them dense: none is listed (DyReLU's hyper-network).
 
     >>> prunable_weights(torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8), torch.nn.Linear(8, 2)))
     {'0.weight': 'conv2d', '2.weight': 'linear'}
     """
     names = names or WeightNames(model)
     found: dict[str, str] = {}
+    dense = dense_prefixes(model)
     for mod_name, module in model.named_modules(remove_duplicate=False):
+        if in_dense(f"{mod_name}.", dense):
+            continue
         spec = _kind_of(module)
         if spec is None:
             continue
@@ -81,6 +85,26 @@ def prunable_weights(model: nn.Module, names: WeightNames | None = None) -> dict
             if _tensor(module, attr) is not None:
                 found.setdefault(names.key(f"{mod_name}.{attr}" if mod_name else attr), kind)
     return found
+
+
+def dense_prefixes(model: nn.Module) -> tuple[str, ...]:
+    """The name prefixes (``"act."``) of the modules that keep every weight inside them dense: those with
+    a true ``keeps_dense`` attribute (DyReLU's hyper-network). Their weights are neither pruned nor
+    counted; the analysis still follows the signal through them.
+
+    >>> class Hyper(torch.nn.Sequential):
+    ...     keeps_dense = True
+    >>> dense_prefixes(torch.nn.Sequential(torch.nn.Linear(2, 2), Hyper(torch.nn.Linear(2, 2))))
+    ('1.',)
+    """
+    return tuple(
+        f"{name}." if name else "" for name, m in model.named_modules() if getattr(m, "keeps_dense", False) is True
+    )
+
+
+def in_dense(name: str, prefixes: tuple[str, ...]) -> bool:
+    """Whether the weight (or module) ``name`` lies inside a module that keeps its weights dense."""
+    return any(name.startswith(p) for p in prefixes)
 
 
 _NUMPY_READS = {

@@ -64,6 +64,7 @@ def test_the_analysis_is_sound_on_a_weight_shared_dyrelu_resnet(tracer):
     with torch.no_grad():
         m.layer2[1].conv2.weight[3] = 0       # a shared tensor: one output channel, in blocks 1, 2 and 3
         m.layer3[0].conv1.weight[:, :2] = 0
+        m.layer3[0].bn1.weight[1] = 0         # a norm that silences one output channel of a convolution
         m.fc.weight[:, 5] = 0                 # a channel of the last activation reaches no output
     x = torch.randn(2, 3, 32, 32)
     res = connectome.analyze(m, x, tracer=tracer)
@@ -74,8 +75,9 @@ def test_the_analysis_is_sound_on_a_weight_shared_dyrelu_resnet(tracer):
     assert row["uses"] == 3 and row["shared_with"] == ["layer2.2.conv1.weight", "layer2.3.conv1.weight"]
     params = dict(m.named_parameters())
     found = {k: int((~v & (params[k] != 0)).sum()) for k, v in res.effective_masks.items()}
-    # the unread channel's coefficients (a_1, a_2, b_1, b_2 from 8 hidden units) do nothing
-    assert found["layer4.2.act2.hyper.2.weight"] == 4 * 8 and sum(found.values()) == 32
+    # the silenced channel's kernels (8 inputs, 2 of them zero already, 3x3) do nothing; every other
+    # channel stays alive through the activations' b terms, which mix all channels
+    assert found["layer3.0.conv1.weight"] == 6 * 9 and sum(found.values()) == 54
 
 
 def test_the_command_line_refuses_sharing_in_one_line(tmp_path):

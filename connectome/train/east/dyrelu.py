@@ -8,8 +8,9 @@ hyper-network computes from the whole input: global average pool, linear ``C -> 
 during training (:func:`.schedules.phase_beta`). At ``beta = 0`` the coefficients are exactly ``init``,
 so ``y = max(x, 0)``: an exact ReLU, which :func:`phase_out` puts in its place.
 
-The hyper-network's weights are dense and are not counted in the sparsity: they are not prunable
-weights of the model (their names end in ``.hyper.*``), and the training output says so.
+The hyper-network's weights are dense and are not counted in the sparsity: ``keeps_dense`` keeps them
+out of the model's prunable weights (:func:`connectome.io.masks.prunable_weights`), and the training
+output says so. The analysis still follows the signal through them.
 
 Example: ``DyReLU(16)(torch.randn(2, 16, 8, 8))`` (see :class:`DyReLU`).
 """
@@ -33,6 +34,7 @@ class DyReLU(nn.Module):
     True
     """
 
+    keeps_dense = True  # the hyper-network is not pruned, nor counted in the sparsity
     lambdas: torch.Tensor
     init: torch.Tensor
     beta: torch.Tensor  # the phasing factor: 1 a full DyReLU, 0 an exact ReLU
