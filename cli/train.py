@@ -10,9 +10,11 @@ import torch
 
 from connectome import data as data_mod
 from connectome.io.checkpoint import load
+from connectome.io.masks import dense_prefixes
 from connectome.io.spec import SpecError, parse_kwargs
 from connectome.prune import QUOTAS, SCORES
 from connectome.train import POLICIES, Config, TrainError, train
+from connectome.train.east.run import east_kwargs
 from connectome.train.state import CHECKPOINT, LOG
 
 from .main import main
@@ -44,7 +46,8 @@ from .options import arch_kwargs_option, max_memory_option
     type=click.Choice(sorted(POLICIES)),
     default="static",
     show_default=True,
-    help="Mask policy: static, set, rigl (dense-gradient growth) or gmp (gradual pruning from dense).",
+    help="Mask policy: static, set, rigl (dense-gradient growth), gmp (gradual pruning from dense) or east "
+    "(RigL with cyclic density, DyReLU phased into ReLU and weight sharing).",
 )
 @click.option(
     "--sparsity",
@@ -106,6 +109,30 @@ from .options import arch_kwargs_option, max_memory_option
     show_default=True,
     help="Share of training after which the masks stay fixed.",
 )
+@click.option("--cycles", type=click.IntRange(min=0), default=2, show_default=True, help="east: density cycles.")
+@click.option(
+    "--cycle-epochs",
+    type=click.FloatRange(min=0, min_open=True),
+    default=50.0,
+    show_default=True,
+    help="east: epochs per cycle (the density goes from the budget's to 3x and back).",
+)
+@click.option(
+    "--long-every",
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    help="east: after the cycles, RigL updates this many times less often.",
+)
+@click.option(
+    "--phase-epochs",
+    default=None,
+    metavar="START,END",
+    help="east: epochs over which DyReLU becomes a ReLU  [default: a quarter to half of training]",
+)
+@click.option("--no-dyrelu", is_flag=True, help="east: keep the model's ReLUs (an ablation).")
+@click.option("--no-sharing", is_flag=True, help="east: no weight sharing in the residual stages (an ablation).")
+@click.option("--no-cyclic", is_flag=True, help="east: no density cycles, RigL throughout (an ablation).")
 @click.option("--guard", is_flag=True, help="Repair any update that would disconnect a layer or the network.")
 @click.option("--reclaim", is_flag=True, help="Drop ineffective weights at each update and regrow their budget.")
 @click.option(
@@ -137,13 +164,27 @@ def train_cmd(model, weights, trust, arch_kwargs, dataset, data_root, output, de
       connectome train connectome:lenet_300_100 --data mnist --weights pruned.pt --epochs 20 -o runs/ft
       connectome train connectome:resnet18 --arch-kwargs width=16 --data fashion-mnist --cifar-form \\
           --method set --guard -o runs/r
+      connectome train connectome:resnet34 --arch-kwargs width=8 --data fashion-mnist --cifar-form \\
+          --method east --sparsity 0.999 --cycle-epochs 2 -o runs/east
     """
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise SpecError(f"--device {device}: no CUDA device here; use --device cpu")
     torch.manual_seed(opts["seed"])  # a model built from code starts from the same weights on every run
-    ck = load(weights, arch=model, arch_kwargs=parse_kwargs(list(arch_kwargs)), trust=trust)
+    kwargs = parse_kwargs(list(arch_kwargs))
+    dyrelu, sharing = not opts.pop("no_dyrelu"), not opts.pop("no_sharing")
+    if opts.pop("no_cyclic"):
+        opts["cycles"] = 0
+    if opts["method"] == "east":
+        try:
+            kwargs = east_kwargs(model, kwargs, dyrelu, sharing)
+        except TrainError as e:
+            raise SpecError(str(e)) from None
+    ck = load(weights, arch=model, arch_kwargs=kwargs or None, trust=trust)
     for note in ck.notes:
         click.echo(f"note: {note}", err=True)
+    if dense_prefixes(ck.model):
+        click.echo("note: DyReLU's hyper-networks are dense and not counted in the sparsity", err=True)
+    opts["phase_epochs"] = _pair(opts["phase_epochs"])
     opts["warmup_epochs"] = opts.pop("warmup")
     opts["quota"] = None if opts["quota"] == "none" else opts["quota"]
     cfg = Config(data=dataset, data_root=data_root, device=device, **opts)
@@ -167,12 +208,29 @@ def train_cmd(model, weights, trust, arch_kwargs, dataset, data_root, output, de
         plot_history(run.history, os.path.join(output, "plot.png"), f"{model} {cfg.method} {cfg.sparsity:g}")
     except ImportError:
         click.echo("note: no plot.png: pip install 'connectome[plots]' for matplotlib", err=True)
+    updates = [r for r in run.history if r["event"] == "update"]
+    if updates:
+        cut = sum(1 for r in updates if r.get("cut_layers"))
+        click.echo(
+            f"updates that would have disconnected a layer: {cut} of {len(updates)}"
+            + (" (repaired by --guard)" if cfg.guard and cut else "")
+        )
     last = next(r for r in reversed(run.history) if r["event"] == "epoch")
     click.echo(
         f"test accuracy {100 * last['test_acc']:.2f}%, direct sparsity {100 * last['direct_sparsity']:.2f}%, "
         f"effective sparsity {100 * last['effective_sparsity']:.2f}%" + (", COLLAPSED" if last["collapsed"] else "")
     )
     click.echo(f"wrote {os.path.join(output, CHECKPOINT)}, {LOG} and plot.png", err=True)
+
+
+def _pair(text: str | None) -> tuple[float, float] | None:
+    if text is None:
+        return None
+    try:
+        a, b = (float(v) for v in text.split(","))
+    except ValueError:
+        raise SpecError(f"--phase-epochs takes START,END in epochs (e.g. 10,20), not {text!r}") from None
+    return a, b
 
 
 def _terminal() -> bool:

@@ -32,7 +32,6 @@ __all__ = [
     "resnet18_cifar",
     "resnet34_cifar",
     "resnet50_cifar",
-    "shared_convs",
 ]
 
 Act = Callable[[int], nn.Module]
@@ -156,25 +155,6 @@ def _share(stages: list[nn.Sequential], ratio: int) -> None:
             f"no block would share: every stage has at most {ratio} blocks; choose a deeper ResNet "
             "(resnet34, resnet50) or a smaller ratio"
         )
-
-
-def shared_convs(model: nn.Module) -> tuple[int, int]:
-    """``(own, shared)``: weights of the convolutions and linear layers a model owns, and those that its
-    sharing blocks reuse instead of owning (what they would have had of their own).
-
-    >>> shared_convs(resnet34_cifar(width=8, share=2))   # reused: 2 convs in 1, 2, 4 and 1 blocks per stage
-    (175192, 157824)
-    """
-    seen: set[int] = set()
-    own = shared = 0
-    for m in model.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            if id(m.weight) in seen:
-                shared += m.weight.numel()
-            else:
-                seen.add(id(m.weight))
-                own += m.weight.numel()
-    return own, shared
 
 
 def _check_width(width: int) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
@@ -27,6 +27,7 @@ from ..analysis import Analyzer
 from ..io.masks import prunable_weights
 from ..seeding import generator
 from .data import Data, augment, batches
+from .east.run import Phasing, check_layers, east_sparsity
 from .masked import Masks, TrainError, strip_pruning
 from .policies import POLICIES, Policy, Update
 from .schedules import LR_KINDS, LearningRate
@@ -62,6 +63,10 @@ class Config:
     end: float = 0.75  # share of training after which masks stay fixed
     guard: bool = False
     reclaim: bool = False
+    cycles: int = 2  # east: cycles of the cyclic density (0: none)
+    cycle_epochs: float = 50.0  # east: the length of a cycle
+    long_every: int = 4  # east: after the cycles, RigL updates this many times less often
+    phase_epochs: tuple[float, float] | None = None  # east: DyReLU's phasing (default: half the first milestone to it)
     val_size: int = 5000
     limit: int | None = None  # use only this many training (and test) examples
     cifar_form: bool = False  # 28x28 grey images as 32x32x3, for CIFAR-form models
@@ -83,6 +88,10 @@ class Config:
             raise TrainError(f"--target must be direct or effective, not {self.target!r}")
         if not 0.0 <= self.drop_fraction <= 1.0 or not 0.0 < self.end <= 1.0:
             raise TrainError("--drop-fraction must lie in [0, 1] and --end in (0, 1]")
+        if self.cycles < 0 or not self.cycle_epochs > 0 or self.long_every < 1:
+            raise TrainError("--cycles must be 0 or more, --cycle-epochs above 0 and --long-every 1 or more")
+        if self.phase_epochs is not None and not 0 <= self.phase_epochs[0] <= self.phase_epochs[1]:
+            raise TrainError(f"--phase-epochs must be START,END with 0 <= START <= END, not {self.phase_epochs}")
 
 
 @dataclass
@@ -165,8 +174,11 @@ def train(
     model.to(cfg.device).train()
     _fits(model, data, cfg.device)
     shape = (1, *data.train[0].shape[1:])
-    initial = masks if masks is not None else _initial_masks(model, cfg, data, shape)
+    sparsity = east_sparsity(model, cfg.sparsity) if cfg.method == "east" else cfg.sparsity
+    initial = masks if masks is not None else _initial_masks(model, replace(cfg, sparsity=sparsity), data, shape)
     m = Masks(model, initial)
+    if cfg.method == "east":
+        check_layers(m.masks, cfg.sparsity)
     watch = Watch(Analyzer(model, input_shape=shape), cfg.guard, cfg.reclaim)
     if cfg.guard:  # a start that is already cut is repaired like an update would be
         g0 = generator(cfg.seed, "train.guard")
@@ -179,8 +191,12 @@ def train(
         update_every=cfg.update_every,
         drop_fraction=cfg.drop_fraction,
         end=cfg.end,
-        sparsity=cfg.sparsity,
+        sparsity=sparsity,
         quota=cfg.quota,
+        steps_per_epoch=steps_per_epoch,
+        cycles=cfg.cycles,
+        cycle_epochs=cfg.cycle_epochs,
+        long_every=cfg.long_every,
         initial=1.0 - sum(m.kept().values()) / max(sum(t.numel() for t in m.masks.values()), 1),
     )
     params = [p for p in model.parameters() if p.requires_grad]
@@ -202,6 +218,7 @@ def train(
     if ckpt is not None and ckpt.exists():
         step, first = ckpt.restore(model, opt, m, gen, run.history)
     emit = log or (lambda record: None)
+    phasing = Phasing(model, cfg, steps_per_epoch) if cfg.method == "east" else None
     if not run.history:  # the masks training starts from, as pruned: the paper's x-axis
         start = {"event": "start", "epoch": 0, "step": 0, **watch.summary(watch.analyze(dict(m.masks)))}
         run.history.append(start)
@@ -219,6 +236,8 @@ def train(
             x, y = x.to(cfg.device), y.to(cfg.device)
             for g in opt.param_groups:
                 g["lr"] = lr(step)
+            if phasing is not None and phasing.step(step):  # DyReLU is a ReLU now: the walk sees it so
+                watch.analyzer = Analyzer(model, input_shape=shape)
             opt.zero_grad(set_to_none=True)
             out_ = model(x)
             loss = F.cross_entropy(out_, y)
@@ -251,7 +270,13 @@ def train(
                 u = Update(step, total, weights, {n: t.cpu() for n, t in m.masks.items()}, gen, grads)
                 new, res = watch.update(pol, u)
                 m.set(new, opt)
-                record = {"event": "update", "epoch": epoch, "step": step, **watch.summary(res)}
+                record = {
+                    "event": "update",
+                    "epoch": epoch,
+                    "step": step,
+                    **watch.summary(res),
+                    "cut_layers": len(watch.cut),  # by the policy's own masks, before --guard
+                }
                 run.history.append(record)
                 emit(record)
         val_loss, val_acc = evaluate(model, data.val, cfg.device) if len(data.val[1]) else (None, None)

@@ -75,9 +75,31 @@ class Watch:
         self.analyzer = analyzer
         self.guard = guard
         self.reclaim = reclaim
+        self.cut: list[str] = []  # the layers the last update cut, before any repair ("" for the whole network)
+        self._last: tuple[dict[str, torch.Tensor], Analysis] | None = None
 
     def analyze(self, masks: dict[str, torch.Tensor]) -> Analysis:
-        return self.analyzer.run(masks)
+        res = self.analyzer.run(masks)
+        self._last = (masks, res)
+        return res
+
+    def _analysis_of(self, masks: dict[str, torch.Tensor]) -> Analysis:
+        """The analysis of ``masks``, reusing the last one when they are the same masks."""
+        if self._last is not None:
+            seen, res = self._last
+            if seen.keys() == masks.keys() and all(torch.equal(seen[n], masks[n]) for n in masks):
+                return res
+        return self.analyze(masks)
+
+    @staticmethod
+    def cuts(before: Analysis, after: Analysis) -> list[str]:
+        """The layers that had effective weights before and have none after ("" when the network is cut)."""
+        out = [
+            n
+            for n, e in after.effective_masks.items()
+            if not bool(e.any()) and n in before.effective_masks and bool(before.effective_masks[n].any())
+        ]
+        return out + ([""] if after.collapsed and not before.collapsed else [])
 
     def summary(self, res: Analysis) -> dict[str, Any]:
         """Direct and effective sparsity, dead units and collapse: the fields of every log record."""
@@ -97,16 +119,19 @@ class Watch:
         }
 
     def update(self, policy: Policy, u: Update) -> tuple[dict[str, torch.Tensor], Analysis]:
-        """The policy's new masks, reclaimed and guarded as asked, and their analysis."""
+        """The policy's new masks, reclaimed and guarded as asked, and their analysis; :attr:`cut` names
+        the layers the policy's own masks cut."""
+        before = self._analysis_of(u.masks)
         if self.reclaim and policy.grows:
             u.drop_first = self._ineffective(self.analyze(u.masks), u.masks)
             u.growable = self._growable(self.analyze(_without(u.masks, u.drop_first)), u.masks)
         new = policy.update(u)
         res = self.analyze(new)
+        self.cut = self.cuts(before, res)
         if self.reclaim and policy.grows:
             new, res = self._reclaim(policy, u, new, res, {n: int(m.sum()) for n, m in u.masks.items()})
         if self.guard:
-            new = self.repair(new, policy.grow_scores(u), self.analyze(u.masks))
+            new = self.repair(new, policy.grow_scores(u), before)
             res = self.analyze(new)
         return new, res
 

@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 import connectome
-from connectome.resnet import ShareError, resnet18_cifar, resnet34_cifar, resnet50_cifar, shared_convs
+from connectome.resnet import ShareError, resnet18_cifar, resnet34_cifar, resnet50_cifar
+from connectome.train.east.run import weight_counts
 from connectome.train.east import DyReLU
 from soundness import apply_masks, zero_additive
 
@@ -21,8 +22,8 @@ def test_sharing_removes_exactly_the_reused_convolutions():
     plain, shared = resnet34_cifar(width=8), resnet34_cifar(width=8, share=2)
     # blocks 2.. of each stage (1, 2, 4 and 1 of them) reuse block 1's two 3x3 convolutions
     reused = 2 * 9 * (1 * 8 * 8 + 2 * 16 * 16 + 4 * 32 * 32 + 1 * 64 * 64)
-    assert _weights(plain) - _weights(shared) == reused == shared_convs(shared)[1]
-    assert shared_convs(shared)[0] == _weights(shared)
+    assert _weights(plain) - _weights(shared) == reused == weight_counts(shared)[1]
+    assert weight_counts(shared)[0] == _weights(shared)
     assert shared.layer3[5].conv1.weight is shared.layer3[1].conv1.weight
     assert shared.layer3[1].conv1.weight is not shared.layer3[0].conv1.weight   # block 0 keeps its own
     scalars = [p for n, p in shared.named_parameters() if ".scales." in n]

@@ -134,4 +134,4 @@ def drop_and_grow(u: Update, fraction: float, grow_scores: Mapping[str, torch.Te
     return grow_best(dropped, grow_scores, budget, u.growable)
 
 
-from . import gmp, rigl, set_  # noqa: E402,F401  (policies register themselves)
+from . import east, gmp, rigl, set_  # noqa: E402,F401  (policies register themselves)
