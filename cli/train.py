@@ -171,12 +171,12 @@ def train_cmd(model, weights, trust, arch_kwargs, dataset, data_root, output, de
         raise SpecError(f"--device {device}: no CUDA device here; use --device cpu")
     torch.manual_seed(opts["seed"])  # a model built from code starts from the same weights on every run
     kwargs = parse_kwargs(list(arch_kwargs))
-    dyrelu, sharing = not opts.pop("no_dyrelu"), not opts.pop("no_sharing")
+    opts["dyrelu"], opts["sharing"] = not opts.pop("no_dyrelu"), not opts.pop("no_sharing")
     if opts.pop("no_cyclic"):
         opts["cycles"] = 0
     if opts["method"] == "east":
         try:
-            kwargs = east_kwargs(model, kwargs, dyrelu, sharing)
+            kwargs = east_kwargs(model, kwargs, opts["dyrelu"], opts["sharing"])
         except TrainError as e:
             raise SpecError(str(e)) from None
     ck = load(weights, arch=model, arch_kwargs=kwargs or None, trust=trust)

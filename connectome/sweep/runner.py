@@ -40,7 +40,12 @@ def run_point(spec_runs: dict[str, Any], point: dict[str, Any], folder: str) -> 
     try:
         model_spec, cfg = Spec("", spec_runs).config(point)
         torch.manual_seed(cfg.seed)  # the model's own initial weights
-        model, _ = load_model(model_spec, kwargs=point.get("model_kwargs") or None)
+        kwargs = point.get("model_kwargs") or {}
+        if cfg.method == "east":  # DyReLU and weight sharing are built into the model
+            from ..train.east.run import east_kwargs
+
+            kwargs = east_kwargs(model_spec, kwargs, cfg.dyrelu, cfg.sharing)
+        model, _ = load_model(model_spec, kwargs=kwargs or None)
         run = train(model, cfg, out=folder)
         start = next(r for r in run.history if r["event"] == "start")
         last = [r for r in run.history if r["event"] == "epoch"][-1]

@@ -67,6 +67,8 @@ class Config:
     cycle_epochs: float = 50.0  # east: the length of a cycle
     long_every: int = 4  # east: after the cycles, RigL updates this many times less often
     phase_epochs: tuple[float, float] | None = None  # east: DyReLU's phasing (default: half the first milestone to it)
+    dyrelu: bool = True  # east: build the model with DyReLU (a model built from connectome:NAME)
+    sharing: bool = True  # east: build the model with weight sharing (ratio 2 unless model_kwargs say)
     val_size: int = 5000
     limit: int | None = None  # use only this many training (and test) examples
     cifar_form: bool = False  # 28x28 grey images as 32x32x3, for CIFAR-form models
