@@ -129,7 +129,7 @@ class Watch:
         res = self.analyze(new)
         self.cut = self.cuts(before, res)
         if self.reclaim and policy.grows:
-            new, res = self._reclaim(policy, u, new, res, {n: int(m.sum()) for n, m in u.masks.items()})
+            new, res = self._reclaim(policy, u, new, res, policy.counts(u))
         if self.guard:
             new = self.repair(new, policy.grow_scores(u), before)
             res = self.analyze(new)

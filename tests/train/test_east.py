@@ -134,3 +134,11 @@ def test_bad_east_requests_are_one_line(args, says, tmp_path):
                                   "--val-size", "64", "-o", str(tmp_path / "x")])
     assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) <= 2, r.output
     assert says in r.stderr.strip().splitlines()[-1]
+
+
+def test_reclaim_and_guard_follow_the_cycle_counts():
+    torch.manual_seed(0)
+    run = train(Tiny(), Config(method="east", sparsity=0.995, epochs=1, limit=1200, val_size=200, update_every=2,
+                               cycles=1, cycle_epochs=0.5, guard=True, reclaim=True))
+    # 50,890 weights: 254 at the budget, 3x half-way through the 4-step cycle, back at its end
+    assert [(r["step"], r["kept"]) for r in run.history if r["event"] == "update"] == [(2, 762), (4, 254)]

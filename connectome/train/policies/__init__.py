@@ -67,6 +67,10 @@ class Policy:
     def update(self, u: Update) -> dict[str, torch.Tensor]:
         return dict(u.masks)
 
+    def counts(self, u: Update) -> dict[str, int]:
+        """Each layer's kept count after the update (what ``reclaim`` restores): the same as before."""
+        return {n: int(m.sum()) for n, m in u.masks.items()}
+
     def grow_scores(self, u: Update) -> dict[str, torch.Tensor]:
         """How much each inactive entry deserves to grow: seeded noise unless the policy knows better."""
         return {n: torch.rand(m.shape, generator=u.generator, dtype=torch.float64) for n, m in u.masks.items()}

@@ -71,10 +71,15 @@ class EAST(Policy):
         if not self.in_cycles(u.step) and u.step != self.cycles * self.cycle:
             return drop_and_grow(u, drop_fraction(self.drop_fraction, u.step, self.end), self.grow_scores(u))
         masks = {n: m & ~u.drop_first[n] if n in u.drop_first else m for n, m in u.masks.items()}
-        target = erk_counts(masks, self.density_at(u.step))
+        target = self.counts(u)
         now = {n: int(m.sum()) for n, m in masks.items()}
         dropped = drop_smallest(u.weights, masks, {n: max(now[n] - target[n], 0) for n in masks})
         return grow_best(dropped, self.grow_scores(u), {n: max(target[n] - now[n], 0) for n in masks}, u.growable)
+
+    def counts(self, u: Update) -> dict[str, int]:
+        if not self.in_cycles(u.step) and u.step != self.cycles * self.cycle:
+            return super().counts(u)
+        return erk_counts(u.masks, self.density_at(u.step))
 
     def grow_scores(self, u: Update) -> dict[str, torch.Tensor]:
         assert u.grads is not None, "EAST grows by dense gradients: the loop must pass them"
