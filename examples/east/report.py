@@ -31,7 +31,7 @@ def load(folder: str) -> list[dict]:
 
 def name(r: dict) -> str:
     if r["method"] != "east":
-        return r["method"]
+        return r["method"] + (" + guard" if r.get("guard") else "")
     off = [t for t, on in (("dyrelu", r.get("dyrelu", True)), ("sharing", r.get("sharing", True)),
                            ("cyclic", r.get("cycles", 2) != 0)) if not on]
     return "east" + "".join(f" - {t}" for t in off)

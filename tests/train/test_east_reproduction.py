@@ -10,7 +10,7 @@ ROOT = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "east")
 
 def test_the_east_reproduction_in_small(tmp_path):
     spec = Spec.load(os.path.join(ROOT, "east.toml"))
-    assert len(spec.points()) == 15
+    assert len(spec.points()) == 17
     spec.runs.update(run=[{"method": "east", "sparsity": 0.999}, {"method": "rigl", "sparsity": 0.999}], epochs=1,
                      limit=448, val_size=64, cycle_epochs=0.4, phase_epochs=[[0.2, 0.6]], update_every=2)
     rows = run_sweep(spec, str(tmp_path / "runs"), local=True)
