@@ -5,7 +5,7 @@
 ['model=connectome-lenet_300_100,method=static', 'model=connectome-lenet_300_100,method=rigl']
 """
 
-from .runner import RESULT, run_point, run_sweep
+from .runner import RESULT, rows, run_point, run_sweep
 from .spec import KEYS, Spec, SpecProblem
 
-__all__ = ["Spec", "SpecProblem", "KEYS", "run_point", "run_sweep", "RESULT"]
+__all__ = ["Spec", "SpecProblem", "KEYS", "run_point", "run_sweep", "rows", "RESULT"]

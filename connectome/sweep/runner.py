@@ -22,7 +22,7 @@ from typing import Any
 from ..io.files import write_atomic
 from .spec import Spec, SpecProblem
 
-__all__ = ["run_point", "run_sweep", "folder_of", "RESULT"]
+__all__ = ["run_point", "run_sweep", "folder_of", "rows", "RESULT"]
 
 RESULT = "result.json"
 _METRICS = ("test_acc", "val_acc", "direct_sparsity", "effective_sparsity", "dead_units", "collapsed")
@@ -191,3 +191,19 @@ def _on_ray(spec: Spec, out: str, todo: list, address: str | None, num_cpus: int
     finally:
         if started_here:
             ray.shutdown()
+
+
+def rows(folder: str, logs: bool = False) -> list[dict[str, Any]]:
+    """A finished sweep's rows (its ``results.jsonl``), one per run; with ``logs``, each run that finished
+    also carries its ``log.jsonl`` records under ``"log"``.
+
+    Example: ``rows("runs/dst", logs=True)[0]["log"][-1]["effective_sparsity"]``.
+    """
+    with open(os.path.join(folder, "results.jsonl")) as f:
+        out = [json.loads(line) for line in f if line.strip()]
+    for r in out if logs else []:
+        path = os.path.join(folder, r["folder"], "log.jsonl")
+        if r.get("status") == "ok" and os.path.isfile(path):
+            with open(path) as f:
+                r["log"] = [json.loads(line) for line in f if line.strip()]
+    return out

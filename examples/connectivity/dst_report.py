@@ -9,25 +9,19 @@ weights that are ineffective, against training step; one column per sparsity) in
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import statistics
 import sys
 from collections import defaultdict
 
+from connectome.sweep import rows as sweep_rows
+
 ORDER = ("static", "gmp", "set", "rigl")
 
 
 def load(folder: str) -> list[dict]:
-    with open(os.path.join(folder, "results.jsonl")) as f:
-        rows = [json.loads(line) for line in f if line.strip()]
-    for r in rows:
-        path = os.path.join(folder, r["folder"], "log.jsonl")
-        if r.get("status") == "ok" and os.path.isfile(path):
-            with open(path) as f:
-                r["log"] = [json.loads(line) for line in f if line.strip()]
-    return rows
+    return sweep_rows(folder, logs=True)
 
 
 def name(r: dict) -> str:

@@ -8,16 +8,16 @@ Reads RUNS_DIR/results.jsonl (written by ``connectome sweep``), averages over se
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import statistics
 from collections import defaultdict
 
+from connectome.sweep import rows as sweep_rows
+
 
 def load(folder: str) -> list[dict]:
-    with open(os.path.join(folder, "results.jsonl")) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return sweep_rows(folder)
 
 
 def label(r: dict) -> str:

@@ -29,8 +29,9 @@ from connectome.io.checkpoint import load
 from connectome.io.files import write_atomic
 from connectome.prune.corenet import BASELINES, baseline, corenet
 from connectome.prune.corenet.bounds import sample_size
-from connectome.prune.corenet.layers import layer_widths
 from connectome.prune.corenet.guarantee import measure
+from connectome.prune.corenet.layers import layer_widths
+from connectome.sweep import rows as sweep_rows
 
 METHODS = ("corenet", "plus", "plusplus", *BASELINES)
 KEEPS = (0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5)
@@ -39,9 +40,7 @@ BOUND = (0.1, 1.0, 10.0, 100.0, 1e3, 1e4)  # epsilon, with delta 0.05: sample si
 
 
 def bases(folder: str) -> list[dict]:
-    with open(os.path.join(folder, "results.jsonl")) as f:
-        rows = [json.loads(line) for line in f if line.strip()]
-    return [r for r in rows if r.get("status") == "ok"]
+    return [r for r in sweep_rows(folder) if r.get("status") == "ok"]
 
 
 def _name(row: dict) -> str:

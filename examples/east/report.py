@@ -10,23 +10,17 @@ sparsity) into --out.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
+
+from connectome.sweep import rows as sweep_rows
 
 ORDER = ("east", "rigl", "set", "static")
 
 
 def load(folder: str) -> list[dict]:
-    with open(os.path.join(folder, "results.jsonl")) as f:
-        rows = [json.loads(line) for line in f if line.strip()]
-    for r in rows:
-        path = os.path.join(folder, r["folder"], "log.jsonl")
-        if r.get("status") == "ok" and os.path.isfile(path):
-            with open(path) as f:
-                r["log"] = [json.loads(line) for line in f if line.strip()]
-    return rows
+    return sweep_rows(folder, logs=True)
 
 
 def name(r: dict) -> str:
