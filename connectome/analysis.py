@@ -29,6 +29,7 @@ from .batching import input_shapes, reduced, same_results, smaller_shape_hint
 from .graph.lower import UnitGraph, lower
 from .graph.names import WeightNames
 from .graph.reduce import count_true
+from .graph.refs import opaque_modules, referenced
 from .graph.status import Status, any_alive
 from .graph.trace import InputShape, Traced, TraceError, as_inputs, trace
 from .graph.walk import Walk, walk
@@ -218,7 +219,7 @@ class Analyzer:
 
     def _trace(self, **inputs: Any) -> Traced:
         traced = trace(self.model, tracer=self.tracer, **inputs)
-        if self.tracer == "auto" and _opaque_modules(traced):
+        if self.tracer == "auto" and opaque_modules(traced):
             # fx keeps every torch.nn module whole; for those without a rule (nn.TransformerEncoderLayer),
             # torch.export sees inside, down to ops that have rules
             with suppress(TraceError):
@@ -339,7 +340,7 @@ def _result(
                 uses[key] = uses.get(key, 0) + 1
             for key, sup in wt.support.items():  # computed weights: zeros the computation made nonzero
                 support[key] = support[key] | sup if key in support else sup
-    referenced = {source.names.key(r) for r in _referenced(traced)}
+    used = {source.names.key(r) for r in referenced(traced)}
     masks, eff, layers = {}, {}, []
     unsupported = list(graph.unsupported)
     for name, kind in kinds.items():
@@ -357,9 +358,7 @@ def _result(
             eff[name] = w.effective[name]
             if name in source.names.renormalized and eff[name].any():
                 eff[name] = mask.clone()  # zeroing one entry rescales all: one effective entry keeps them all
-        elif name in owners or not any(
-            name == r or name.startswith(r + ".") or r == name + "_orig" for r in referenced
-        ):
+        elif name in owners or not any(name == r or name.startswith(r + ".") or r == name + "_orig" for r in used):
             eff[name] = torch.zeros_like(mask)  # owned but never reached, or only in constant computations
         else:  # used by an op we cannot see into: never call it ineffective
             eff[name] = mask.clone()
@@ -371,33 +370,3 @@ def _result(
     collapsed = not any(any_alive(w.fwd.get(n)) for n in traced.outputs)
     shapes = [list(traced.vals[n].shape) for n in traced.inputs if isinstance(traced.vals.get(n), torch.Tensor)]
     return Analysis(eff, masks, dict(kinds), layers, collapsed, unsupported, w, traced.tracer, shapes)
-
-
-def _opaque_modules(traced: Traced) -> list[str]:
-    """Modules with parameters that the graph calls whole and that no rule knows."""
-    from .graph.lower.base import find_rule
-
-    found = []
-    for n in traced.graph.nodes:
-        if (
-            n.op == "call_module"
-            and find_rule(traced, n)[1] is None
-            and any(True for _ in traced.module(n).parameters())
-        ):
-            found.append(str(n.target))
-    return found
-
-
-def _referenced(traced: Traced) -> set[str]:
-    """Modules and parameters that input-dependent computation uses (a constant branch does not count)."""
-    dep = traced.depends_on_input()
-
-    refs = set(traced.opaque_weights)  # computed weights we could not see through
-    for n in traced.graph.nodes:
-        if n.op == "call_module" and dep[n]:
-            refs.add(str(n.target))
-        elif (n.op == "get_attr" or n in traced.param_nodes) and any(dep[u] for u in n.users):
-            name = traced.attr_name(n)
-            assert name is not None  # a get_attr or parameter node always has a name
-            refs.add(name)
-    return refs
