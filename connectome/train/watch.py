@@ -80,7 +80,7 @@ class Watch:
 
     def analyze(self, masks: dict[str, torch.Tensor]) -> Analysis:
         res = self.analyzer.run(masks)
-        self._last = (masks, res)
+        self._last = ({n: m.clone() for n, m in masks.items()}, res)  # a copy: a caller may edit its masks in place
         return res
 
     def _analysis_of(self, masks: dict[str, torch.Tensor]) -> Analysis:
