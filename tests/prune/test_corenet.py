@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from connectome.prune.corenet import (Accumulator, allocate, conv_patches, distribution, draw, reweight, sample,
-                                      sensitivities)
+                                      sample_counts, sensitivities)
 
 
 def _net():
@@ -88,6 +88,11 @@ def test_the_estimator_is_unbiased():
     err = float(trials.std()) / len(trials) ** 0.5
     assert abs(float(trials.mean()) - exact) < 4 * err, (float(trials.mean()), exact, err)
     assert float(trials.std()) > 0   # it is a random estimate, not the weight itself
+    # the counts drawn at once from their multinomial (the bound's sizes): unbiased too, and distributed as
+    # the draws one by one (the spreads agree within a few percent)
+    at_once = torch.stack([sample_counts(w, s, torch.tensor([6.0, 6.0]), g).double() @ probe for _ in range(4000)])
+    assert abs(float(at_once.mean()) - exact) < 4 * float(at_once.std()) / 4000**0.5
+    assert abs(float(at_once.std()) / float(trials.std()) - 1) < 0.1
 
 
 def test_budgets_are_met_exactly_and_nest():

@@ -29,15 +29,13 @@ def weight_counts(model: nn.Module) -> tuple[int, int]:
     (175192, 157824)
     """
     keys = prunable_weights(model)
-    own = sum(p.numel() for n, p in model.named_parameters() if n in keys)
+    size = {id(p): p.numel() for n, p in model.named_parameters() if n in keys}  # each tensor once
     uses: dict[int, int] = {}
     for module in model.modules():
         w = getattr(module, "weight", None)
-        if isinstance(w, torch.Tensor) and any(p is w for n, p in model.named_parameters() if n in keys):
+        if isinstance(w, torch.Tensor) and id(w) in size:
             uses[id(w)] = uses.get(id(w), 0) + 1
-    by_id = {id(p): p.numel() for n, p in model.named_parameters() if n in keys}
-    shared = sum((count - 1) * by_id[i] for i, count in uses.items())
-    return own, shared
+    return sum(size.values()), sum((count - 1) * size[i] for i, count in uses.items())
 
 
 def east_sparsity(model: nn.Module, sparsity: float) -> float:
