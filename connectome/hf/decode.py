@@ -1,0 +1,59 @@
+"""Stored tensors as nonzero masks: dense floats of every width (bf16, fp16, fp32, fp8) read by their bits.
+
+A float is zero when every bit but the sign is zero, so ``-0.0`` is zero and NaN is not: the mask is
+read from an integer view, which works for dtypes torch cannot compare on a CPU (fp8). Formats whose
+values cannot be told apart from their storage (packed int4 and the like) are refused by name.
+
+Examples
+--------
+>>> import torch
+>>> nonzero_bits(torch.tensor([0.0, -0.0, 1e-40, float("nan")], dtype=torch.bfloat16)).tolist()
+[False, False, True, True]
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..io.errors import SpecError
+from ..io.tensors import clip
+
+__all__ = ["nonzero_bits", "FLOATS", "check_dtype"]
+
+_INT_VIEW = {
+    torch.float64: (torch.int64, 0x7FFF_FFFF_FFFF_FFFF),
+    torch.float32: (torch.int32, 0x7FFF_FFFF),
+    torch.float16: (torch.int16, 0x7FFF),
+    torch.bfloat16: (torch.int16, 0x7FFF),
+}
+for _name in ("float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz"):
+    if hasattr(torch, _name):
+        _INT_VIEW[getattr(torch, _name)] = (torch.uint8, 0x7F)
+
+FLOATS = {"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"}
+_INTS = {"I64", "I32", "I16", "I8", "U8", "BOOL", "U16", "U32", "U64"}
+
+
+def check_dtype(key: str, dtype: str, quant: str | None) -> None:
+    """Refuse, in one line, a stored dtype whose zeros cannot be read from the tensor alone."""
+    if dtype in FLOATS or dtype in _INTS and quant is None:
+        return
+    what = f"{quant} quantized" if quant else f"{dtype}-typed"
+    raise SpecError(
+        f"{clip(key)} is stored {what}: connectome cannot read its zeros (it reads dense bf16/fp16/fp32/fp8 and "
+        "compressed-tensors' sparse-bitmask formats); audit the unquantized checkpoint"
+    )
+
+
+def nonzero_bits(t: torch.Tensor) -> torch.Tensor:
+    """``t != 0`` as a bool tensor, read from the bits (one vectorised pass, no float compare).
+
+    >>> nonzero_bits(torch.tensor([[0, 3], [0, 0]], dtype=torch.int8)).tolist()
+    [[False, True], [False, False]]
+    """
+    view = _INT_VIEW.get(t.dtype)
+    if view is None:
+        return t != 0
+    as_int = t.contiguous().view(view[0]).numpy()
+    return torch.from_numpy(np.bitwise_and(as_int, as_int.dtype.type(view[1])) != 0)
