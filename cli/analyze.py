@@ -11,9 +11,10 @@ from connectome import report
 from connectome.graph.trace import as_inputs
 from connectome.io.checkpoint import load
 from connectome.io.files import write_atomic
-from connectome.io.spec import SpecError
+from connectome.io.spec import SpecError, parse_shape
 from connectome.parts import capture_inputs
 
+from .folders import names_folder
 from .main import main
 from .options import DTYPES, display_name, input_options, shapes_arg
 
@@ -72,9 +73,10 @@ def analyze(
     """Analyse MODEL: direct vs effective sparsity per layer, dead units, collapse.
 
     MODEL is torchvision:NAME, connectome:NAME (lenet_300_100, lenet_5, vgg19, resnet18),
-    package.module:factory or file.py:factory (a callable returning an nn.Module), or a file saved
-    with torch.save(model) (needs --trust). Masks come from torch.nn.utils.prune buffers when
-    present, else from the nonzero weights.
+    package.module:factory or file.py:factory (a callable returning an nn.Module), a file saved
+    with torch.save(model) (needs --trust), or a Hugging Face model folder (config.json and
+    safetensors shards, read one tensor at a time; or a hub id in the local cache). Masks come from
+    torch.nn.utils.prune buffers when present, else from the nonzero weights.
 
     \b
     Examples:
@@ -82,8 +84,11 @@ def analyze(
       connectome analyze torchvision:resnet18 --input-shape 1,3,64,64 --weights pruned.pt --json
       connectome analyze mymodels:tiny_bert --input-shape 1,128 --input-dtype int64
       connectome analyze torchvision:resnet50 --weights pruned.pt --html report.html
+      connectome analyze ./pruned-llama --json
       connectome analyze torchvision:fasterrcnn_resnet50_fpn --submodule backbone --input-shape 1,3,224,224
     """
+    if weights is None and names_folder(model):
+        return _analyze_folder(model, input_shape, tracer, as_json, html_file)
     ck, shape = build(model, input_shape, weights, trust)
     inputs = None
     if submodule and not input_shape:  # the part's inputs, as the whole model hands them over
@@ -114,4 +119,32 @@ def analyze(
             f"\nnote: {len(res.unsupported_ops)} op(s) without a rule were treated as all-to-all "
             f"(sound, possibly loose): {', '.join(ops)}"
         )
+    click.echo("\n" + report.verdict(res))
+
+
+def _analyze_folder(path: str, input_shape: str | None, tracer: str, as_json: bool, html_file: str | None) -> None:
+    from connectome.hf.blocks import blocks
+    from connectome.hf.folder import resolve
+    from connectome.hf.report import block_text
+    from connectome.hf.stream import analyze_folder
+
+    seq = 8
+    if input_shape:
+        shapes = parse_shape(input_shape)
+        if len(shapes) != 1 or len(shapes[0]) != 2:
+            raise SpecError(f"--input-shape for a language model is batch,tokens (e.g. 1,8), got {input_shape!r}")
+        seq = shapes[0][1]
+    res, loaded = analyze_folder(resolve(path), seq_len=seq, tracer=tracer)
+    rows = [r.to_dict() for r in blocks(res, loaded.model, loaded.model.config)]
+    if html_file:
+        from connectome.render.html import html_report
+
+        write_atomic(html_file, html_report(res, display_name(path)), inputs=(path,))
+        click.echo(f"wrote {html_file}", err=True)
+    if as_json:
+        click.echo(json.dumps({**res.to_dict(), "blocks": rows}, indent=2))
+        return
+    click.echo(report.table(res))
+    if rows:
+        click.echo("\n" + block_text(rows))
     click.echo("\n" + report.verdict(res))

@@ -12,6 +12,7 @@ from connectome.io.checkpoint import load
 from connectome.io.files import write_atomic
 from connectome.io.spec import SpecError, parse_kwargs
 
+from .folders import folder_audit, names_folder
 from .main import main
 from .options import DTYPES, arch_kwargs_option, display_name, input_options, shapes_arg
 
@@ -86,6 +87,20 @@ class _Progress:
     "diagram (needs graphviz's dot).",
 )
 @click.option("-o", "--output", default=None, metavar="FILE", help="Write the report to FILE (atomically).")
+@click.option(
+    "--claim-structure",
+    default=None,
+    metavar="N:M",
+    help="Model folders: fail when a layer is not N:M sparse (2:4: every 4 consecutive input weights keep at "
+    "most 2). Embeddings, the output head and MoE routers are reported, not failed.",
+)
+@click.option("--structure-all", is_flag=True, help="With --claim-structure: also fail the layers usually left dense.")
+@click.option(
+    "--masks-out",
+    default=None,
+    metavar="FILE",
+    help="Model folders: write the effective masks to this .safetensors file, one tensor at a time.",
+)
 @click.option("--no-margin", is_flag=True, help="Skip the collapse margin (a minimum cut on the unit graph).")
 @click.option(
     "--margin-budget",
@@ -109,16 +124,23 @@ def audit(
     fail_on,
     fmt,
     output,
+    claim_structure,
+    structure_all,
+    masks_out,
     no_margin,
     margin_budget,
 ):
-    """Audit a pruned CHECKPOINT before publishing it.
+    """Audit a pruned CHECKPOINT (or Hugging Face model folder) before publishing it.
 
     Loads the weights safely (state_dicts with weights_only=True, or .safetensors; nested dicts,
     DataParallel/torch.compile prefixes and torch.nn.utils.prune's weight_orig/weight_mask are
     handled), then reports direct vs effective sparsity, dead units, collapsed layers, nonzero but
     ineffective weights, NaN/Inf weights, masks that are not 0/1 or disagree with their weights,
     and the collapse margin: the fewest weights whose removal would disconnect the network.
+
+    CHECKPOINT may be a Hugging Face model folder (config.json + safetensors shards, or a hub id
+    already in the local cache): it is read one tensor at a time, and the report adds a per-block
+    table (dead attention heads, MLP neurons, experts) and N:M structure.
 
     Exit codes: 0 passed, 1 a policy failed, 2 bad input or usage.
 
@@ -127,12 +149,31 @@ def audit(
       connectome audit pruned.pt --arch torchvision:resnet18 --claim-sparsity 0.99
       connectome audit model.safetensors --arch timm:vit_tiny_patch16_224 --format markdown -o CARD.md
       connectome audit pruned.pt --arch torchvision:resnet50 --format html -o audit.html
+      connectome audit ./Llama-3-8B-pruned --claim-structure 2:4 --format markdown -o CARD.md
       connectome audit ckpt.pth --arch mypkg.models:wide_resnet --arch-kwargs num_classes=100 \\
           --input-shape 1,3,32,32 --masks masks.pt --fail-on collapse,claim,mask --format json
     """
     if checkpoint is None and arch is None:
         raise SpecError("give a CHECKPOINT file (and --arch for a state_dict); see connectome audit --help")
     categories = [] if fail_on.strip().lower() == "none" else [c.strip() for c in fail_on.split(",") if c.strip()]
+    folder = checkpoint is not None and arch is None and names_folder(checkpoint)
+    if (claim_structure or masks_out or structure_all) and not folder:
+        raise SpecError("--claim-structure, --structure-all and --masks-out apply to Hugging Face model folders")
+    if folder:
+        rep = folder_audit(
+            checkpoint,
+            input_shape,
+            claim_sparsity,
+            max_dead_units,
+            categories,
+            claim_structure,
+            structure_all,
+            masks_out,
+            None if not no_margin else False,
+            margin_budget,
+            tracer,
+        )
+        return _emit(rep, fmt, output, checkpoint, masks_file, arch)
     progress = _Progress()
     try:
         progress("load", 0, 3)
@@ -151,6 +192,10 @@ def audit(
         )
     finally:
         progress.close()
+    _emit(rep, fmt, output, checkpoint, masks_file, arch)
+
+
+def _emit(rep, fmt, output, checkpoint, masks_file, arch) -> None:
     if fmt == "json":
         text = json.dumps(rep.to_dict(), indent=2) + "\n"
     elif fmt == "markdown":

@@ -55,6 +55,7 @@ class AuditReport:
     claim_sparsity: float | None = None
     notes: list[str] = field(default_factory=list)
     source: str | None = None
+    sections: dict[str, Any] = field(default_factory=dict)  # extra report parts (a model folder's blocks...)
 
     @property
     def passed(self) -> bool:
@@ -74,6 +75,7 @@ class AuditReport:
         d["passed"] = self.passed
         d["notes"] = list(self.notes)
         d["checkpoint"] = self.source
+        d.update(self.sections)
         return d
 
 
@@ -346,6 +348,10 @@ def markdown(rep: AuditReport) -> str:
             f"{pct(1 - r['nonzero'] / n if n else 0)} | {pct(1 - r['effective'] / n if n else 0)} | "
             f"{r['dead_in']}/{r['units_out']} | {r['dead_out']}/{r['units_out']} |"
         )
+    if rep.sections.get("blocks"):
+        from .hf.report import block_markdown
+
+        lines += ["", block_markdown(rep.sections["blocks"])]
     lines += ["", "| severity | code | finding |", "|---|---|---|"]
     for f in rep.findings:
         lines.append(f"| {f.severity} | `{f.code}` | {f.message.replace('|', '/')} |")
@@ -355,6 +361,10 @@ def markdown(rep: AuditReport) -> str:
 def terminal(rep: AuditReport) -> str:
     """The human report: the per-layer table, then findings by severity, then the outcome."""
     lines = [table(rep.analysis), ""]
+    if rep.sections.get("blocks"):
+        from .hf.report import block_text
+
+        lines += [block_text(rep.sections["blocks"]), ""]
     for note in rep.notes:
         lines.append(f"note: {note}")
     order = {"error": 0, "warning": 1, "info": 2}

@@ -19,7 +19,7 @@ import torch
 from ..io.errors import SpecError
 from ..io.tensors import clip
 
-__all__ = ["nonzero_bits", "FLOATS", "check_dtype"]
+__all__ = ["nonzero_bits", "nonfinite_bits", "FLOATS", "check_dtype"]
 
 _INT_VIEW = {
     torch.float64: (torch.int64, 0x7FFF_FFFF_FFFF_FFFF),
@@ -57,3 +57,29 @@ def nonzero_bits(t: torch.Tensor) -> torch.Tensor:
         return t != 0
     as_int = t.contiguous().view(view[0]).numpy()
     return torch.from_numpy(np.bitwise_and(as_int, as_int.dtype.type(view[1])) != 0)
+
+
+_EXPONENT = {
+    torch.float64: 0x7FF0_0000_0000_0000,
+    torch.float32: 0x7F80_0000,
+    torch.float16: 0x7C00,
+    torch.bfloat16: 0x7F80,
+}
+if hasattr(torch, "float8_e5m2"):
+    _EXPONENT[torch.float8_e5m2] = 0x7C
+if hasattr(torch, "float8_e4m3fn"):
+    _EXPONENT[torch.float8_e4m3fn] = 0x7F  # no infinities: NaN is the one all-ones pattern
+
+
+def nonfinite_bits(t: torch.Tensor) -> int:
+    """How many entries of a float tensor are NaN or infinite, read from the exponent bits.
+
+    >>> nonfinite_bits(torch.tensor([1.0, float("inf"), float("nan"), -0.0], dtype=torch.float16))
+    2
+    """
+    exp = _EXPONENT.get(t.dtype)
+    if exp is None:
+        return int((~torch.isfinite(t)).sum()) if t.is_floating_point() else 0
+    a = t.contiguous().view(_INT_VIEW[t.dtype][0]).numpy()
+    e = a.dtype.type(exp)
+    return int(np.count_nonzero(np.bitwise_and(a, e) == e))

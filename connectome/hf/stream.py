@@ -26,7 +26,7 @@ from torch import nn
 
 from ..io.errors import SpecError
 from ..io.tensors import clip, first_line
-from .decode import check_dtype, nonzero_bits
+from .decode import check_dtype, nonfinite_bits, nonzero_bits
 from .folder import Folder
 from .keys import Recipe, build, plan
 from .nm import NMCount, nm_count
@@ -44,6 +44,9 @@ class Loaded:
     masks: dict[str, torch.Tensor]
     nm: dict[str, NMCount]
     recipes: dict[str, Recipe]
+    nonfinite: dict[str, int] = field(default_factory=dict)  # stored key -> NaN/Inf entries
+    stored: int = 0  # entries of every tensor read (matrices and vectors)
+    stored_zero: int = 0
     notes: list[str] = field(default_factory=list)
 
 
@@ -85,13 +88,28 @@ def load_folder(spec: str, progress: bool | None = None) -> Loaded:
 
     axes = _input_axes(model)
 
+    nonfinite: dict[str, int] = {}
+    zeros = [0, 0]  # entries read, zeros among them
+
+    def mask_of(key: str) -> torch.Tensor:
+        t = read(key)
+        bad = nonfinite_bits(t)  # a vector's are found in the model's state (it is read for real)
+        if bad:
+            nonfinite[key] = bad
+        mask = nonzero_bits(t)
+        zeros[0] += mask.numel()
+        zeros[1] += mask.numel() - int(mask.sum())
+        return mask
+
     def value(name: str, key: str, param: nn.Parameter) -> torch.Tensor:
         r = recipes[name]
         if param.dim() < 2:
             t = build(r, read)
             _check_shape(name, t, param)
+            zeros[0] += t.numel()
+            zeros[1] += t.numel() - int(nonzero_bits(t).sum())
             return t
-        mask = build(r, lambda k: nonzero_bits(read(k)))
+        mask = build(r, mask_of)
         _check_shape(name, mask, param)
         masks[key] = mask
         counts[key] = nm_count(mask, axes.get(key, -1))
@@ -119,7 +137,7 @@ def load_folder(spec: str, progress: bool | None = None) -> Loaded:
         bar.close()
         handles.clear()
     materialize(model, lambda name, param: values.get(name))
-    return Loaded(folder, model, masks, counts, recipes)
+    return Loaded(folder, model, masks, counts, recipes, nonfinite, zeros[0], zeros[1])
 
 
 def _input_axes(model: nn.Module) -> dict[str, int]:

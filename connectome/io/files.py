@@ -21,10 +21,11 @@ from __future__ import annotations
 import os
 import stat
 import tempfile
+from collections.abc import Iterable
 
 from .errors import SpecError
 
-__all__ = ["write_atomic", "check_writable", "input_files"]
+__all__ = ["write_atomic", "write_chunks", "check_writable", "input_files"]
 
 
 def input_files(inputs: tuple[str | None, ...]) -> list[str]:
@@ -101,12 +102,34 @@ def write_atomic(path: str, data: str | bytes, inputs: tuple[str | None, ...] = 
         raise SpecError(f"cannot write {path}: {e.strerror or e}") from None
 
 
-def _replace(real: str, payload: bytes) -> None:
+def write_chunks(path: str, chunks: Iterable[bytes], inputs: tuple[str | None, ...] = ()) -> None:
+    """:func:`write_atomic` for data made piece by piece: only one chunk is in memory at a time.
+
+    >>> import os, tempfile
+    >>> p = os.path.join(tempfile.mkdtemp(), "m.bin")
+    >>> write_chunks(p, (bytes([i]) * 2 for i in range(3)))
+    >>> open(p, "rb").read()
+    b'\\x00\\x00\\x01\\x01\\x02\\x02'
+    """
+    real = check_writable(path, inputs)
+    try:
+        if _sink(real):
+            with open(real, "wb") as f:
+                for c in chunks:
+                    f.write(c)
+            return
+        _replace(real, chunks)
+    except OSError as e:
+        raise SpecError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+def _replace(real: str, payload: bytes | Iterable[bytes]) -> None:
     folder = os.path.dirname(real) or "."
     fd, tmp = tempfile.mkstemp(prefix=".connectome-", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(payload)
+            for chunk in [payload] if isinstance(payload, bytes) else payload:
+                f.write(chunk)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; a report should read like any other

@@ -136,6 +136,19 @@ def audit_html(rep: AuditReport, title: str | None = None) -> str:
         )
         + "</table>"
     )
+    if rep.sections.get("blocks"):
+        from ..hf.report import HEAD, block_cells
+
+        lines.append(
+            "<h2>Blocks</h2><table><tr>"
+            + "".join(f"<th>{e(h)}</th>" for h in HEAD)
+            + "</tr>"
+            + "".join(
+                f'<tr><td class="l"><code>{e(c[0])}</code></td>' + "".join(f"<td>{e(x)}</td>" for x in c[1:]) + "</tr>"
+                for c in map(block_cells, rep.sections["blocks"])
+            )
+            + "</table>"
+        )
     name = title or rep.source or "audit"
     return html_report(
         rep.analysis, name, findings_html="\n".join(lines), status=f"Audit {status}: {verdict(rep.analysis)}"
