@@ -1,0 +1,136 @@
+"""The streamed audit of a model folder against ``connectome.analyze`` on the fully loaded model, on six
+families with planted dead units and 2:4 layers (tests/hf/families.py)."""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+import connectome  # noqa: E402
+from connectome.hf.audit import audit_folder  # noqa: E402
+from connectome.hf.stream import analyze_folder  # noqa: E402
+
+from .families import build, configs, save  # noqa: E402
+
+FAMILIES = list(configs())
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    out = {}
+    for family in FAMILIES:
+        model, planted = build(family)
+        path = str(tmp_path_factory.mktemp(family))
+        save(model, path)
+        out[family] = (path, planted)
+    return out
+
+
+def _loaded(path):
+    import transformers
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    return transformers.AutoModelForCausalLM.from_pretrained(path, attn_implementation="eager").eval()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_streamed_audit_equals_the_analysis_of_the_loaded_model(folders, family):
+    path, planted = folders[family]
+    shards = [f for f in os.listdir(path) if f.endswith(".safetensors")]
+    assert len(shards) >= 2, "the folder must be sharded for this test to mean anything"
+    ref = connectome.analyze(_loaded(path), input_shape=(1, 8), input_dtype=torch.long)
+    rep = audit_folder(path, margin=False, progress=False)
+    res = rep.analysis
+    assert [(r["name"], r["numel"], r["nonzero"], r["effective"], r["dead_in"], r["dead_out"]) for r in res.layers] == [
+        (r["name"], r["numel"], r["nonzero"], r["effective"], r["dead_in"], r["dead_out"]) for r in ref.layers
+    ]
+    assert res.effective_masks.keys() == ref.effective_masks.keys()
+    for name, mask in ref.effective_masks.items():
+        assert torch.equal(res.effective_masks[name], mask), name
+    assert res.collapsed == ref.collapsed is False
+    assert res.params_effective < res.params_nonzero  # the plants make nonzero weights ineffective
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_audit_finds_exactly_the_planted_dead_units(folders, family):
+    path, planted = folders[family]
+    blocks = audit_folder(path, margin=False, progress=False).sections["blocks"]
+    assert len(blocks) == 2
+    for b in blocks:
+        i = b["index"]
+        assert set(b["dead_heads"]) == planted.dead_heads.get(i, set()), (family, i)
+        assert b["dead_neurons"] == len(planted.dead_neurons.get(i, set())), (family, i)
+        assert set(b["dead_experts"]) == planted.dead_experts.get(i, set()), (family, i)
+        assert b["heads"] == 4
+    if family == "mixtral":
+        assert blocks[0]["experts"] == 4
+
+
+def _groups_by_hand(w: torch.Tensor, axis: int) -> tuple[int, int]:
+    """(groups of 4, groups keeping more than 2) by a loop over the groups."""
+    rows = (w != 0).movedim(axis, -1).reshape(-1, w.shape[axis]).tolist()
+    groups = bad = 0
+    for row in rows:
+        for start in range(0, len(row), 4):
+            groups += 1
+            bad += sum(row[start : start + 4]) > 2
+    return groups, bad
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "mixtral"])
+def test_n_m_structure_is_measured_exactly(folders, family):
+    path, planted = folders[family]
+    model = _loaded(path)
+    params = dict(model.named_parameters())
+    rep = audit_folder(path, margin=False, progress=False, claim_structure="2:4")
+    table = rep.sections["structure"]
+    for name, row in table.items():
+        axis = 0 if family == "gpt2" and name.endswith(("c_fc.weight", "c_proj.weight", "c_attn.weight")) else -1
+        groups, bad = _groups_by_hand(params[name].detach(), axis)
+        assert (row["groups_of_4"], row["violations_2_4"]) == (groups, bad), name
+    for name in planted.two_four:
+        assert table[name]["violations_2_4"] == 0 and table[name]["share_2_4"] == 1.0
+    failing = {f.layer for f in rep.findings if f.code == "claim-structure"}
+    expected = {n.rpartition(".")[0] for n, r in table.items() if r["violations_2_4"] and not r["dense_by_convention"]}
+    assert failing == expected and not rep.passed and rep.failed == ["claim"]
+    dense = {n for n, r in table.items() if r["dense_by_convention"]}
+    assert any("embed" in n or "wte" in n for n in dense)
+    assert not any(n in planted.two_four for n in dense)
+
+
+def test_a_2_4_model_passes_its_structure_claim(tmp_path):
+    from .families import to_2_4
+
+    model, _ = build("qwen2", seed=1)
+    with torch.no_grad():
+        for name, w in model.named_parameters():
+            if w.dim() == 2 and "embed" not in name and "lm_head" not in name:
+                to_2_4(w)
+    save(model, str(tmp_path))
+    rep = audit_folder(str(tmp_path), margin=False, progress=False, claim_structure="2:4")
+    assert rep.passed, [f.message for f in rep.findings if f.severity == "error"]
+    assert any(f.code == "claim-structure-met" for f in rep.findings)
+    strict = audit_folder(str(tmp_path), margin=False, progress=False, claim_structure="2:4", structure_all=True)
+    assert {f.layer for f in strict.findings if f.code == "claim-structure"} == {"model.embed_tokens", "lm_head"}
+
+
+def test_masks_out_streams_the_effective_masks(folders, tmp_path):
+    from click.testing import CliRunner
+    from safetensors.torch import load_file
+
+    from connectome_cli.main import main
+
+    path, _ = folders["llama"]
+    out = tmp_path / "eff.safetensors"
+    r = CliRunner().invoke(main, ["audit", path, "--masks-out", str(out), "--format", "json", "--no-margin"])
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.stdout)
+    assert [b["name"] for b in report["blocks"]] == ["model.layers.0", "model.layers.1"]
+    saved = load_file(str(out))
+    res, _ = analyze_folder(path, progress=False)
+    assert saved.keys() == res.effective_masks.keys()
+    assert all(torch.equal(saved[k], res.effective_masks[k]) for k in saved)
