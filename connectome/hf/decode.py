@@ -19,7 +19,7 @@ import torch
 from ..io.errors import SpecError
 from ..io.tensors import clip
 
-__all__ = ["nonzero_bits", "nonfinite_bits", "FLOATS", "check_dtype"]
+__all__ = ["nonzero_bits", "nonfinite_bits", "FLOATS", "check_dtype", "storage_format"]
 
 _INT_VIEW = {
     torch.float64: (torch.int64, 0x7FFF_FFFF_FFFF_FFFF),
@@ -35,15 +35,47 @@ FLOATS = {"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"}
 _INTS = {"I64", "I32", "I16", "I8", "U8", "BOOL", "U16", "U32", "U64"}
 
 
-def check_dtype(key: str, dtype: str, quant: str | None) -> None:
-    """Refuse, in one line, a stored dtype whose zeros cannot be read from the tensor alone."""
-    if dtype in FLOATS or dtype in _INTS and quant is None:
-        return
-    what = f"{quant} quantized" if quant else f"{dtype}-typed"
+_READS = "dense bf16/fp16/fp32/fp8 and compressed-tensors' sparse-bitmask formats"
+# compressed-tensors formats whose stored zeros are the weight's zeros (fp8 scales multiply)
+_CT_FORMATS = {"dense", "float-quantized", "sparse-bitmask", "sparse-24-bitmask"}
+_FP8_METHODS = {"fp8", "fbgemm_fp8"}
+
+
+def storage_format(config: dict) -> str:
+    """How the folder stores its weights, from config.json; refuses, in one line, formats whose zeros are
+    not the weights' zeros (packed int4, int8 with zero points...).
+
+    >>> storage_format({}), storage_format({"quantization_config": {"quant_method": "fp8"}})
+    ('dense', 'fp8')
+    >>> storage_format({"quantization_config": {"quant_method": "gptq", "bits": 4}})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    connectome.io.errors.SpecError: the weights are stored gptq-quantized: connectome cannot read their zeros ...
+    """
+    q = config.get("quantization_config") or config.get("compression_config")
+    if not isinstance(q, dict):
+        return "dense"
+    method = str(q.get("quant_method") or ("compressed-tensors" if "sparsity_config" in q else ""))
+    if method == "compressed-tensors":
+        fmt = str(q.get("format") or "dense")
+        if fmt in _CT_FORMATS:
+            return fmt
+        what = f"in compressed-tensors' {fmt} format"
+    elif method in _FP8_METHODS:
+        return "fp8"
+    else:
+        what = f"{method or 'unknown-method'}-quantized"
     raise SpecError(
-        f"{clip(key)} is stored {what}: connectome cannot read its zeros (it reads dense bf16/fp16/fp32/fp8 and "
-        "compressed-tensors' sparse-bitmask formats); audit the unquantized checkpoint"
+        f"the weights are stored {clip(what, 60)}: connectome cannot read their zeros (it reads {_READS}); "
+        "audit the unquantized checkpoint"
     )
+
+
+def check_dtype(key: str, dtype: str) -> None:
+    """Refuse, in one line, a stored dtype whose zeros cannot be read from the tensor alone."""
+    if dtype in FLOATS or dtype in _INTS:
+        return
+    raise SpecError(f"{clip(key)} is stored as {clip(dtype, 20)}: connectome cannot read its zeros (it reads {_READS})")
 
 
 def nonzero_bits(t: torch.Tensor) -> torch.Tensor:

@@ -23,10 +23,11 @@ from __future__ import annotations
 import json
 import os
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..io.errors import SpecError
 from ..io.tensors import clip, clip_path, first_line
+from .sparse import group_keys
 
 __all__ = ["Entry", "Folder", "is_model_folder", "resolve"]
 
@@ -158,6 +159,8 @@ class Folder:
     shards: list[str]
     metadata: dict[str, dict]  # per shard: its ``__metadata__``
     nbytes: int  # the shards' total size
+    compressed: dict[str, dict[str, str]] = field(default_factory=dict)  # weight -> its compressed members
+    members: dict[str, Entry] = field(default_factory=dict)  # the members' own entries
 
     @staticmethod
     def open(spec: str) -> Folder:
@@ -181,7 +184,27 @@ class Folder:
                     entries[key] = Entry(shard, str(v["dtype"]), tuple(int(d) for d in v["shape"]))
                 except (KeyError, TypeError, ValueError):
                     raise SpecError(f"shard {clip(shard)} has a corrupt entry for {clip(key)}") from None
-        return Folder(path, config, entries, shards, metadata, total)
+        compressed = group_keys(list(entries))
+        folded: dict[str, Entry] = {}
+        for name, members in compressed.items():
+            values = entries[members["compressed"]]
+            shape = _small_tensor(path, entries[members["shape"]].shard, members["shape"])
+            for key in members.values():
+                folded[key] = entries.pop(key)
+            entries[name] = Entry(values.shard, values.dtype, shape)
+        return Folder(path, config, entries, shards, metadata, total, compressed, folded)
+
+
+def _small_tensor(path: str, shard: str, key: str) -> tuple[int, ...]:
+    """A compressed weight's stored shape (a tensor of a few integers)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(os.path.join(path, shard), framework="pt") as f:
+            t = f.get_tensor(key)
+        return tuple(int(d) for d in t.reshape(-1).tolist())
+    except Exception as e:
+        raise SpecError(f"cannot read {clip(key)} from shard {clip(shard)}: {first_line(e, 80)}") from None
 
 
 def _shard_files(path: str) -> list[str]:

@@ -26,11 +26,12 @@ from torch import nn
 
 from ..io.errors import SpecError
 from ..io.tensors import clip, first_line
-from .decode import check_dtype, nonfinite_bits, nonzero_bits
+from .decode import check_dtype, nonfinite_bits, nonzero_bits, storage_format
 from .folder import Folder
 from .keys import Recipe, build, plan
 from .nm import NMCount, nm_count
 from .skeleton import build_model, materialize, placeholder
+from .sparse import decode
 
 __all__ = ["Loaded", "load_folder", "analyze_folder"]
 
@@ -50,30 +51,30 @@ class Loaded:
     notes: list[str] = field(default_factory=list)
 
 
-def _quant_method(config: dict) -> str | None:
-    q = config.get("quantization_config")
-    if isinstance(q, dict):
-        fmt = q.get("format") or q.get("quant_method")
-        return str(fmt) if fmt else "quantized"
-    return None
-
-
 def load_folder(spec: str, progress: bool | None = None) -> Loaded:
     """Check ``spec`` (a folder or a cached hub id), build its skeleton and read every tensor once."""
     folder = Folder.open(spec)
     model = build_model(folder.config)
     recipes = plan(model, folder.entries)
-    quant = _quant_method(folder.config)
+    storage_format(folder.config)
     for r in recipes.values():
         for key in r.keys:
-            check_dtype(key, folder.entries[key].dtype, quant if quant not in ("compressed-tensors", None) else None)
+            check_dtype(key, folder.entries[key].dtype)
     masks: dict[str, torch.Tensor] = {}
     counts: dict[str, NMCount] = {}
     handles: dict[str, Any] = {}
-    bar = _bar(sum(len(r.keys) for r in recipes.values()), progress)
+    bar = _bar(sum(len(folder.compressed.get(k, "x")) for r in recipes.values() for k in r.keys), progress)
 
     def read(key: str) -> torch.Tensor:
-        entry = folder.entries[key]
+        members = folder.compressed.get(key)
+        if members is not None:  # decoded here: one dense tensor at a time
+            t = decode(folder.entries[key].shape, raw(members["bitmask"]), raw(members["compressed"]), key)
+            bar.update(len(members) - 1)
+            return t
+        return raw(key)
+
+    def raw(key: str) -> torch.Tensor:
+        entry = folder.entries.get(key) or folder.members[key]
         handle = handles.get(entry.shard)
         if handle is None:
             from safetensors import safe_open
