@@ -33,9 +33,11 @@ def folder_audit(
     tracer,
 ):
     """The audit of a model folder; with ``masks_out``, its effective masks written tensor by tensor."""
-    from connectome.hf.audit import audit_folder
+    from connectome.hf.audit import audit_folder, is_big
     from connectome.hf.folder import resolve
     from connectome.hf.masksout import write_masks
+    from connectome.hf.nm import parse_structure
+    from connectome.hf.stream import load_folder
     from connectome.io.files import check_writable
 
     path = resolve(spec)
@@ -47,23 +49,34 @@ def folder_audit(
         if len(shapes) != 1 or len(shapes[0]) != 2:
             raise SpecError(f"--input-shape for a language model is batch,tokens (e.g. 1,8), got {input_shape!r}")
         shape = shapes[0]
-    try:
-        rep = audit_folder(
-            path,
-            shape,
-            claim_sparsity,
-            max_dead,
-            categories,
-            claim_structure,
-            structure_all,
-            margin,
-            margin_budget,
-            tracer,
-        )
-    except ValueError as e:  # a bad N:M text
-        raise SpecError(str(e)) from None
+    if claim_structure:
+        try:
+            parse_structure(claim_structure)
+        except ValueError as e:
+            raise SpecError(str(e)) from None
+    loaded = load_folder(path, None, keep_masks=not is_big(path))
+    rep = audit_folder(
+        path,
+        shape,
+        claim_sparsity,
+        max_dead,
+        categories,
+        claim_structure,
+        structure_all,
+        margin,
+        margin_budget,
+        tracer,
+        loaded=loaded,
+    )
     if masks_out:
-        eff = rep.analysis.effective_masks
-        write_masks(masks_out, [(n, tuple(m.shape)) for n, m in eff.items()], eff.__getitem__, (path,))
+        from connectome.hf.proxy import effective_mask
+
+        res = rep.analysis
+        eff = res.effective_masks
+
+        def mask(name):
+            return eff[name] if loaded.exact is None else effective_mask(res, loaded, loaded.exact, name)
+
+        write_masks(masks_out, [(n, tuple(m.shape)) for n, m in eff.items()], mask, (path,))
         click.echo(f"wrote {masks_out}: effective masks of {len(eff)} tensors", err=True)
     return rep

@@ -233,14 +233,15 @@ class Analyzer:
             self.max_memory, f"input {text}" if text else "", lambda need, lim: smaller_shape_hint(shapes, need, lim)
         )
 
-    def run(self, masks: Mapping[str, torch.Tensor] | None = None) -> Analysis:
-        """Analyse with ``masks`` (name -> 0/1 tensor) overriding the model's own masks."""
+    def run(self, masks: Mapping[str, torch.Tensor] | None = None, source: MaskSource | None = None) -> Analysis:
+        """Analyse with ``masks`` (name -> 0/1 tensor) overriding the model's own masks, or with the masks
+        ``source`` gives (a :class:`~connectome.io.masks.MaskSource` that reads them its own way)."""
         if self.prefix and masks:  # the whole model's names: keep this part's, without the prefix
             masks = {k[len(self.prefix) + 1 :]: v for k, v in masks.items() if k.startswith(self.prefix + ".")}
         with _gc_paused(), self._budget():
             if self._pair is not None:  # first run: is the batch irrelevant after all?
                 pair, self._pair = self._pair, None
-                res = same_results(lambda t: self._run(t, masks), pair)
+                res = same_results(lambda t: self._run(t, masks, source), pair)
                 if res is None:
                     self.traced = self._trace(**self._given)
                 else:
@@ -252,13 +253,13 @@ class Analyzer:
             else:
                 res = None
             if res is None:
-                res = self._run(self.traced, masks)
+                res = self._run(self.traced, masks, source)
         res.input_shapes = [list(s) for s in self.input_shapes] or res.input_shapes
         res.notes = list(self.notes)
         return res
 
-    def _run(self, traced: Traced, masks: Mapping[str, torch.Tensor] | None) -> Analysis:
-        source = MaskSource(self.model, masks, self.names)
+    def _run(self, traced: Traced, masks: Mapping[str, torch.Tensor] | None, source: MaskSource | None) -> Analysis:
+        source = source if source is not None else MaskSource(self.model, masks, self.names)
         source.prefetch(self.kinds)
         graph = lower(traced, source)
         w = walk(graph)

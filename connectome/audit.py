@@ -90,8 +90,12 @@ def audit(
     input_dtype: torch.dtype | None = None,
     tracer: str = "auto",
     progress: Callable[[str, float, int], None] | None = None,
+    runner: Callable[[Analyzer], Analysis] | None = None,
 ) -> AuditReport:
-    """Analyse a loaded checkpoint and check it against the policies (see the module docs)."""
+    """Analyse a loaded checkpoint and check it against the policies (see the module docs).
+
+    ``runner`` runs the analysis on the traced model when the checkpoint's masks are not all in memory
+    (a model folder read lazily: :func:`connectome.hf.proxy.analyze_lazily`)."""
     fail_on = set(fail_on)
     bad = fail_on - set(CATEGORIES)
     if bad:
@@ -109,7 +113,7 @@ def audit(
     step("trace", 0, 3)
     analyzer = Analyzer(ck.model, input_shape=shape, tracer=tracer, input_dtype=input_dtype)
     step("walk", 1, 3)
-    res = analyzer.run(ck.masks or None)
+    res = runner(analyzer) if runner is not None else analyzer.run(ck.masks or None)
     findings = _findings(res, ck, claim_sparsity, max_dead_units)
     m = None
     if margin:

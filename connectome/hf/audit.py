@@ -19,6 +19,7 @@ Examples
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -26,15 +27,19 @@ import torch
 
 from ..audit import CATEGORIES, DEFAULT_FAIL_ON, AuditReport, Finding, audit
 from ..io.checkpoint import Checkpoint
+from ..io.errors import SpecError
 from ..report import pct
 from .blocks import blocks
 from .claims import config_claims
+from .folder import Folder
 from .nm import parse_structure
+from .proxy import analyze_lazily
 from .stream import Loaded, load_folder
 
-__all__ = ["audit_folder", "MARGIN_LIMIT", "SEQ_LEN"]
+__all__ = ["audit_folder", "is_big", "LAZY_LIMIT", "MARGIN_LIMIT", "SEQ_LEN"]
 
 MARGIN_LIMIT = 5_000_000  # weights: beyond, the collapse margin's graph costs more than the audit
+LAZY_LIMIT = 50_000_000  # weights: beyond, masks are not kept (a byte each, twice: masks and effective)
 SEQ_LEN = 8
 
 
@@ -51,19 +56,34 @@ def audit_folder(
     tracer: str = "auto",
     progress: bool | None = None,
     loaded: Loaded | None = None,
+    lazy: bool | None = None,
 ) -> AuditReport:
-    """Audit the model folder (or locally cached hub id) ``spec``; see the module docs."""
+    """Audit the model folder (or locally cached hub id) ``spec``; see the module docs.
+
+    ``lazy`` keeps no mask in memory after the read (:mod:`connectome.hf.proxy`); by default it is on
+    for folders of more than ``LAZY_LIMIT`` weights. The collapse margin needs the masks: it is computed
+    only for folders of at most ``MARGIN_LIMIT`` weights read eagerly.
+    """
     structure = parse_structure(claim_structure) if claim_structure else None
-    loaded = loaded or load_folder(spec, progress)
-    total = sum(m.numel() for m in loaded.masks.values())
+    if loaded is None:
+        loaded = load_folder(spec, progress, keep_masks=not (is_big(spec) if lazy is None else lazy))
+    lazy = not loaded.masks and bool(loaded.summaries)
+    total = sum(math.prod(s.shape) for s in loaded.summaries.values())
     notes = []
     if margin is None:
-        margin = total <= MARGIN_LIMIT
+        margin = not lazy and total <= MARGIN_LIMIT
         if not margin:
             notes.append(f"collapse margin skipped for {total:,} weights (above {MARGIN_LIMIT:,})")
+    elif margin and lazy:
+        raise SpecError("the collapse margin needs every mask in memory: audit without --lazy, or with --no-margin")
     ck = Checkpoint(loaded.model, input_shape or (1, SEQ_LEN), dict(loaded.masks), notes=notes, path=spec)
     ck.format = "hf-folder"
     fail_on = list(fail_on)
+
+    def lazily(analyzer: Any) -> Any:
+        res, loaded.exact = analyze_lazily(loaded, analyzer)
+        return res
+
     rep = audit(
         ck,
         claim_sparsity=claim_sparsity,
@@ -73,7 +93,9 @@ def audit_folder(
         margin_budget_s=margin_budget_s,
         input_dtype=torch.long,
         tracer=tracer,
+        runner=lazily if lazy else None,
     )
+    rep.notes += loaded.notes
     rows = blocks(rep.analysis, loaded.model, loaded.model.config)
     rep.sections["blocks"] = [r.to_dict() for r in rows]
     rep.findings += _block_findings(rows)
@@ -89,6 +111,11 @@ def audit_folder(
         {f.category for f in rep.findings if f.severity == "error" and f.category in enforced}, key=CATEGORIES.index
     )
     return rep
+
+
+def is_big(spec: str) -> bool:
+    """Whether a folder's matrices hold more than ``LAZY_LIMIT`` weights (read from the shard headers)."""
+    return sum(e.numel for e in Folder.open(spec).entries.values() if len(e.shape) >= 2) > LAZY_LIMIT
 
 
 def _block_findings(rows: list) -> list[Finding]:

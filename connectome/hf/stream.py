@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -33,26 +34,99 @@ from .nm import NMCount, nm_count
 from .skeleton import build_model, materialize, placeholder
 from .sparse import decode
 
-__all__ = ["Loaded", "load_folder", "analyze_folder"]
+__all__ = ["Loaded", "Reader", "Summary", "load_folder", "analyze_folder"]
+
+
+@dataclass
+class Summary:
+    """What one read leaves of a matrix: its shape, kept count and which rows and columns keep any.
+
+    ``cols`` is over the matrix's flattened trailing dimensions, as :class:`~connectome.io.masks.Reduced`.
+    """
+
+    shape: tuple[int, ...]
+    count: int
+    rows: np.ndarray
+    cols: np.ndarray
 
 
 @dataclass
 class Loaded:
-    """A read folder: the skeleton ``model``, ``masks`` of its matrices, N:M counts, and what was read."""
+    """A read folder: the skeleton ``model``, per matrix its :class:`Summary` and N:M counts (and, when
+    kept, its ``masks``), and a :class:`Reader` to read any matrix's mask again."""
 
     folder: Folder
     model: nn.Module
     masks: dict[str, torch.Tensor]
     nm: dict[str, NMCount]
     recipes: dict[str, Recipe]
+    reader: Reader
+    summaries: dict[str, Summary] = field(default_factory=dict)
+    stored_as: dict[str, str] = field(default_factory=dict)  # analysis key -> the parameter name stored
     nonfinite: dict[str, int] = field(default_factory=dict)  # stored key -> NaN/Inf entries
     stored: int = 0  # entries of every tensor read (matrices and vectors)
     stored_zero: int = 0
     notes: list[str] = field(default_factory=list)
+    exact: dict[str, torch.Tensor] | None = None  # after a lazy analysis: the masks it read exactly
+
+    def mask(self, key: str) -> torch.Tensor:
+        """The mask of the matrix under analysis key ``key``: kept, or read again from the shards."""
+        if key in self.masks:
+            return self.masks[key]
+        return self.reader.mask(self.stored_as.get(key, key))
 
 
-def load_folder(spec: str, progress: bool | None = None) -> Loaded:
-    """Check ``spec`` (a folder or a cached hub id), build its skeleton and read every tensor once."""
+class Reader:
+    """Reads stored tensors by key (decoding compressed ones), and a parameter's mask by its recipe."""
+
+    def __init__(self, folder: Folder, recipes: dict[str, Recipe], bar: Any = None):
+        self.folder, self.recipes, self.bar = folder, recipes, bar
+        self.handles: dict[str, Any] = {}
+
+    def tensor(self, key: str) -> torch.Tensor:
+        members = self.folder.compressed.get(key)
+        if members is not None:  # decoded here: one dense tensor at a time
+            t = decode(
+                self.folder.entries[key].shape, self._raw(members["bitmask"]), self._raw(members["compressed"]), key
+            )
+            if self.bar is not None:
+                self.bar.update(len(members) - 1)
+            return t
+        return self._raw(key)
+
+    def _raw(self, key: str) -> torch.Tensor:
+        entry = self.folder.entries.get(key) or self.folder.members[key]
+        handle = self.handles.get(entry.shard)
+        if handle is None:
+            from safetensors import safe_open
+
+            handle = self.handles[entry.shard] = safe_open(f"{self.folder.path}/{entry.shard}", framework="pt")
+        try:
+            t = handle.get_tensor(key)
+        except Exception as e:
+            raise SpecError(f"cannot read {clip(key)} from shard {clip(entry.shard)}: {first_line(e, 80)}") from None
+        if self.bar is not None:
+            self.bar.update(1)
+        return t
+
+    def mask(self, name: str) -> torch.Tensor:
+        """The nonzero mask of parameter ``name``, read again (the analysis asks for the few it needs)."""
+        try:
+            return build(self.recipes[name], lambda k: nonzero_bits(self.tensor(k)))
+        finally:
+            self.handles.clear()
+
+    def close(self) -> None:
+        self.handles.clear()
+        self.bar = None
+
+
+def load_folder(spec: str, progress: bool | None = None, keep_masks: bool = True) -> Loaded:
+    """Check ``spec`` (a folder or a cached hub id), build its skeleton and read every tensor once.
+
+    With ``keep_masks=False`` each matrix's mask is reduced to a :class:`Summary` and dropped: memory
+    then grows with the largest tensor, not with the model.
+    """
     folder = Folder.open(spec)
     model = build_model(folder.config)
     recipes = plan(model, folder.entries)
@@ -60,60 +134,39 @@ def load_folder(spec: str, progress: bool | None = None) -> Loaded:
     for r in recipes.values():
         for key in r.keys:
             check_dtype(key, folder.entries[key].dtype)
-    masks: dict[str, torch.Tensor] = {}
-    counts: dict[str, NMCount] = {}
-    handles: dict[str, Any] = {}
     bar = _bar(sum(len(folder.compressed.get(k, "x")) for r in recipes.values() for k in r.keys), progress)
-
-    def read(key: str) -> torch.Tensor:
-        members = folder.compressed.get(key)
-        if members is not None:  # decoded here: one dense tensor at a time
-            t = decode(folder.entries[key].shape, raw(members["bitmask"]), raw(members["compressed"]), key)
-            bar.update(len(members) - 1)
-            return t
-        return raw(key)
-
-    def raw(key: str) -> torch.Tensor:
-        entry = folder.entries.get(key) or folder.members[key]
-        handle = handles.get(entry.shard)
-        if handle is None:
-            from safetensors import safe_open
-
-            handle = handles[entry.shard] = safe_open(f"{folder.path}/{entry.shard}", framework="pt")
-        try:
-            t = handle.get_tensor(key)
-        except Exception as e:
-            raise SpecError(f"cannot read {clip(key)} from shard {clip(entry.shard)}: {first_line(e, 80)}") from None
-        bar.update(1)
-        return t
-
+    reader = Reader(folder, recipes, bar)
+    loaded = Loaded(folder, model, {}, {}, recipes, reader)
     axes = _input_axes(model)
 
-    nonfinite: dict[str, int] = {}
-    zeros = [0, 0]  # entries read, zeros among them
-
     def mask_of(key: str) -> torch.Tensor:
-        t = read(key)
+        t = reader.tensor(key)
         bad = nonfinite_bits(t)  # a vector's are found in the model's state (it is read for real)
         if bad:
-            nonfinite[key] = bad
-        mask = nonzero_bits(t)
-        zeros[0] += mask.numel()
-        zeros[1] += mask.numel() - int(mask.sum())
-        return mask
+            loaded.nonfinite[key] = bad
+        return nonzero_bits(t)
 
     def value(name: str, key: str, param: nn.Parameter) -> torch.Tensor:
         r = recipes[name]
         if param.dim() < 2:
-            t = build(r, read)
+            t = build(r, reader.tensor)
             _check_shape(name, t, param)
-            zeros[0] += t.numel()
-            zeros[1] += t.numel() - int(nonzero_bits(t).sum())
+            loaded.stored += t.numel()
+            loaded.stored_zero += t.numel() - int(nonzero_bits(t).sum())
             return t
         mask = build(r, mask_of)
         _check_shape(name, mask, param)
-        masks[key] = mask
-        counts[key] = nm_count(mask, axes.get(key, -1))
+        flat = mask.reshape(mask.shape[0], -1).numpy()
+        count = int(np.count_nonzero(flat))
+        loaded.stored += mask.numel()
+        loaded.stored_zero += mask.numel() - count
+        loaded.summaries[key] = Summary(
+            tuple(mask.shape), count, np.logical_or.reduce(flat, axis=1), np.logical_or.reduce(flat, axis=0)
+        )
+        loaded.stored_as[key] = name
+        loaded.nm[key] = nm_count(mask, axes.get(key, -1))
+        if keep_masks:
+            loaded.masks[key] = mask
         return placeholder(tuple(param.shape), param.dtype)
 
     # tied parameters once, under their first name (the analysis's key); shard by shard, so that each
@@ -136,9 +189,9 @@ def load_folder(spec: str, progress: bool | None = None) -> Loaded:
                 values[n] = t
     finally:
         bar.close()
-        handles.clear()
+        reader.close()
     materialize(model, lambda name, param: values.get(name))
-    return Loaded(folder, model, masks, counts, recipes, nonfinite, zeros[0], zeros[1])
+    return loaded
 
 
 def _input_axes(model: nn.Module) -> dict[str, int]:
@@ -176,15 +229,22 @@ def _bar(total: int, progress: bool | None) -> Any:
     return tqdm(total=total, unit="tensor", desc="reading", disable=None, leave=False)
 
 
-def analyze_folder(spec: str, seq_len: int = 8, progress: bool | None = None, tracer: str = "auto", **kw: Any):
+def analyze_folder(
+    spec: str, seq_len: int = 8, progress: bool | None = None, tracer: str = "auto", lazy: bool = False, **kw: Any
+):
     """``connectome.analyze`` of a model folder, read one tensor at a time: ``(Analysis, Loaded)``.
 
-    The input is ``seq_len`` token ids (the unit graph does not depend on their values).
+    The input is ``seq_len`` token ids (the unit graph does not depend on their values). With ``lazy``,
+    no mask is kept after the read (:mod:`connectome.hf.proxy`): the same result in memory that grows
+    with the largest tensor; ``Analysis.masks`` then holds stand-ins, not masks.
     """
     from ..analysis import Analyzer
 
-    loaded = load_folder(spec, progress)
-    res = Analyzer(loaded.model, input_shape=(1, seq_len), input_dtype=torch.long, tracer=tracer, **kw).run(
-        loaded.masks
-    )
-    return res, loaded
+    loaded = load_folder(spec, progress, keep_masks=not lazy)
+    analyzer = Analyzer(loaded.model, input_shape=(1, seq_len), input_dtype=torch.long, tracer=tracer, **kw)
+    if lazy:
+        from .proxy import analyze_lazily
+
+        res, loaded.exact = analyze_lazily(loaded, analyzer)
+        return res, loaded
+    return analyzer.run(loaded.masks), loaded

@@ -134,3 +134,51 @@ def test_masks_out_streams_the_effective_masks(folders, tmp_path):
     res, _ = analyze_folder(path, progress=False)
     assert saved.keys() == res.effective_masks.keys()
     assert all(torch.equal(saved[k], res.effective_masks[k]) for k in saved)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_lazy_analysis_keeps_no_mask_and_gives_the_same_result(folders, family):
+    from connectome.hf.proxy import effective_mask
+
+    path, planted = folders[family]
+    ref = connectome.analyze(_loaded(path), input_shape=(1, 8), input_dtype=torch.long)
+    rep = audit_folder(path, progress=False, lazy=True)
+    res = rep.analysis
+    assert [(r["name"], r["nonzero"], r["effective"], r["dead_in"], r["dead_out"]) for r in res.layers] == [
+        (r["name"], r["nonzero"], r["effective"], r["dead_in"], r["dead_out"]) for r in ref.layers
+    ]
+    eager = audit_folder(path, margin=False, progress=False, lazy=False)
+    assert rep.sections["blocks"] == eager.sections["blocks"]
+    assert rep.sections["structure"] == eager.sections["structure"]
+    from connectome.hf.stream import load_folder
+
+    loaded = load_folder(path, progress=False, keep_masks=False)
+    assert loaded.masks == {} and loaded.summaries
+    res, loaded = analyze_folder(path, progress=False, lazy=True)
+    for name, mask in ref.effective_masks.items():
+        assert torch.equal(effective_mask(res, loaded, loaded.exact, name), mask), name
+    if family in ("llama", "mistral", "qwen2", "gemma2"):  # only the layers around the plants are read again
+        assert 0 < len(loaded.exact) <= len(loaded.summaries) // 2, sorted(loaded.exact)
+
+
+def test_lazy_masks_out_equal_the_eager_ones(folders, tmp_path):
+    from click.testing import CliRunner
+    from safetensors.torch import load_file
+
+    from connectome.hf import audit as hf_audit
+    from connectome_cli.main import main
+
+    path, _ = folders["qwen2"]
+    old = hf_audit.LAZY_LIMIT
+    out = {}
+    for limit in (0, old):  # 0: every folder is "big", read lazily
+        hf_audit.LAZY_LIMIT = limit
+        try:
+            f = tmp_path / f"eff{limit}.safetensors"
+            r = CliRunner().invoke(main, ["audit", path, "--masks-out", str(f), "--no-margin"])
+            assert r.exit_code == 0, r.output
+            out[limit] = load_file(str(f))
+        finally:
+            hf_audit.LAZY_LIMIT = old
+    assert out[0].keys() == out[old].keys()
+    assert all(torch.equal(out[0][k], out[old][k]) for k in out[0])

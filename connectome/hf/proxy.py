@@ -1,0 +1,123 @@
+"""The analysis of a model too big to hold its masks: walk on proxies, read exactly only what needs it.
+
+After one read, each matrix is known by its :class:`~connectome.hf.stream.Summary`: which rows and
+columns keep any weight, and how many weights it keeps. Its *proxy* is the mask "row keeps any AND
+column keeps any", made as a broadcast view (a few bytes). Where a layer's input is alive in every
+channel and its output alive to the outputs in every channel, the walk reads nothing of a mask but
+which rows and columns keep any weight, and the layer's effective mask is its mask itself: the proxy
+then gives the exact statuses, and the exact effective count is the stored count. Everywhere else
+(near dead units, in embeddings and experts) the proxy could differ, so the analysis is run again with
+those matrices' true masks, read again from the shards, until every layer is either read exactly or
+on that all-alive path. Each round walks the same trace; the first usually finds the few layers around
+dead units, the second confirms.
+
+Examples
+--------
+>>> import numpy as np
+>>> from connectome.hf.stream import Summary
+>>> p = proxy(Summary((2, 3), 4, np.array([True, False]), np.ones(3, bool)))
+>>> p.tolist(), p.untyped_storage().nbytes()
+([[True, True, True], [False, False, False]], 2)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..graph.names import WeightNames
+from ..io.masks import MaskSource, Reduced
+from .stream import Loaded, Summary
+
+__all__ = ["proxy", "ProxySource", "analyze_lazily", "effective_mask"]
+
+MAX_ROUNDS = 8
+
+
+def proxy(s: Summary) -> torch.Tensor | None:
+    """The broadcast "row keeps any AND column keeps any" mask of a matrix, or None beyond two dims."""
+    if len(s.shape) != 2:
+        return None
+    rows, cols = bool(s.rows.all()), bool(s.cols.all())
+    if rows and cols:
+        return torch.ones((), dtype=torch.bool).expand(s.shape)
+    if cols:
+        return torch.from_numpy(s.rows)[:, None].expand(s.shape)
+    if rows:
+        return torch.from_numpy(s.cols)[None, :].expand(s.shape)
+    return torch.from_numpy(s.rows)[:, None] & torch.from_numpy(s.cols)[None, :]
+
+
+class ProxySource(MaskSource):
+    """Masks for the walk: true ones where ``exact`` has them, else proxies; counts always the true ones."""
+
+    def __init__(self, model: nn.Module, names: WeightNames, loaded: Loaded, exact: dict[str, torch.Tensor]):
+        super().__init__(model, None, names)
+        self.loaded, self.exact = loaded, exact
+        self.proxies: dict[str, torch.Tensor] = {}
+
+    def get(self, name: str, default: Any = None) -> torch.Tensor | None:  # type: ignore[override]
+        name = self.names.key(name)
+        if name in self.exact:
+            return self.exact[name]
+        s = self.loaded.summaries.get(name)
+        if s is None:
+            return super().get(name, default)
+        p = self.proxies.get(name)
+        if p is None:
+            p = proxy(s)
+            if p is None:  # no proxy for this shape: read it
+                self.exact[name] = p = self.loaded.mask(name)
+            else:
+                self.proxies[name] = p
+        return p
+
+    def count(self, name: str) -> int:
+        s = self.loaded.summaries.get(self.names.key(name))
+        return s.count if s is not None else super().count(name)
+
+    def reduced(self, name: str) -> Reduced | None:
+        name = self.names.key(name)
+        s = self.loaded.summaries.get(name)
+        if s is None or name not in self.exact:
+            return None
+        return Reduced(s.rows if len(s.shape) == 2 else None, s.cols)
+
+    def prefetch(self, names: Any) -> None:
+        pass
+
+
+def _is(a: torch.Tensor, b: torch.Tensor | None) -> bool:
+    return b is not None and a.data_ptr() == b.data_ptr() and a.shape == b.shape and a.stride() == b.stride()
+
+
+def analyze_lazily(loaded: Loaded, analyzer: Any) -> tuple[Any, dict[str, torch.Tensor]]:
+    """The analysis of ``loaded`` equal to one with every true mask: ``(Analysis, masks read exactly)``."""
+    exact: dict[str, torch.Tensor] = {}
+    for _ in range(MAX_ROUNDS):
+        source = ProxySource(analyzer.model, analyzer.names, loaded, exact)
+        res = analyzer.run(source=source)
+        pending = [
+            n
+            for n, e in res.effective_masks.items()
+            if n in loaded.summaries and n not in exact and not _is(e, source.proxies.get(n))
+        ]
+        if not pending:
+            loaded.notes.append(
+                f"{len(exact)} of {len(loaded.summaries)} matrices were read a second time, exactly "
+                "(the rest are alive on both sides: their counts are exact from the first read)"
+            )
+            return res, exact
+        for n in pending:
+            exact[n] = loaded.mask(n)
+    raise RuntimeError(f"the analysis did not settle in {MAX_ROUNDS} rounds of exact reads")
+
+
+def effective_mask(res: Any, loaded: Loaded, exact: dict[str, torch.Tensor], name: str) -> torch.Tensor:
+    """The true effective mask of ``name`` after :func:`analyze_lazily`: the walk's where the mask was read
+    exactly, else the mask itself (read again), since its layer is alive on both sides."""
+    if name in exact or name not in loaded.summaries:
+        return res.effective_masks[name]
+    return loaded.mask(name)
