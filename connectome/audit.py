@@ -281,6 +281,8 @@ def _claim(res: Analysis, claim: float) -> list[Finding]:
 def _tensor_findings(ck: Checkpoint) -> list[Finding]:
     out = []
     for name, p in ck.model.state_dict().items():
+        if p.untyped_storage().nbytes() < p.numel() * p.element_size():
+            continue  # a broadcast placeholder (a model folder's matrix, checked as it was read)
         if p.is_floating_point() and p.numel():
             bad = int((~torch.isfinite(p)).sum())
             if bad:

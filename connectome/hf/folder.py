@@ -61,6 +61,7 @@ class Entry:
     shard: str
     dtype: str
     shape: tuple[int, ...]
+    start: int = 0  # where its bytes begin in the shard file (0 for a decoded, compressed weight)
 
     @property
     def numel(self) -> int:
@@ -115,7 +116,7 @@ def resolve(spec: str) -> str:
     raise SpecError(f"no such model folder: {clip_path(spec)}")
 
 
-def _header(path: str) -> tuple[dict, int]:
+def _header(path: str) -> tuple[dict, int, int]:
     """A safetensors file's header and the size its data should have, checked against the file."""
     try:
         size = os.path.getsize(path)
@@ -146,7 +147,7 @@ def _header(path: str) -> tuple[dict, int]:
             f"shard {clip_path(path)} is truncated ({size:,} bytes, its header needs {8 + n + end:,}): "
             "download it again"
         )
-    return header, size
+    return header, size, 8 + n
 
 
 @dataclass
@@ -176,12 +177,13 @@ class Folder:
         entries: dict[str, Entry] = {}
         metadata, total = {}, 0
         for shard in shards:
-            header, size = _header(os.path.join(path, shard))
+            header, size, base = _header(os.path.join(path, shard))
             total += size
             metadata[shard] = header.pop("__metadata__", None) or {}
             for key, v in header.items():
                 try:
-                    entries[key] = Entry(shard, str(v["dtype"]), tuple(int(d) for d in v["shape"]))
+                    shape = tuple(int(d) for d in v["shape"])
+                    entries[key] = Entry(shard, str(v["dtype"]), shape, base + int(v["data_offsets"][0]))
                 except (KeyError, TypeError, ValueError):
                     raise SpecError(f"shard {clip(shard)} has a corrupt entry for {clip(key)}") from None
         compressed = group_keys(list(entries))

@@ -79,11 +79,8 @@ class ProxySource(MaskSource):
         return s.count if s is not None else super().count(name)
 
     def reduced(self, name: str) -> Reduced | None:
-        name = self.names.key(name)
-        s = self.loaded.summaries.get(name)
-        if s is None or name not in self.exact:
-            return None
-        return Reduced(s.rows if len(s.shape) == 2 else None, s.cols)
+        s = self.loaded.summaries.get(self.names.key(name))
+        return Reduced(s.rows, s.cols) if s is not None and len(s.shape) == 2 else None
 
     def prefetch(self, names: Any) -> None:
         pass

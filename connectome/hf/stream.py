@@ -27,6 +27,7 @@ from torch import nn
 
 from ..io.errors import SpecError
 from ..io.tensors import clip, first_line
+from .bits import BITS, stored_stats
 from .decode import check_dtype, nonfinite_bits, nonzero_bits, storage_format
 from .folder import Folder
 from .keys import Recipe, build, plan
@@ -154,18 +155,33 @@ def load_folder(spec: str, progress: bool | None = None, keep_masks: bool = True
             loaded.stored += t.numel()
             loaded.stored_zero += t.numel() - int(nonzero_bits(t).sum())
             return t
-        mask = build(r, mask_of)
-        _check_shape(name, mask, param)
-        flat = mask.reshape(mask.shape[0], -1).numpy()
-        count = int(np.count_nonzero(flat))
-        loaded.stored += mask.numel()
-        loaded.stored_zero += mask.numel() - count
-        loaded.summaries[key] = Summary(
-            tuple(mask.shape), count, np.logical_or.reduce(flat, axis=1), np.logical_or.reduce(flat, axis=0)
-        )
+        key0 = r.keys[0]
+        entry = folder.entries[key0]
+        if not r.ops and key0 not in folder.compressed and entry.dtype in BITS:  # from the mapped pages
+            _check_shape(name, torch.empty(entry.shape, device="meta"), param)
+            st = stored_stats(folder, entry, axes.get(key, -1), keep_masks)
+            if st.nonfinite:
+                loaded.nonfinite[key0] = st.nonfinite
+            bar.update(1)
+            mask: torch.Tensor | None = torch.from_numpy(st.mask) if st.mask is not None else None
+            shape, count = entry.shape, st.count
+            rows = st.rows if len(shape) == 2 else np.asarray(st.rows.reshape(shape[0], -1).any(1))
+            loaded.nm[key] = NMCount({4: st.hist4, 8: st.hist8}, 0 if axes.get(key, -1) == 0 else len(shape) - 1)
+            loaded.summaries[key] = Summary(shape, count, rows, st.cols)
+        else:
+            mask = build(r, mask_of)
+            _check_shape(name, mask, param)
+            flat = mask.reshape(mask.shape[0], -1).numpy()
+            shape, count = tuple(mask.shape), int(np.count_nonzero(flat))
+            loaded.summaries[key] = Summary(
+                shape, count, np.logical_or.reduce(flat, axis=1), np.logical_or.reduce(flat, axis=0)
+            )
+            loaded.nm[key] = nm_count(mask, axes.get(key, -1))
+        numel = int(np.prod(shape))
+        loaded.stored += numel
+        loaded.stored_zero += numel - count
         loaded.stored_as[key] = name
-        loaded.nm[key] = nm_count(mask, axes.get(key, -1))
-        if keep_masks:
+        if keep_masks and mask is not None:
             loaded.masks[key] = mask
         return placeholder(tuple(param.shape), param.dtype)
 

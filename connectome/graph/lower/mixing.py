@@ -202,14 +202,14 @@ class Mixing(Op):
 def _views_mask(conn: torch.Tensor, mask: torch.Tensor) -> bool:
     """``conn`` is ``mask`` reshaped to (out, in, taps) without reordering: the mask's reductions over
     its first dim are ``conn``'s."""
-    return (
-        conn.data_ptr() == mask.data_ptr()
-        and conn.is_contiguous()
-        and mask.is_contiguous()
-        and mask.dim() >= 1
-        and conn.shape[0] == mask.shape[0]
-        and conn.numel() == mask.numel()
-    )
+    if conn.data_ptr() != mask.data_ptr() or mask.dim() < 1 or conn.shape[0] != mask.shape[0]:
+        return False
+    if conn.numel() != mask.numel():
+        return False
+    if conn.is_contiguous() and mask.is_contiguous():
+        return True
+    # a broadcast stand-in for a matrix (a model folder read lazily), unsqueezed for its one tap
+    return mask.dim() == 2 and conn.dim() == 3 and conn.shape[:2] == mask.shape and conn.stride()[:2] == mask.stride()
 
 
 def _group_reach(u8: torch.Tensor, idx: np.ndarray, n: int, dim: int) -> np.ndarray:

@@ -1,0 +1,73 @@
+"""A stored matrix's :class:`~connectome.hf.kernel.Stats`, read straight from its shard's pages.
+
+The tensor's bytes are mapped (``mmap``) and viewed as integers of the dtype's width: nothing is
+copied, and the mapping is closed before the next tensor, so memory holds one tensor's pages at a
+time. Floats are read by their bits (value bits for zero, exponent bits for NaN/Inf), integers whole.
+
+Examples
+--------
+>>> import os, tempfile, torch
+>>> from safetensors.torch import save_file
+>>> from connectome.hf.folder import Folder
+>>> d = tempfile.mkdtemp()
+>>> save_file({"w": torch.tensor([[0.0, 1.0], [0.0, -0.0]], dtype=torch.bfloat16)}, os.path.join(d, "m.safetensors"))
+>>> open(os.path.join(d, "config.json"), "w").write("{}")
+2
+>>> f = Folder.open(d)
+>>> s = stored_stats(f, f.entries["w"])
+>>> s.count, s.rows.tolist(), s.cols.tolist()
+(1, [True, False], [False, True])
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+
+import numpy as np
+
+from .folder import DTYPE_BYTES, Entry, Folder
+from .kernel import Stats, summarize
+
+__all__ = ["BITS", "stored_stats"]
+
+# safetensors dtype -> (integer view, value bits, exponent bits); exponent 0: no NaN/Inf check
+BITS: dict[str, tuple[type, int, int]] = {
+    "F64": (np.int64, 0x7FFF_FFFF_FFFF_FFFF, 0x7FF0_0000_0000_0000),
+    "F32": (np.int32, 0x7FFF_FFFF, 0x7F80_0000),
+    "F16": (np.int16, 0x7FFF, 0x7C00),
+    "BF16": (np.int16, 0x7FFF, 0x7F80),
+    "F8_E4M3": (np.uint8, 0x7F, 0x7F),  # no infinities: NaN is the one all-ones pattern
+    "F8_E5M2": (np.uint8, 0x7F, 0x7C),
+    "I64": (np.int64, -1, 0),
+    "I32": (np.int32, -1, 0),
+    "I16": (np.int16, -1, 0),
+    "I8": (np.int8, -1, 0),
+    "U8": (np.uint8, 0xFF, 0),
+    "BOOL": (np.uint8, 0xFF, 0),
+}
+
+
+def stored_stats(folder: Folder, entry: Entry, axis: int = -1, keep: bool = False) -> Stats:
+    """The stats of a stored tensor of two or more dims, N:M groups along ``axis`` (last or first)."""
+    kind, vbits, ebits = BITS[entry.dtype]
+    n = entry.numel
+    nbytes = n * DTYPE_BYTES[entry.dtype]
+    with open(os.path.join(folder.path, entry.shard), "rb") as f:
+        base = entry.start - entry.start % mmap.ALLOCATIONGRANULARITY
+        if nbytes == 0:
+            return summarize(np.zeros(entry.shape, kind).reshape(-1, entry.shape[-1] if entry.shape else 1), vbits)
+        mm = mmap.mmap(f.fileno(), entry.start - base + nbytes, access=mmap.ACCESS_READ, offset=base)
+    try:
+        a: np.ndarray = np.frombuffer(mm, dtype=kind, count=n, offset=entry.start - base).reshape(-1, entry.shape[-1])
+        if axis == 0 and len(entry.shape) == 2:
+            s = summarize(a.T, vbits, ebits, keep=keep)
+            s.rows, s.cols = s.cols, s.rows
+            if s.mask is not None:
+                s.mask = np.ascontiguousarray(s.mask.T)
+        else:
+            s = summarize(a, vbits, ebits, keep=keep)
+        del a
+    finally:
+        mm.close()
+    return s
