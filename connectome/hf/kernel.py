@@ -61,20 +61,21 @@ def _numpy(a: np.ndarray, vbits: int, ebits: int, finite: bool, keep: bool) -> S
     )
 
 
-_KERNEL = None
+try:  # compiled once, cached next to this file
+    import numba
+except ImportError:  # pragma: no cover - the ``fast`` extra is not installed
+    numba = None  # type: ignore[assignment]
 
+if numba is not None:
 
-def _compile():
-    from numba import get_num_threads, njit, prange
-
-    @njit(inline="always")
+    @numba.njit(inline="always", cache=True)
     def bit(v, vbits):  # pragma: no cover - compiled
         return 1 if (v & vbits) != 0 else 0
 
-    @njit(parallel=True, nogil=True)
-    def kernel(a, vbits, ebits, finite, keep, out):  # pragma: no cover - compiled
+    @numba.njit(parallel=True, nogil=True, cache=True)
+    def kernel(a, vbits, ebits, finite, keep, out, threads):  # pragma: no cover - compiled
         R, C = a.shape
-        T = max(1, min(get_num_threads(), R))
+        T = max(1, min(threads, R))
         step = (R + T - 1) // T
         cols = np.zeros((T, C), np.uint8)
         rows = np.zeros(R, np.bool_)
@@ -83,7 +84,7 @@ def _compile():
         cnt = np.zeros(T, np.int64)
         bad = np.zeros(T, np.int64)
         full = C - C % 8
-        for t in prange(T):
+        for t in numba.prange(T):
             acc = cols[t]
             for r in range(t * step, min(R, (t + 1) * step)):
                 row = a[r]
@@ -141,20 +142,16 @@ def _compile():
                 col_any[c] |= cols[t, c] != 0
         return cnt.sum(), rows, col_any, h4.sum(axis=0), h8.sum(axis=0), bad.sum()
 
-    return kernel
-
 
 def have_numba() -> bool:
     """Whether the compiled loop is used (numba installed, not turned off by ``CONNECTOME_NO_NUMBA=1``)."""
-    global _KERNEL
-    if os.environ.get("CONNECTOME_NO_NUMBA"):
-        return False
-    if _KERNEL is None:
-        try:
-            _KERNEL = _compile()
-        except ImportError:
-            _KERNEL = False
-    return bool(_KERNEL)
+    return numba is not None and not os.environ.get("CONNECTOME_NO_NUMBA")
+
+
+def _threads() -> int:
+    import torch
+
+    return max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
 
 
 def summarize(a: np.ndarray, vbits: int, ebits: int = 0, finite: bool = True, keep: bool = False) -> Stats:
@@ -166,5 +163,5 @@ def summarize(a: np.ndarray, vbits: int, ebits: int = 0, finite: bool = True, ke
         return _numpy(a, vbits, ebits, finite, keep)
     out = np.empty(a.shape if keep else (1, 1), np.bool_)
     kind = a.dtype.type
-    count, rows, cols, h4, h8, bad = _KERNEL(a, kind(vbits), kind(ebits), finite, keep, out)  # type: ignore[misc]
+    count, rows, cols, h4, h8, bad = kernel(a, kind(vbits), kind(ebits), finite, keep, out, _threads())
     return Stats(int(count), rows, cols, h4.tolist(), h8.tolist(), int(bad), out if keep else None)

@@ -42,6 +42,8 @@ class Lookup(Op):
         w = self.weights[0]
         ids = ins[0].full().reshape(-1)
         reach = (grad.with_cdim(-1).rows() & ids[None, :]).any(1)  # per feature d
+        if reach.all():  # every feature matters: the mask itself (no copy; a lazy stand-in stays one)
+            return {w.name: self.mask}
         return {w.name: self.mask & torch.from_numpy(reach)[None, :]}
 
 
@@ -113,6 +115,8 @@ class Bag(Op):
             return done
         w = self.weights[0]
         reach = (grad.full() & self._bags(ins)[:, None]).any(0)
+        if reach.all():
+            return {w.name: self.mask}
         return {w.name: self.mask & torch.from_numpy(reach)[None, :]}
 
 

@@ -1,0 +1,189 @@
+"""The audit of a 7B-shaped language model folder: peak memory and time against reading its shards once.
+
+Writes a Llama-2-7B-shaped checkpoint (bf16, ~2 GB shards, 6.7B weights) at 50% unstructured sparsity
+with planted dead MLP neurons and attention heads, audits it with ``connectome audit FOLDER``, and
+does the same for a 2:4 variant with ``--claim-structure 2:4``. Each step runs in its own process;
+peak RSS is that process's. "read" is safetensors' ``get_tensor`` of every tensor, after a first
+read has put the shards in the page cache (the audit reads them warm too).
+
+Usage: python benchmarks/bench_llm_audit.py [--dir DIR] [--layers 32] [--keep]
+(``--layers 2`` writes a small model of the same widths in a minute.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+
+HIDDEN, INTER, HEADS, VOCAB = 4096, 11008, 32, 32000
+HEAD_DIM = HIDDEN // HEADS
+SHARD_BYTES = 2 << 30
+def plants(layers: int) -> tuple[dict[int, range], dict[int, tuple[int, ...]]]:
+    """Blocks with dead MLP neurons (up_proj rows zeroed) and dead heads (o_proj columns zeroed)."""
+    neurons = {layers // 8: range(0, 100), (17 * layers) // 32: range(500, 560)}
+    heads = {(5 * layers) // 32: (1, 7), (20 * layers) // 32: (30,)}
+    return neurons, heads
+
+
+def _weights(shape: tuple[int, ...], gen: torch.Generator, two_four: bool) -> torch.Tensor:
+    """bf16 values below 2 in magnitude (no NaN/Inf bit patterns), half of them zero."""
+    bits = torch.randint(-(1 << 15), 1 << 15, shape, dtype=torch.int32, generator=gen).to(torch.int16)
+    bits &= 0x3FFF  # exponent below 0x80: finite, under 2
+    bits |= 0x0080  # never a zero or subnormal by chance
+    if two_four:
+        keep = torch.rand(*shape[:-1], shape[-1] // 4, 4, generator=gen).argsort(-1).argsort(-1) < 2
+        bits *= keep.reshape(shape)
+    else:
+        bits *= torch.rand(shape, generator=gen) < 0.5
+    return bits.view(torch.bfloat16)
+
+
+def _tensors(layers: int, two_four: bool):
+    gen = torch.Generator().manual_seed(0)
+    dead_neurons, dead_heads = plants(layers)
+    yield "model.embed_tokens.weight", _weights((VOCAB, HIDDEN), gen, False)
+    for i in range(layers):
+        p = f"model.layers.{i}."
+        for name, shape in (("self_attn.q_proj", (HIDDEN, HIDDEN)), ("self_attn.k_proj", (HIDDEN, HIDDEN)),
+                            ("self_attn.v_proj", (HIDDEN, HIDDEN)), ("self_attn.o_proj", (HIDDEN, HIDDEN)),
+                            ("mlp.gate_proj", (INTER, HIDDEN)), ("mlp.up_proj", (INTER, HIDDEN)),
+                            ("mlp.down_proj", (HIDDEN, INTER))):
+            w = _weights(shape, gen, two_four)
+            if name == "mlp.up_proj" and i in dead_neurons:
+                w[list(dead_neurons[i])] = 0
+            if name == "self_attn.o_proj" and i in dead_heads:
+                for h in dead_heads[i]:
+                    w[:, h * HEAD_DIM : (h + 1) * HEAD_DIM] = 0
+            yield p + name + ".weight", w
+        for norm in ("input_layernorm", "post_attention_layernorm"):
+            yield p + norm + ".weight", torch.ones(HIDDEN, dtype=torch.bfloat16)
+    yield "model.norm.weight", torch.ones(HIDDEN, dtype=torch.bfloat16)
+    yield "lm_head.weight", _weights((VOCAB, HIDDEN), gen, False)
+
+
+def write(folder: str, layers: int, two_four: bool) -> int:
+    """The checkpoint, as save_pretrained lays it out; returns its size in bytes."""
+    import transformers
+    from safetensors.torch import save_file
+
+    os.makedirs(folder, exist_ok=True)
+    cfg = transformers.LlamaConfig(vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=INTER,
+                                   num_hidden_layers=layers, num_attention_heads=HEADS, num_key_value_heads=HEADS,
+                                   tie_word_embeddings=False, torch_dtype="bfloat16")
+    cfg.architectures = ["LlamaForCausalLM"]
+    cfg.save_pretrained(folder)
+    shard: dict[str, torch.Tensor] = {}
+    names: list[list[str]] = []
+    size = total = 0
+
+    def flush() -> None:
+        nonlocal shard, size
+        if shard:
+            names.append(list(shard))
+            save_file(shard, os.path.join(folder, f"part-{len(names):05d}.safetensors"), metadata={"format": "pt"})
+            shard, size = {}, 0
+
+    for name, t in _tensors(layers, two_four):
+        nbytes = t.numel() * t.element_size()
+        if size + nbytes > SHARD_BYTES:
+            flush()
+        shard[name], size, total = t, size + nbytes, total + nbytes
+    flush()
+    n = len(names)
+    weight_map = {}
+    for i, keys in enumerate(names):
+        final = f"model-{i + 1:05d}-of-{n:05d}.safetensors"
+        os.replace(os.path.join(folder, f"part-{i + 1:05d}.safetensors"), os.path.join(folder, final))
+        weight_map.update({k: final for k in keys})
+    with open(os.path.join(folder, "model.safetensors.index.json"), "w") as f:
+        json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f)
+    return total
+
+
+# the child reports its own peak: VmHWM starts afresh at exec (ru_maxrss keeps the forking parent's)
+PEAK = """
+import atexit, os, sys
+def _peak():
+    with open("/proc/self/status") as f:
+        kb = next(int(line.split()[1]) for line in f if line.startswith("VmHWM"))
+    with open(os.environ["BENCH_PEAK"], "w") as f:
+        f.write(str(kb))
+atexit.register(_peak)
+"""
+
+READ = PEAK + """
+import sys
+from safetensors import safe_open
+import glob
+for shard in sorted(glob.glob(sys.argv[1] + "/*.safetensors")):
+    with safe_open(shard, framework="pt") as f:
+        for k in f.keys():
+            t = f.get_tensor(k)
+            del t
+"""
+
+AUDIT = PEAK + """
+import sys
+from connectome_cli.main import main
+try:
+    main(sys.argv[1:])
+except SystemExit as e:
+    sys.exit(e.code)
+"""
+
+
+def measure(code: str, *args: str) -> tuple[float, float, int]:
+    """(seconds, peak RSS in GiB, exit status) of ``code`` run in a fresh Python."""
+    with tempfile.NamedTemporaryFile("r") as peak:
+        start = time.perf_counter()
+        rc = subprocess.call([sys.executable, "-c", code, *args], stdout=subprocess.DEVNULL,
+                             env={**os.environ, "BENCH_PEAK": peak.name})
+        seconds = time.perf_counter() - start
+        kb = int(peak.read() or 0)
+    return seconds, kb / (1 << 20), rc
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dir", default=None, help="Where to write the checkpoints (default: a temp folder).")
+    ap.add_argument("--layers", type=int, default=32)
+    ap.add_argument("--keep", action="store_true", help="Keep the checkpoints.")
+    args = ap.parse_args()
+    root = args.dir or tempfile.mkdtemp(prefix="bench-llm-")
+    print(f"{'checkpoint':<14} {'size':>8} {'read':>8} {'audit':>8} {'ratio':>6} {'audit RSS':>10} {'read RSS':>9} "
+          f"{'dead neurons':>13} {'dead heads':>11}")
+    for kind in ("50%", "2:4"):
+        folder = os.path.join(root, "llama7b-" + kind.replace(":", "-").replace("%", "pct"))
+        size = write(folder, args.layers, kind == "2:4")
+        measure(READ, folder)  # into the page cache
+        reads = [measure(READ, folder) for _ in range(2)]
+        report = os.path.join(root, f"audit-{kind.replace(':', '-')}.json")
+        extra = ["--claim-structure", "2:4"] if kind == "2:4" else []
+        t_audit, rss_audit, rc = measure(AUDIT, "audit", folder, "--format", "json", "-o", report, *extra)
+        t_read = min(r[0] for r in reads)
+        rss_read = max(r[1] for r in reads)
+        blocks = json.load(open(report))["blocks"] if os.path.exists(report) else []
+        neurons = sum(b["dead_neurons"] for b in blocks)
+        heads = sum(len(b["dead_heads"]) for b in blocks)
+        dead_neurons, dead_heads = plants(args.layers)
+        want_n = sum(len(r) for r in dead_neurons.values())
+        want_h = sum(len(h) for h in dead_heads.values())
+        print(f"{kind:<14} {size / 2**30:>6.1f}GB {t_read:>7.1f}s {t_audit:>7.1f}s {t_audit / t_read:>5.2f}x "
+              f"{rss_audit:>8.2f}GB {rss_read:>7.2f}GB {neurons:>6}/{want_n:<6} {heads:>5}/{want_h:<5}"
+              + ("" if rc in (0, 1) else f"  (audit exit {rc})"))
+        if not args.keep:
+            shutil.rmtree(folder)
+    if not args.keep and not args.dir:
+        shutil.rmtree(root)
+
+
+if __name__ == "__main__":
+    main()
