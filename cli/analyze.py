@@ -123,10 +123,10 @@ def analyze(
 
 
 def _analyze_folder(path: str, input_shape: str | None, tracer: str, as_json: bool, html_file: str | None) -> None:
+    from connectome.hf.analyze import analyze_folder
     from connectome.hf.blocks import blocks
     from connectome.hf.folder import resolve
     from connectome.hf.report import block_text
-    from connectome.hf.stream import analyze_folder
 
     seq = 8
     if input_shape:

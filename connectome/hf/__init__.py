@@ -7,7 +7,8 @@ Examples
 False
 """
 
+from .analyze import analyze_folder
 from .folder import Folder, is_model_folder, resolve
-from .stream import Loaded, analyze_folder, load_folder
+from .stream import Loaded, load_folder
 
 __all__ = ["Folder", "Loaded", "analyze_folder", "is_model_folder", "load_folder", "resolve"]

@@ -7,13 +7,13 @@ its matrices (:mod:`connectome.hf.skeleton`) and analysed with the masks.
 
 Examples
 --------
->>> import os, tempfile, torch, transformers
+>>> import tempfile, transformers
 >>> cfg = transformers.LlamaConfig(vocab_size=32, hidden_size=8, intermediate_size=16, num_hidden_layers=1,
 ...                                num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=16)
 >>> d = tempfile.mkdtemp(); transformers.LlamaForCausalLM(cfg).save_pretrained(d)
->>> res, loaded = analyze_folder(d, progress=False)
->>> res.params_total == sum(m.numel() for m in loaded.masks.values()), res.collapsed
-(True, False)
+>>> loaded = load_folder(d, progress=False, keep_masks=False)
+>>> loaded.masks, loaded.summaries["model.layers.0.mlp.up_proj.weight"].count
+({}, 128)
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from .nm import NMCount, nm_count
 from .skeleton import build_model, materialize, placeholder
 from .sparse import decode
 
-__all__ = ["Loaded", "Reader", "Summary", "load_folder", "analyze_folder"]
+__all__ = ["Loaded", "Reader", "Summary", "load_folder"]
 
 
 @dataclass
@@ -243,24 +243,3 @@ def _bar(total: int, progress: bool | None) -> Any:
     except ImportError:
         return _NoBar()
     return tqdm(total=total, unit="tensor", desc="reading", disable=None, leave=False)
-
-
-def analyze_folder(
-    spec: str, seq_len: int = 8, progress: bool | None = None, tracer: str = "auto", lazy: bool = False, **kw: Any
-):
-    """``connectome.analyze`` of a model folder, read one tensor at a time: ``(Analysis, Loaded)``.
-
-    The input is ``seq_len`` token ids (the unit graph does not depend on their values). With ``lazy``,
-    no mask is kept after the read (:mod:`connectome.hf.proxy`): the same result in memory that grows
-    with the largest tensor; ``Analysis.masks`` then holds stand-ins, not masks.
-    """
-    from ..analysis import Analyzer
-
-    loaded = load_folder(spec, progress, keep_masks=not lazy)
-    analyzer = Analyzer(loaded.model, input_shape=(1, seq_len), input_dtype=torch.long, tracer=tracer, **kw)
-    if lazy:
-        from .proxy import analyze_lazily
-
-        res, loaded.exact = analyze_lazily(loaded, analyzer)
-        return res, loaded
-    return analyzer.run(loaded.masks), loaded

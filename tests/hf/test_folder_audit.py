@@ -11,7 +11,7 @@ import torch
 pytest.importorskip("transformers")
 import connectome  # noqa: E402
 from connectome.hf.audit import audit_folder  # noqa: E402
-from connectome.hf.stream import analyze_folder  # noqa: E402
+from connectome.hf.analyze import analyze_folder  # noqa: E402
 
 from .families import build, configs, save  # noqa: E402
 
@@ -182,3 +182,22 @@ def test_lazy_masks_out_equal_the_eager_ones(folders, tmp_path):
             hf_audit.LAZY_LIMIT = old
     assert out[0].keys() == out[old].keys()
     assert all(torch.equal(out[0][k], out[old][k]) for k in out[0])
+
+
+def test_every_report_format_carries_the_block_table(folders, tmp_path):
+    from click.testing import CliRunner
+
+    from connectome_cli.main import main
+
+    path, _ = folders["gemma2"]
+    runner = CliRunner()
+    text = runner.invoke(main, ["audit", path, "--no-margin"])
+    assert text.exit_code == 0 and "dead heads" in text.output and "model.layers.1" in text.output
+    md = runner.invoke(main, ["audit", path, "--no-margin", "--format", "markdown"])
+    assert "| block | params | direct sp. |" in md.output and "| `model.layers.1` |" in md.output
+    page = tmp_path / "a.html"
+    html = runner.invoke(main, ["audit", path, "--no-margin", "--format", "html", "-o", str(page)])
+    if html.exit_code == 2 and "dot" in html.output:
+        pytest.skip("graphviz's dot is not installed")
+    assert html.exit_code == 0, html.output
+    assert "<h2>Blocks</h2>" in page.read_text()

@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 
 pytest.importorskip("transformers")
 from connectome.hf.audit import audit_folder  # noqa: E402
-from connectome.hf.stream import analyze_folder  # noqa: E402
+from connectome.hf.analyze import analyze_folder  # noqa: E402
 from connectome_cli.main import main  # noqa: E402
 
 from .families import build, save, to_2_4  # noqa: E402
