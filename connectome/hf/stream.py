@@ -1,19 +1,21 @@
-"""Read a model folder one tensor at a time: masks and N:M counts of the matrices, values of the vectors.
+"""Read a model folder one tensor at a time: what the analysis needs of the matrices, values of the vectors.
 
-Each stored tensor is read from its shard (safetensors' lazy ``safe_open``), turned into what the
-analysis needs, and dropped: a bool mask for a matrix, the tensor itself for a vector (norm scales
-and biases, whose zeros the walk uses). The model is built from the config with placeholders for
-its matrices (:mod:`connectome.hf.skeleton`) and analysed with the masks.
+Each matrix is read once from its shard's mapped pages (:mod:`connectome.hf.bits`) and reduced to a
+:class:`Summary` (its count, which rows and columns keep any) and N:M counts, its mask kept only when
+asked; vectors (norm scales and biases, whose zeros the walk uses) are read for real. The model is
+built from the config with placeholders for its matrices (:mod:`connectome.hf.skeleton`).
 
 Examples
 --------
->>> import tempfile, transformers
->>> cfg = transformers.LlamaConfig(vocab_size=32, hidden_size=8, intermediate_size=16, num_hidden_layers=1,
-...                                num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=16)
->>> d = tempfile.mkdtemp(); transformers.LlamaForCausalLM(cfg).save_pretrained(d)
+>>> import tempfile, torch, transformers
+>>> cfg = transformers.Qwen2Config(vocab_size=40, hidden_size=16, intermediate_size=24, num_hidden_layers=1,
+...                                num_attention_heads=4, num_key_value_heads=2)
+>>> model = transformers.Qwen2ForCausalLM(cfg)
+>>> with torch.no_grad(): _ = model.model.layers[0].mlp.up_proj.weight[:5].zero_()
+>>> d = tempfile.mkdtemp(); model.save_pretrained(d)
 >>> loaded = load_folder(d, progress=False, keep_masks=False)
->>> loaded.masks, loaded.summaries["model.layers.0.mlp.up_proj.weight"].count
-({}, 128)
+>>> loaded.masks, loaded.summaries["model.layers.0.mlp.up_proj.weight"].count, loaded.nm["lm_head.weight"].hist[4]
+({}, 304, [0, 0, 0, 0, 160])
 """
 
 from __future__ import annotations
