@@ -69,20 +69,40 @@ def build_model(config: dict) -> nn.Module:
         cfg._attn_implementation = "eager"  # the attention the tracer sees op by op
     archs = [a for a in (config.get("architectures") or []) if isinstance(a, str)]
     classes = [getattr(transformers, a, None) for a in archs]
-    with warnings.catch_warnings(), meta_parameters():
+    with warnings.catch_warnings(), meta_parameters(), _no_init():
         warnings.simplefilter("ignore")
         for cls in classes:
             if cls is not None and hasattr(cls, "_from_config"):
                 try:
-                    return cls._from_config(cfg).eval()
+                    return _tied(cls._from_config(cfg))
                 except Exception:
                     pass
         for auto in (transformers.AutoModelForCausalLM, transformers.AutoModel):
             try:
-                return auto.from_config(cfg).eval()
+                return _tied(auto.from_config(cfg))
             except Exception as e:
                 error = e
     raise SpecError(f"transformers cannot build {clip(kind)} from config.json: {first_line(error, 100)}")
+
+
+def _tied(model: nn.Module) -> nn.Module:
+    """Ties the weights the config ties (skipping initialisation skips the tying too), in eval mode."""
+    tie = getattr(model, "tie_weights", None)
+    if callable(tie):
+        tie()
+    return model.eval()
+
+
+def _no_init() -> contextlib.AbstractContextManager:
+    """transformers' switch that skips weight initialisation (meta parameters have nothing to fill)."""
+    try:
+        from transformers.initialization import no_init_weights
+    except ImportError:
+        try:
+            from transformers.modeling_utils import no_init_weights  # type: ignore[no-redef,attr-defined]
+        except ImportError:
+            return contextlib.nullcontext()
+    return no_init_weights()
 
 
 def placeholder(shape: tuple[int, ...], dtype: torch.dtype) -> nn.Parameter:
