@@ -29,6 +29,32 @@ def folders(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="module")
+def refs(folders):
+    """family -> connectome.analyze of the fully loaded model (computed once)."""
+    cache: dict = {}
+
+    def get(family):
+        if family not in cache:
+            cache[family] = connectome.analyze(_loaded(folders[family][0]), input_shape=(1, 8), input_dtype=torch.long)
+        return cache[family]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def eager(folders):
+    """family -> the audit of its folder with every mask kept (computed once)."""
+    cache: dict = {}
+
+    def get(family):
+        if family not in cache:
+            cache[family] = audit_folder(folders[family][0], margin=False, progress=False, lazy=False)
+        return cache[family]
+
+    return get
+
+
 def _loaded(path):
     import transformers
     from transformers.utils import logging as hf_logging
@@ -38,13 +64,12 @@ def _loaded(path):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_the_streamed_audit_equals_the_analysis_of_the_loaded_model(folders, family):
+def test_the_streamed_audit_equals_the_analysis_of_the_loaded_model(folders, refs, eager, family):
     path, planted = folders[family]
     shards = [f for f in os.listdir(path) if f.endswith(".safetensors")]
     assert len(shards) >= 2, "the folder must be sharded for this test to mean anything"
-    ref = connectome.analyze(_loaded(path), input_shape=(1, 8), input_dtype=torch.long)
-    rep = audit_folder(path, margin=False, progress=False)
-    res = rep.analysis
+    ref = refs(family)
+    res = eager(family).analysis
     assert [(r["name"], r["numel"], r["nonzero"], r["effective"], r["dead_in"], r["dead_out"]) for r in res.layers] == [
         (r["name"], r["numel"], r["nonzero"], r["effective"], r["dead_in"], r["dead_out"]) for r in ref.layers
     ]
@@ -56,9 +81,9 @@ def test_the_streamed_audit_equals_the_analysis_of_the_loaded_model(folders, fam
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_the_audit_finds_exactly_the_planted_dead_units(folders, family):
+def test_the_audit_finds_exactly_the_planted_dead_units(folders, eager, family):
     path, planted = folders[family]
-    blocks = audit_folder(path, margin=False, progress=False).sections["blocks"]
+    blocks = eager(family).sections["blocks"]
     assert len(blocks) == 2
     for b in blocks:
         i = b["index"]
@@ -137,24 +162,21 @@ def test_masks_out_streams_the_effective_masks(folders, tmp_path):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_the_lazy_analysis_keeps_no_mask_and_gives_the_same_result(folders, family):
+def test_the_lazy_analysis_keeps_no_mask_and_gives_the_same_result(folders, refs, eager, family):
     from connectome.hf.proxy import effective_mask
+    from connectome.hf.stream import load_folder
 
     path, planted = folders[family]
-    ref = connectome.analyze(_loaded(path), input_shape=(1, 8), input_dtype=torch.long)
-    rep = audit_folder(path, progress=False, lazy=True)
+    ref = refs(family)
+    loaded = load_folder(path, progress=False, keep_masks=False)
+    assert loaded.masks == {} and loaded.summaries
+    rep = audit_folder(path, progress=False, loaded=loaded)
     res = rep.analysis
     assert [(r["name"], r["nonzero"], r["effective"], r["dead_in"], r["dead_out"]) for r in res.layers] == [
         (r["name"], r["nonzero"], r["effective"], r["dead_in"], r["dead_out"]) for r in ref.layers
     ]
-    eager = audit_folder(path, margin=False, progress=False, lazy=False)
-    assert rep.sections["blocks"] == eager.sections["blocks"]
-    assert rep.sections["structure"] == eager.sections["structure"]
-    from connectome.hf.stream import load_folder
-
-    loaded = load_folder(path, progress=False, keep_masks=False)
-    assert loaded.masks == {} and loaded.summaries
-    res, loaded = analyze_folder(path, progress=False, lazy=True)
+    assert rep.sections["blocks"] == eager(family).sections["blocks"]
+    assert rep.sections["structure"] == eager(family).sections["structure"]
     for name, mask in ref.effective_masks.items():
         assert torch.equal(effective_mask(res, loaded, loaded.exact, name), mask), name
     if family in ("llama", "mistral", "qwen2", "gemma2"):  # only the layers around the plants are read again
