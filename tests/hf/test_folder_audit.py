@@ -29,30 +29,28 @@ def folders(tmp_path_factory):
     return out
 
 
-@pytest.fixture(scope="module")
-def refs(folders):
-    """family -> connectome.analyze of the fully loaded model (computed once)."""
+def _once(compute):
+    """A per-family cache: module fixtures share what is costly to compute."""
     cache: dict = {}
 
     def get(family):
         if family not in cache:
-            cache[family] = connectome.analyze(_loaded(folders[family][0]), input_shape=(1, 8), input_dtype=torch.long)
+            cache[family] = compute(family)
         return cache[family]
 
     return get
+
+
+@pytest.fixture(scope="module")
+def refs(folders):
+    """family -> connectome.analyze of the fully loaded model."""
+    return _once(lambda f: connectome.analyze(_loaded(folders[f][0]), input_shape=(1, 8), input_dtype=torch.long))
 
 
 @pytest.fixture(scope="module")
 def eager(folders):
-    """family -> the audit of its folder with every mask kept (computed once)."""
-    cache: dict = {}
-
-    def get(family):
-        if family not in cache:
-            cache[family] = audit_folder(folders[family][0], margin=False, progress=False, lazy=False)
-        return cache[family]
-
-    return get
+    """family -> the audit of its folder with every mask kept."""
+    return _once(lambda f: audit_folder(folders[f][0], margin=False, progress=False, lazy=False))
 
 
 def _loaded(path):
