@@ -75,7 +75,7 @@ def audit_folder(
         if not margin:
             notes.append(f"collapse margin skipped for {total:,} weights (above {MARGIN_LIMIT:,})")
     elif margin and lazy:
-        raise SpecError("the collapse margin needs every mask in memory: audit without --lazy, or with --no-margin")
+        raise SpecError("the collapse margin needs every mask in memory: audit with lazy=False, or with margin=False")
     ck = Checkpoint(loaded.model, input_shape or (1, SEQ_LEN), dict(loaded.masks), notes=notes, path=spec)
     ck.format = "hf-folder"
     fail_on = list(fail_on)
