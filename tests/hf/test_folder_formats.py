@@ -143,6 +143,15 @@ def test_compressed_tensors_sparse_formats_decode_to_the_dense_masks(tmp_path, s
     for name, mask in ref_loaded.masks.items():
         assert torch.equal(rep.analysis.masks[name], mask), name
         assert torch.equal(rep.analysis.effective_masks[name], ref.effective_masks[name]), name
+    from connectome.hf.folder import Folder
+    from connectome.hf.stream import Reader
+
+    opened = Folder.open(folder)
+    reader = Reader(opened, {})
+    stored = _stored(dense)
+    assert len(opened.compressed) == 14
+    for name in opened.compressed:  # the values too, not only where they are
+        assert torch.equal(reader.tensor(name), stored[name]), name
     claims = rep.sections["sparsity_config"]
     assert claims["format"] == fmt and claims["targeted_layers"] == 14
     codes = {f.code for f in rep.findings}
