@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .nm import group_hist
+
 __all__ = ["Stats", "summarize", "have_numba"]
 
 
@@ -44,12 +46,7 @@ def _numpy(a: np.ndarray, vbits: int, ebits: int, finite: bool, keep: bool) -> S
         e = a.dtype.type(ebits)
         bad = int(np.count_nonzero(np.bitwise_and(a, e) == e))
     R, C = nz.shape
-    hists = []
-    for m in (4, 8):
-        pad = (-C) % m
-        g = nz if not pad else np.concatenate([nz, np.zeros((R, pad), bool)], axis=1)
-        kept = g.reshape(R, -1, m).view(np.uint8).sum(-1, dtype=np.uint8)
-        hists.append(np.bincount(kept.reshape(-1), minlength=m + 1)[: m + 1].tolist())
+    hists = [group_hist(nz, m) for m in (4, 8)]
     return Stats(
         int(np.count_nonzero(nz)),
         np.logical_or.reduce(nz, axis=1) if C else np.zeros(R, bool),

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["NMCount", "nm_count", "parse_structure", "SIZES"]
+__all__ = ["NMCount", "group_hist", "nm_count", "parse_structure", "SIZES"]
 
 SIZES = (4, 8)
 
@@ -60,15 +60,23 @@ def nm_count(mask: torch.Tensor, axis: int = -1, sizes: tuple[int, ...] = SIZES)
     a = mask.detach().numpy() if mask.dtype == torch.bool else (mask != 0).numpy()
     axis = axis % a.ndim if a.ndim else 0
     a = np.moveaxis(a, axis, -1) if a.ndim else a.reshape(1)
-    n = a.shape[-1]
-    flat = a.reshape(-1, n)
-    hist = {}
-    for m in sizes:
-        pad = (-n) % m
-        rows = flat if not pad else np.concatenate([flat, np.zeros((flat.shape[0], pad), bool)], axis=1)
-        kept = rows.reshape(rows.shape[0], -1, m).view(np.uint8).sum(-1, dtype=np.uint8)
-        hist[m] = np.bincount(kept.reshape(-1), minlength=m + 1)[: m + 1].tolist()
+    flat = a.reshape(-1, a.shape[-1])
+    hist = {m: group_hist(flat, m) for m in sizes}
     return NMCount(hist, axis)
+
+
+def group_hist(rows: np.ndarray, m: int) -> list[int]:
+    """How many groups of ``m`` consecutive entries of each row of a 2-D bool array keep 0..m entries
+    (a last, shorter group counts as a group).
+
+    >>> group_hist(np.array([[1, 1, 0, 0, 1]], bool), 4)
+    [0, 1, 1, 0, 0]
+    """
+    r, n = rows.shape
+    pad = (-n) % m
+    g = rows if not pad else np.concatenate([rows, np.zeros((r, pad), bool)], axis=1)
+    kept = g.reshape(r, -1, m).view(np.uint8).sum(-1, dtype=np.uint8)
+    return np.bincount(kept.reshape(-1), minlength=m + 1)[: m + 1].tolist()
 
 
 def parse_structure(text: str) -> tuple[int, int]:
