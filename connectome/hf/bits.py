@@ -21,6 +21,8 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import mmap
 import os
 
@@ -69,5 +71,16 @@ def stored_stats(folder: Folder, entry: Entry, axis: int = -1, keep: bool = Fals
             s = summarize(a, vbits, ebits, keep=keep)
         del a
     finally:
-        mm.close()
+        _close(mm)
     return s
+
+
+def _close(mm: mmap.mmap) -> None:
+    # A view of the map can outlive ``a`` in a reference cycle (numba's first compile keeps one in a
+    # traceback): collect it, and if a view still lives the map is unmapped when that view goes.
+    try:
+        mm.close()
+    except BufferError:
+        gc.collect()
+        with contextlib.suppress(BufferError):
+            mm.close()
