@@ -3,10 +3,11 @@
 Writes a Llama-2-7B-shaped checkpoint (bf16, ~2 GB shards, 6.7B weights) at 50% unstructured sparsity
 with planted dead MLP neurons and attention heads, audits it with ``connectome audit FOLDER``, and
 does the same for a 2:4 variant with ``--claim-structure 2:4``. Each step runs in its own process;
-peak RSS is that process's. "read" reads every byte of every shard once, after a first read has put
-the shards in the page cache (the audit reads them warm too).
+peak RSS is that process's. "read" reads every byte of every shard once. Both are timed twice: cold
+(the shards evicted from the page cache first, as after a download larger than the cache or a reboot)
+and warm (the shards in the page cache, so that a read costs only the copy).
 
-Usage: python benchmarks/bench_llm_audit.py [--dir DIR] [--layers 32] [--keep]
+Usage: python benchmarks/bench_llm_audit.py [--dir DIR] [--layers 32] [--keep] [--reuse]
 (``--layers 2`` writes a small model of the same widths in a minute.)
 """
 
@@ -141,6 +142,17 @@ except SystemExit as e:
 """
 
 
+def evict(folder: str) -> None:
+    """Drop the shards' pages from the page cache (clean pages of files this user can read: no root needed)."""
+    for name in os.listdir(folder):
+        fd = os.open(os.path.join(folder, name), os.O_RDONLY)
+        try:
+            os.fsync(fd)  # written pages must be clean to be dropped
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
 def measure(code: str, *args: str) -> tuple[float, float, int]:
     """(seconds, peak RSS in GiB, exit status) of ``code`` run in a fresh Python."""
     with tempfile.NamedTemporaryFile("r") as peak:
@@ -157,30 +169,38 @@ def main() -> None:
     ap.add_argument("--dir", default=None, help="Where to write the checkpoints (default: a temp folder).")
     ap.add_argument("--layers", type=int, default=32)
     ap.add_argument("--keep", action="store_true", help="Keep the checkpoints.")
+    ap.add_argument("--reuse", action="store_true", help="Audit checkpoints a --keep run left in --dir.")
     ap.add_argument("--variants", default="50%,2:4", help="Which checkpoints: 50%% (unstructured), 2:4, or both.")
     args = ap.parse_args()
     root = args.dir or tempfile.mkdtemp(prefix="bench-llm-")
-    print(f"{'checkpoint':<14} {'size':>8} {'read':>8} {'audit':>8} {'ratio':>6} {'audit RSS':>10} {'read RSS':>9} "
-          f"{'dead neurons':>13} {'dead heads':>11}")
+    print(f"{'checkpoint':<10} {'size':>7} {'read cold':>10} {'audit cold':>11} {'ratio':>6} {'read warm':>10} "
+          f"{'audit warm':>11} {'ratio':>6} {'audit RSS':>10} {'dead neurons':>13} {'dead heads':>11}")
     for kind in args.variants.split(","):
         folder = os.path.join(root, "llama7b-" + kind.replace(":", "-").replace("%", "pct"))
-        size = write(folder, args.layers, kind == "2:4")
-        measure(READ, folder)  # into the page cache
-        reads = [measure(READ, folder) for _ in range(2)]
+        index = os.path.join(folder, "model.safetensors.index.json")
+        if args.reuse and os.path.exists(index):
+            size = json.load(open(index))["metadata"]["total_size"]
+        else:
+            size = write(folder, args.layers, kind == "2:4")
         report = os.path.join(root, f"audit-{kind.replace(':', '-')}.json")
-        extra = ["--claim-structure", "2:4"] if kind == "2:4" else []
-        t_audit, rss_audit, rc = measure(AUDIT, "audit", folder, "--format", "json", "-o", report, *extra)
-        t_read = min(r[0] for r in reads)
-        rss_read = max(r[1] for r in reads)
+        audit = ["audit", folder, "--format", "json", "-o", report] + (["--claim-structure", "2:4"] if kind == "2:4" else [])
+        evict(folder)
+        cold_read = measure(READ, folder)
+        evict(folder)
+        cold_audit = measure(AUDIT, *audit)
+        warm_read = min(measure(READ, folder) for _ in range(2))  # the first read put the shards in the cache
+        warm_audit = measure(AUDIT, *audit)
+        rc = max(cold_audit[2], warm_audit[2])
         blocks = json.load(open(report))["blocks"] if os.path.exists(report) else []
         neurons = sum(b["dead_neurons"] for b in blocks)
         heads = sum(len(b["dead_heads"]) for b in blocks)
         dead_neurons, dead_heads = plants(args.layers)
         want_n = sum(len(r) for r in dead_neurons.values())
         want_h = sum(len(h) for h in dead_heads.values())
-        print(f"{kind:<14} {size / 2**30:>6.1f}GB {t_read:>7.1f}s {t_audit:>7.1f}s {t_audit / t_read:>5.2f}x "
-              f"{rss_audit:>8.2f}GB {rss_read:>7.2f}GB {neurons:>6}/{want_n:<6} {heads:>5}/{want_h:<5}"
-              + ("" if rc in (0, 1) else f"  (audit exit {rc})"))
+        print(f"{kind:<10} {size / 2**30:>5.1f}GB {cold_read[0]:>9.1f}s {cold_audit[0]:>10.1f}s "
+              f"{cold_audit[0] / cold_read[0]:>5.2f}x {warm_read[0]:>9.1f}s {warm_audit[0]:>10.1f}s "
+              f"{warm_audit[0] / warm_read[0]:>5.2f}x {max(cold_audit[1], warm_audit[1]):>8.2f}GB "
+              f"{neurons:>6}/{want_n:<6} {heads:>5}/{want_h:<5}" + ("" if rc in (0, 1) else f"  (audit exit {rc})"))
         if not args.keep:
             shutil.rmtree(folder)
     if not args.keep and not args.dir:

@@ -31,7 +31,7 @@ from .io.spec import SpecError
 from .margin import Margin, collapse_margin
 from .report import compression, pct, table
 
-__all__ = ["Finding", "AuditReport", "audit", "CATEGORIES"]
+__all__ = ["Finding", "AuditReport", "audit", "check_policies", "CATEGORIES"]
 
 CATEGORIES = ("collapse", "dead", "claim", "nonfinite", "mask")
 DEFAULT_FAIL_ON = ("collapse", "dead", "claim", "nonfinite")
@@ -91,19 +91,15 @@ def audit(
     tracer: str = "auto",
     progress: Callable[[str, float, int], None] | None = None,
     runner: Callable[[Analyzer], Analysis] | None = None,
+    analyzer: Analyzer | None = None,
 ) -> AuditReport:
     """Analyse a loaded checkpoint and check it against the policies (see the module docs).
 
     ``runner`` runs the analysis on the traced model when the checkpoint's masks are not all in memory
-    (a model folder read lazily: :func:`connectome.hf.proxy.analyze_lazily`)."""
+    (a model folder read lazily: :func:`connectome.hf.proxy.analyze_lazily`); ``analyzer``, when given,
+    is ``ck.model`` already traced (a model folder traces while its weights are read)."""
     fail_on = set(fail_on)
-    bad = fail_on - set(CATEGORIES)
-    if bad:
-        raise SpecError(f"unknown --fail-on categories {sorted(bad)}: choose from {', '.join(CATEGORIES)}")
-    if claim_sparsity is not None and not 0 <= claim_sparsity < 1:
-        raise SpecError(f"--claim-sparsity must be in [0, 1), got {claim_sparsity}; for 100x compression use 0.99")
-    if max_dead_units is not None and not 0 <= max_dead_units <= 1:
-        raise SpecError(f"--max-dead-units is a fraction in [0, 1], got {max_dead_units}")
+    check_policies(fail_on, claim_sparsity, max_dead_units)
     shape = input_shape or ck.input_shape
     if shape is None:
         raise SpecError("no input shape known for this architecture: pass --input-shape, e.g. 1,3,32,32")
@@ -111,7 +107,8 @@ def audit(
         raise SpecError("the model has no prunable layers (linear, conv, embedding, attention): nothing to audit")
     step = progress or (lambda *a: None)
     step("trace", 0, 3)
-    analyzer = Analyzer(ck.model, input_shape=shape, tracer=tracer, input_dtype=input_dtype)
+    if analyzer is None:
+        analyzer = Analyzer(ck.model, input_shape=shape, tracer=tracer, input_dtype=input_dtype)
     step("walk", 1, 3)
     res = runner(analyzer) if runner is not None else analyzer.run(ck.masks or None)
     findings = _findings(res, ck, claim_sparsity, max_dead_units)
@@ -140,6 +137,20 @@ def audit(
         {f.category for f in findings if f.severity == "error" and f.category in fail_on}, key=CATEGORIES.index
     )
     return AuditReport(res, findings, m, failed, claim_sparsity, list(ck.notes) + list(res.notes), ck.path)
+
+
+def check_policies(fail_on: Iterable[str], claim_sparsity: float | None, max_dead_units: float | None) -> None:
+    """Refuse unknown ``fail_on`` categories and out-of-range claims before any work (one line each).
+
+    >>> check_policies(["collapse"], 0.9, None)
+    """
+    bad = set(fail_on) - set(CATEGORIES)
+    if bad:
+        raise SpecError(f"unknown --fail-on categories {sorted(bad)}: choose from {', '.join(CATEGORIES)}")
+    if claim_sparsity is not None and not 0 <= claim_sparsity < 1:
+        raise SpecError(f"--claim-sparsity must be in [0, 1), got {claim_sparsity}; for 100x compression use 0.99")
+    if max_dead_units is not None and not 0 <= max_dead_units <= 1:
+        raise SpecError(f"--max-dead-units is a fraction in [0, 1], got {max_dead_units}")
 
 
 def _findings(res: Analysis, ck: Checkpoint, claim: float | None, max_dead: float | None) -> list[Finding]:

@@ -33,8 +33,12 @@ def analyze_folder(
     no mask is kept after the read (:mod:`connectome.hf.proxy`): the same result in memory that grows
     with the largest tensor; ``Analysis.masks`` then holds stand-ins, not masks.
     """
-    loaded = load_folder(spec, progress, keep_masks=not lazy)
-    analyzer = Analyzer(loaded.model, input_shape=(1, seq_len), input_dtype=torch.long, tracer=tracer, **kw)
+
+    def trace(model: torch.nn.Module) -> Analyzer:  # while the weights are read
+        return Analyzer(model, input_shape=(1, seq_len), input_dtype=torch.long, tracer=tracer, **kw)
+
+    loaded = load_folder(spec, progress, keep_masks=not lazy, during=trace)
+    analyzer = loaded.made
     if lazy:
         res, loaded.exact = analyze_lazily(loaded, analyzer)
         return res, loaded

@@ -25,7 +25,8 @@ from typing import Any
 
 import torch
 
-from ..audit import CATEGORIES, DEFAULT_FAIL_ON, AuditReport, Finding, audit
+from ..analysis import Analyzer
+from ..audit import CATEGORIES, DEFAULT_FAIL_ON, AuditReport, Finding, audit, check_policies
 from ..io.checkpoint import Checkpoint
 from ..io.errors import SpecError
 from ..report import pct
@@ -65,8 +66,16 @@ def audit_folder(
     only for folders of at most ``MARGIN_LIMIT`` weights read eagerly.
     """
     structure = parse_structure(claim_structure) if claim_structure else None
+    fail_on = list(fail_on)
+    check_policies(fail_on, claim_sparsity, max_dead_units)
+    shape = input_shape or (1, SEQ_LEN)
     if loaded is None:
-        loaded = load_folder(spec, progress, keep_masks=not (is_big(spec) if lazy is None else lazy))
+
+        def trace(model: torch.nn.Module) -> Analyzer:
+            return Analyzer(model, input_shape=shape, tracer=tracer, input_dtype=torch.long)
+
+        keep = not (is_big(spec) if lazy is None else lazy)
+        loaded = load_folder(spec, progress, keep_masks=keep, during=trace)
     lazy = not loaded.masks and bool(loaded.summaries)
     total = sum(math.prod(s.shape) for s in loaded.summaries.values())
     notes = []
@@ -76,9 +85,8 @@ def audit_folder(
             notes.append(f"collapse margin skipped for {total:,} weights (above {MARGIN_LIMIT:,})")
     elif margin and lazy:
         raise SpecError("the collapse margin needs every mask in memory: audit with lazy=False, or with margin=False")
-    ck = Checkpoint(loaded.model, input_shape or (1, SEQ_LEN), dict(loaded.masks), notes=notes, path=spec)
+    ck = Checkpoint(loaded.model, shape, dict(loaded.masks), notes=notes, path=spec)
     ck.format = "hf-folder"
-    fail_on = list(fail_on)
 
     def lazily(analyzer: Any) -> Any:
         res, loaded.exact = analyze_lazily(loaded, analyzer)
@@ -94,6 +102,7 @@ def audit_folder(
         input_dtype=torch.long,
         tracer=tracer,
         runner=lazily if lazy else None,
+        analyzer=loaded.made,
     )
     rep.notes += loaded.notes
     rows = blocks(rep.analysis, loaded.model, loaded.model.config)

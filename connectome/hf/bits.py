@@ -25,11 +25,14 @@ import contextlib
 import gc
 import mmap
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from ..io.errors import SpecError
 from .folder import DTYPE_BYTES, Entry, Folder
 from .kernel import Stats, summarize
+from .swar import fits, summarize_words
 
 __all__ = ["BITS", "stored_stats"]
 
@@ -55,6 +58,8 @@ def stored_stats(folder: Folder, entry: Entry, axis: int = -1, keep: bool = Fals
     kind, vbits, ebits = BITS[entry.dtype]
     n = entry.numel
     nbytes = n * DTYPE_BYTES[entry.dtype]
+    if not keep and axis != 0 and fits(np.zeros((1, entry.shape[-1] if entry.shape else 0), kind), vbits):
+        return _by_chunks(os.path.join(folder.path, entry.shard), entry, kind, ebits)
     with open(os.path.join(folder.path, entry.shard), "rb") as f:
         base = entry.start - entry.start % mmap.ALLOCATIONGRANULARITY
         if nbytes == 0:
@@ -73,6 +78,59 @@ def stored_stats(folder: Folder, entry: Entry, axis: int = -1, keep: bool = Fals
     finally:
         _close(mm)
     return s
+
+
+CHUNK = 4 << 20  # bytes read at a time: two buffers of this size, the next read while this one is counted
+
+
+def _by_chunks(path: str, entry: Entry, kind: type, ebits: int) -> Stats:
+    """The stats of a float matrix read in row chunks into two reused buffers, the next chunk read (in a
+    thread) while this one is counted: the page cache is copied once, no page of the shard is mapped."""
+    cols = entry.shape[-1]
+    row_bytes = cols * np.dtype(kind).itemsize
+    rows = entry.numel // cols
+    step = max(1, CHUNK // row_bytes)
+    bufs = [np.empty(step * row_bytes // 8, np.uint64) for _ in range(2)]
+    parts = []
+    fd = os.open(path, os.O_RDONLY)
+    try:
+
+        def read(r: int, buf: np.ndarray) -> np.ndarray:
+            k = min(step, rows - r)
+            view = memoryview(buf.data).cast("B")[: k * row_bytes]
+            got, off = 0, entry.start + r * row_bytes
+            while got < len(view):
+                n = os.preadv(fd, [view[got:]], off + got)
+                if n == 0:
+                    raise SpecError(f"{entry.shard} ends inside a tensor: the shard is truncated; download it again")
+                got += n
+            return buf[: k * row_bytes // 8].view(kind).reshape(k, cols)
+
+        with ThreadPoolExecutor(1, thread_name_prefix="connectome-chunk") as pool:
+            nxt = pool.submit(read, 0, bufs[0])
+            for i, r in enumerate(range(0, rows, step)):
+                chunk = nxt.result()
+                if r + step < rows:
+                    nxt = pool.submit(read, r + step, bufs[(i + 1) % 2])
+                parts.append(summarize_words(chunk, ebits))
+    finally:
+        os.close(fd)
+    return _join(parts)
+
+
+def _join(parts: list[Stats]) -> Stats:
+    first = parts[0]
+    if len(parts) == 1:
+        return first
+    return Stats(
+        sum(p.count for p in parts),
+        np.concatenate([p.rows for p in parts]),
+        np.logical_or.reduce([p.cols for p in parts]),
+        [sum(h) for h in zip(*(p.hist4 for p in parts))],
+        [sum(h) for h in zip(*(p.hist8 for p in parts))],
+        sum(p.nonfinite for p in parts),
+        None,
+    )
 
 
 def _close(mm: mmap.mmap) -> None:

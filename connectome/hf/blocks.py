@@ -78,6 +78,18 @@ def _attn_shape(config: Any) -> tuple[int, int, int]:
     return int(heads), int(kv), int(head_dim)
 
 
+def _any(e: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+    """``e.any(dim)`` reading one slice along each broadcast (stride 0) dimension: a lazily read
+    layer's effective mask is a view "row keeps any AND column keeps any" of a few bytes."""
+    if dim is not None and e.stride(dim) == 0:
+        return e.select(dim, 0)
+    small = e[tuple(slice(0, 1) if st == 0 and d != dim else slice(None) for d, st in enumerate(e.stride()))]
+    if dim is None:
+        return small.any()
+    shape = e.shape[:dim] + e.shape[dim + 1 :]
+    return small.any(dim).expand(shape)
+
+
 def _find(names: list[str], prefix: str, ends: tuple[str, ...], suffix: str = ".weight") -> str | None:
     for end in ends:
         for n in names:
@@ -106,12 +118,12 @@ def blocks(res: Any, model: torch.nn.Module, config: Any) -> list[BlockRow]:
         out = _find(names, p, _ATTN_OUT)
         if out is not None and heads and hd:
             e = eff[out]
-            used = e.any(1) if out in transposed else e.any(0)  # per input feature of the projection
+            used = _any(e, 1) if out in transposed else _any(e, 0)  # per input feature of the projection
             row.heads = heads
             row.dead_heads = [h for h, (a, b) in enumerate(split_heads(heads * hd, heads)) if not bool(used[a:b].any())]
             q, k = _find(names, p, _Q), _find(names, p, _K)
             if q is not None and k is not None:
-                q_rows, k_rows = eff[q].any(1), eff[k].any(1)
+                q_rows, k_rows = _any(eff[q], 1), _any(eff[k], 1)
                 per = heads // kv if kv else 1
                 for h in range(heads):
                     g = h // per
@@ -119,19 +131,19 @@ def blocks(res: Any, model: torch.nn.Module, config: Any) -> list[BlockRow]:
                     row.blind_heads += int(h not in row.dead_heads and not sees)
             v = _find(names, p, _V)
             if v is not None:
-                v_rows = eff[v].any(1)
+                v_rows = _any(eff[v], 1)
                 row.kv_heads = kv
                 row.dead_kv_heads = [g for g in range(kv) if not bool(v_rows[g * hd : (g + 1) * hd].any())]
         down = _find(names, p, _MLP_DOWN)
         if down is not None:
             e = eff[down]
-            used = e.any(1) if down in transposed else e.any(0)
+            used = _any(e, 1) if down in transposed else _any(e, 0)
             row.neurons, row.dead_neurons = int(used.numel()), int((~used).sum())
         for n in (n for n in names if n.startswith(p) and re.search(r"\.experts\.down_proj$", n)):
             e = eff[n]  # (experts, hidden, intermediate): one down projection per expert
             row.experts += e.shape[0]
-            row.dead_experts += [i for i in range(e.shape[0]) if not bool(e[i].any())]
-            used = e.any(1)
+            row.dead_experts += [i for i in range(e.shape[0]) if not bool(_any(e[i]))]
+            used = _any(e, 1)
             row.neurons += int(used.numel())
             row.dead_neurons += int((~used).sum())
         per_module = {}
@@ -140,10 +152,10 @@ def blocks(res: Any, model: torch.nn.Module, config: Any) -> list[BlockRow]:
             if mm:
                 per_module[int(mm.group(2))] = n
         for i, n in sorted(per_module.items()):
-            used = eff[n].any(0)
+            used = _any(eff[n], 0)
             row.experts += 1
             row.neurons += int(used.numel())
             row.dead_neurons += int((~used).sum())
-            if not bool(eff[n].any()):
+            if not bool(_any(eff[n])):
                 row.dead_experts.append(i)
     return sorted(rows.values(), key=lambda r: r.index)

@@ -107,6 +107,7 @@ def analyze_lazily(loaded: Loaded, analyzer: Any) -> tuple[Any, dict[str, torch.
                 "(the rest are alive on both sides: their counts are exact from the first read)"
             )
             return res, exact
+        del res, source  # before reading: the next walk's masks replace this one's
         for n in pending:
             exact[n] = loaded.mask(n)
     raise RuntimeError(f"the analysis did not settle in {MAX_ROUNDS} rounds of exact reads")

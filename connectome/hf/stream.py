@@ -20,6 +20,9 @@ Examples
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,6 +74,7 @@ class Loaded:
     stored_zero: int = 0
     notes: list[str] = field(default_factory=list)
     exact: dict[str, torch.Tensor] | None = None  # after a lazy analysis: the masks it read exactly
+    made: Any = None  # what load_folder's ``during`` returned
 
     def mask(self, key: str) -> torch.Tensor:
         """The mask of the matrix under analysis key ``key``: kept, or read again from the shards."""
@@ -124,11 +128,15 @@ class Reader:
         self.bar = None
 
 
-def load_folder(spec: str, progress: bool | None = None, keep_masks: bool = True) -> Loaded:
+def load_folder(
+    spec: str, progress: bool | None = None, keep_masks: bool = True, during: Callable[[nn.Module], Any] | None = None
+) -> Loaded:
     """Check ``spec`` (a folder or a cached hub id), build its skeleton and read every tensor once.
 
     With ``keep_masks=False`` each matrix's mask is reduced to a :class:`Summary` and dropped: memory
-    then grows with the largest tensor, not with the model.
+    then grows with the largest tensor, not with the model. ``during(model)`` runs while the matrices
+    are read (the trace needs the model, not its weights: the two overlap); what it returns is
+    ``Loaded.made``.
     """
     folder = Folder.open(spec)
     model = build_model(folder.config)
@@ -153,42 +161,21 @@ def load_folder(spec: str, progress: bool | None = None, keep_masks: bool = True
         r = recipes[name]
         if param.dim() < 2:
             t = build(r, reader.tensor)
-            _check_shape(name, t, param)
+            _check_shape(name, t.shape, param)
             loaded.stored += t.numel()
             loaded.stored_zero += t.numel() - int(nonzero_bits(t).sum())
             return t
-        key0 = r.keys[0]
-        entry = folder.entries[key0]
-        if not r.ops and key0 not in folder.compressed and entry.dtype in BITS:  # from the mapped pages
-            _check_shape(name, torch.empty(entry.shape, device="meta"), param)
-            st = stored_stats(folder, entry, axes.get(key, -1), keep_masks)
-            if st.nonfinite:
-                loaded.nonfinite[key0] = st.nonfinite
-            bar.update(1)
-            mask: torch.Tensor | None = torch.from_numpy(st.mask) if st.mask is not None else None
-            shape, count = entry.shape, st.count
-            rows = st.rows if len(shape) == 2 else np.asarray(st.rows.reshape(shape[0], -1).any(1))
-            loaded.nm[key] = NMCount({4: st.hist4, 8: st.hist8}, 0 if axes.get(key, -1) == 0 else len(shape) - 1)
-            loaded.summaries[key] = Summary(shape, count, rows, st.cols)
-        else:
-            mask = build(r, mask_of)
-            _check_shape(name, mask, param)
-            flat = mask.reshape(mask.shape[0], -1).numpy()
-            shape, count = tuple(mask.shape), int(np.count_nonzero(flat))
-            loaded.summaries[key] = Summary(
-                shape, count, np.logical_or.reduce(flat, axis=1), np.logical_or.reduce(flat, axis=0)
-            )
-            loaded.nm[key] = nm_count(mask, axes.get(key, -1))
-        numel = int(np.prod(shape))
-        loaded.stored += numel
-        loaded.stored_zero += numel - count
-        loaded.stored_as[key] = name
-        if keep_masks and mask is not None:
-            loaded.masks[key] = mask
+        mask = build(r, mask_of)
+        _check_shape(name, mask.shape, param)
+        flat = mask.reshape(mask.shape[0], -1).numpy()
+        count = int(np.count_nonzero(flat))
+        summary = Summary(
+            tuple(mask.shape), count, np.logical_or.reduce(flat, axis=1), np.logical_or.reduce(flat, axis=0)
+        )
+        _add(loaded, key, name, summary, nm_count(mask, axes.get(key, -1)), mask if keep_masks else None)
         return placeholder(tuple(param.shape), param.dtype)
 
-    # tied parameters once, under their first name (the analysis's key); shard by shard, so that each
-    # file is read front to back
+    # tied parameters once, under their first name (the analysis's key)
     groups: dict[int, list[str]] = {}
     params: dict[int, nn.Parameter] = {}
     for name, param in model.named_parameters(remove_duplicate=False):
@@ -198,18 +185,77 @@ def load_folder(spec: str, progress: bool | None = None, keep_masks: bool = True
     for pid, names in groups.items():
         stored = next((n for n in names if n in recipes), None)
         if stored is not None:
-            jobs.append((folder.entries[recipes[stored].keys[0]].shard, stored, names[0], pid))
+            key0 = recipes[stored].keys[0]
+            jobs.append((folder.entries[key0].shard, folder.entries[key0].start, stored, names[0], pid))
+    # plain stored matrices are read from their mapped pages (no torch: they can be read in a thread);
+    # vectors (read for real) and matrices decoded or assembled from several keys, first, with torch
+    mapped = []
     values: dict[str, torch.Tensor] = {}
     try:
-        for _, stored, key, pid in sorted(jobs):
-            t = value(stored, key, params[pid])
+        for _, _, stored, key, pid in sorted(jobs):
+            r, param = recipes[stored], params[pid]
+            key0 = r.keys[0]
+            entry = folder.entries[key0]
+            if param.dim() >= 2 and not r.ops and key0 not in folder.compressed and entry.dtype in BITS:
+                _check_shape(stored, entry.shape, param)
+                mapped.append((stored, key, entry, axes.get(key, -1)))
+                t: torch.Tensor = placeholder(tuple(param.shape), param.dtype)
+            else:
+                t = value(stored, key, param)
             for n in groups[pid]:
                 values[n] = t
+        materialize(model, lambda name, param: values.get(name))
+        for (stored, key, entry, axis), st in _read_mapped(folder, mapped, keep_masks, bar, model, during, loaded):
+            if st.nonfinite:
+                loaded.nonfinite[recipes[stored].keys[0]] = st.nonfinite
+            shape = entry.shape
+            rows = st.rows if len(shape) == 2 else np.asarray(st.rows.reshape(shape[0], -1).any(1))
+            nm = NMCount({4: st.hist4, 8: st.hist8}, 0 if axis == 0 else len(shape) - 1)
+            mask = torch.from_numpy(st.mask) if st.mask is not None else None
+            _add(loaded, key, stored, Summary(shape, st.count, rows, st.cols), nm, mask)
     finally:
         bar.close()
         reader.close()
-    materialize(model, lambda name, param: values.get(name))
     return loaded
+
+
+def _add(loaded: Loaded, key: str, stored: str, s: Summary, nm: NMCount, mask: torch.Tensor | None) -> None:
+    numel = int(np.prod(s.shape))
+    loaded.stored += numel
+    loaded.stored_zero += numel - s.count
+    loaded.stored_as[key] = stored
+    loaded.summaries[key] = s
+    loaded.nm[key] = nm
+    if mask is not None:
+        loaded.masks[key] = mask
+
+
+def _read_mapped(
+    folder: Folder, jobs: list, keep: bool, bar: Any, model: nn.Module, during: Callable | None, loaded: Loaded
+) -> list:
+    """``(job, Stats)`` of each mapped matrix, shard by shard front to back; with ``during``, in a thread
+    while ``during(model)`` runs here (the kernel and the page faults release the GIL)."""
+    stop = threading.Event()
+
+    def run() -> list:
+        out = []
+        for job in jobs:
+            if stop.is_set():
+                break
+            out.append((job, stored_stats(folder, job[2], job[3], keep)))
+            bar.update(1)
+        return out
+
+    if during is None:
+        return run()
+    with ThreadPoolExecutor(1, thread_name_prefix="connectome-read") as pool:
+        future = pool.submit(run)
+        try:
+            loaded.made = during(model)
+        except BaseException:
+            stop.set()
+            raise
+        return future.result()
 
 
 def _input_axes(model: nn.Module) -> dict[str, int]:
@@ -221,10 +267,10 @@ def _input_axes(model: nn.Module) -> dict[str, int]:
     }
 
 
-def _check_shape(name: str, t: torch.Tensor, param: nn.Parameter) -> None:
-    if tuple(t.shape) != tuple(param.shape):
+def _check_shape(name: str, shape: Any, param: nn.Parameter) -> None:
+    if tuple(shape) != tuple(param.shape):
         raise SpecError(
-            f"{clip(name)} is stored with shape {tuple(t.shape)} but the config makes it {tuple(param.shape)}: "
+            f"{clip(name)} is stored with shape {tuple(shape)} but the config makes it {tuple(param.shape)}: "
             "config.json and the shards do not match"
         )
 
