@@ -20,6 +20,7 @@ Examples
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -34,9 +35,10 @@ from ..io.errors import SpecError
 from ..io.tensors import clip, first_line
 from .bits import BITS, stored_stats
 from .decode import check_dtype, nonfinite_bits, nonzero_bits, storage_format
-from .folder import Folder
+from .folder import DTYPE_BYTES, Folder
 from .keys import Recipe, build, plan
 from .nm import NMCount, nm_count
+from .prefetch import Prefetch
 from .skeleton import build_model, materialize, placeholder
 from .sparse import decode
 
@@ -139,6 +141,12 @@ def load_folder(
     ``Loaded.made``.
     """
     folder = Folder.open(spec)
+    # the disk reads the shards while the model is built and traced
+    with Prefetch([os.path.join(folder.path, s) for s in sorted(folder.shards)]) as ahead:
+        return _load(folder, progress, keep_masks, during, ahead)
+
+
+def _load(folder: Folder, progress: bool | None, keep_masks: bool, during: Callable | None, ahead: Prefetch) -> Loaded:
     model = build_model(folder.config)
     recipes = plan(model, folder.entries)
     storage_format(folder.config)
@@ -205,7 +213,9 @@ def load_folder(
             for n in groups[pid]:
                 values[n] = t
         materialize(model, lambda name, param: values.get(name))
-        for (stored, key, entry, axis), st in _read_mapped(folder, mapped, keep_masks, bar, model, during, loaded):
+        for (stored, key, entry, axis), st in _read_mapped(
+            folder, mapped, keep_masks, bar, model, during, loaded, ahead
+        ):
             if st.nonfinite:
                 loaded.nonfinite[recipes[stored].keys[0]] = st.nonfinite
             shape = entry.shape
@@ -231,7 +241,14 @@ def _add(loaded: Loaded, key: str, stored: str, s: Summary, nm: NMCount, mask: t
 
 
 def _read_mapped(
-    folder: Folder, jobs: list, keep: bool, bar: Any, model: nn.Module, during: Callable | None, loaded: Loaded
+    folder: Folder,
+    jobs: list,
+    keep: bool,
+    bar: Any,
+    model: nn.Module,
+    during: Callable | None,
+    loaded: Loaded,
+    ahead: Prefetch,
 ) -> list:
     """``(job, Stats)`` of each mapped matrix, shard by shard front to back; with ``during``, in a thread
     while ``during(model)`` runs here (the kernel and the page faults release the GIL)."""
@@ -243,6 +260,7 @@ def _read_mapped(
             if stop.is_set():
                 break
             out.append((job, stored_stats(folder, job[2], job[3], keep)))
+            ahead.consumed(job[2].numel * DTYPE_BYTES[job[2].dtype])
             bar.update(1)
         return out
 
