@@ -33,11 +33,9 @@ def folder_audit(
     tracer,
 ):
     """The audit of a model folder; with ``masks_out``, its effective masks written tensor by tensor."""
-    from connectome.hf.audit import audit_folder, is_big
+    from connectome.hf.audit import audit_folder
     from connectome.hf.folder import resolve
-    from connectome.hf.masksout import write_masks
     from connectome.hf.nm import parse_structure
-    from connectome.hf.stream import load_folder
     from connectome.io.files import check_writable
 
     path = resolve(spec)
@@ -54,7 +52,6 @@ def folder_audit(
             parse_structure(claim_structure)
         except ValueError as e:
             raise SpecError(str(e)) from None
-    loaded = load_folder(path, None, keep_masks=not is_big(path))
     rep = audit_folder(
         path,
         shape,
@@ -66,17 +63,8 @@ def folder_audit(
         margin,
         margin_budget,
         tracer,
-        loaded=loaded,
+        masks_out=masks_out,
     )
     if masks_out:
-        from connectome.hf.proxy import effective_mask
-
-        res = rep.analysis
-        eff = res.effective_masks
-
-        def mask(name):
-            return eff[name] if loaded.exact is None else effective_mask(res, loaded, loaded.exact, name)
-
-        write_masks(masks_out, [(n, tuple(m.shape)) for n, m in eff.items()], mask, (path,))
-        click.echo(f"wrote {masks_out}: effective masks of {len(eff)} tensors", err=True)
+        click.echo(f"wrote {masks_out}: effective masks of {len(rep.analysis.effective_masks)} tensors", err=True)
     return rep

@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from ..analysis import Analyzer
 from .proxy import analyze_lazily
+from .stitch import StackAnalyzer
 from .stream import load_folder
 
 __all__ = ["analyze_folder"]
@@ -34,8 +34,8 @@ def analyze_folder(
     with the largest tensor; ``Analysis.masks`` then holds stand-ins, not masks.
     """
 
-    def trace(model: torch.nn.Module) -> Analyzer:  # while the weights are read
-        return Analyzer(model, input_shape=(1, seq_len), input_dtype=torch.long, tracer=tracer, **kw)
+    def trace(model: torch.nn.Module) -> StackAnalyzer:  # while the weights are read
+        return StackAnalyzer(model, input_shape=(1, seq_len), input_dtype=torch.long, tracer=tracer, **kw)
 
     loaded = load_folder(spec, progress, keep_masks=not lazy, during=trace)
     analyzer = loaded.made

@@ -25,16 +25,18 @@ from typing import Any
 
 import torch
 
-from ..analysis import Analyzer
 from ..audit import CATEGORIES, DEFAULT_FAIL_ON, AuditReport, Finding, audit, check_policies
 from ..io.checkpoint import Checkpoint
 from ..io.errors import SpecError
+from ..io.files import check_writable
 from ..report import pct
 from .blocks import blocks
 from .claims import config_claims
 from .folder import Folder
+from .masksout import write_masks
 from .nm import parse_structure
-from .proxy import analyze_lazily
+from .proxy import analyze_lazily, effective_mask
+from .stitch import StackAnalyzer
 from .stream import Loaded, load_folder
 
 __all__ = ["audit_folder", "is_big", "LAZY_LIMIT", "MARGIN_LIMIT", "SEQ_LEN"]
@@ -58,21 +60,25 @@ def audit_folder(
     progress: bool | None = None,
     loaded: Loaded | None = None,
     lazy: bool | None = None,
+    masks_out: str | None = None,
 ) -> AuditReport:
     """Audit the model folder (or locally cached hub id) ``spec``; see the module docs.
 
     ``lazy`` keeps no mask in memory after the read (:mod:`connectome.hf.proxy`); by default it is on
     for folders of more than ``LAZY_LIMIT`` weights. The collapse margin needs the masks: it is computed
-    only for folders of at most ``MARGIN_LIMIT`` weights read eagerly.
+    only for folders of at most ``MARGIN_LIMIT`` weights read eagerly. ``masks_out`` names a safetensors
+    file to write the effective masks to, one tensor at a time.
     """
     structure = parse_structure(claim_structure) if claim_structure else None
     fail_on = list(fail_on)
     check_policies(fail_on, claim_sparsity, max_dead_units)
+    if masks_out:
+        check_writable(masks_out, (spec,))
     shape = input_shape or (1, SEQ_LEN)
     if loaded is None:
 
-        def trace(model: torch.nn.Module) -> Analyzer:
-            return Analyzer(model, input_shape=shape, tracer=tracer, input_dtype=torch.long)
+        def trace(model: torch.nn.Module) -> StackAnalyzer:
+            return StackAnalyzer(model, input_shape=shape, tracer=tracer, input_dtype=torch.long)
 
         keep = not (is_big(spec) if lazy is None else lazy)
         loaded = load_folder(spec, progress, keep_masks=keep, during=trace)
@@ -115,11 +121,22 @@ def audit_folder(
     if claims:
         rep.sections["sparsity_config"] = claims
     rep.findings += found
+    if masks_out:
+        _write_effective(rep, loaded, masks_out, spec)
     enforced = set(fail_on)
     rep.failed = sorted(
         {f.category for f in rep.findings if f.severity == "error" and f.category in enforced}, key=CATEGORIES.index
     )
     return rep
+
+
+def _write_effective(rep: AuditReport, loaded: Loaded, path: str, spec: str) -> None:
+    eff = rep.analysis.effective_masks
+
+    def mask(name: str) -> torch.Tensor:
+        return eff[name] if loaded.exact is None else effective_mask(rep.analysis, loaded, loaded.exact, name)
+
+    write_masks(path, [(n, tuple(m.shape)) for n, m in eff.items()], mask, (loaded.folder.path, spec))
 
 
 def is_big(spec: str) -> bool:

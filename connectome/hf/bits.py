@@ -34,7 +34,7 @@ from .folder import DTYPE_BYTES, Entry, Folder
 from .kernel import Stats, summarize
 from .swar import fits, summarize_words
 
-__all__ = ["BITS", "stored_stats"]
+__all__ = ["BITS", "compile_for", "stored_stats"]
 
 # safetensors dtype -> (integer view, value bits, exponent bits); exponent 0: no NaN/Inf check
 BITS: dict[str, tuple[type, int, int]] = {
@@ -58,7 +58,7 @@ def stored_stats(folder: Folder, entry: Entry, axis: int = -1, keep: bool = Fals
     kind, vbits, ebits = BITS[entry.dtype]
     n = entry.numel
     nbytes = n * DTYPE_BYTES[entry.dtype]
-    if not keep and axis != 0 and fits(np.zeros((1, entry.shape[-1] if entry.shape else 0), kind), vbits):
+    if _by_words(entry, axis, keep):
         return _by_chunks(os.path.join(folder.path, entry.shard), entry, kind, ebits)
     with open(os.path.join(folder.path, entry.shard), "rb") as f:
         base = entry.start - entry.start % mmap.ALLOCATIONGRANULARITY
@@ -67,17 +67,52 @@ def stored_stats(folder: Folder, entry: Entry, axis: int = -1, keep: bool = Fals
         mm = mmap.mmap(f.fileno(), entry.start - base + nbytes, access=mmap.ACCESS_READ, offset=base)
     try:
         a: np.ndarray = np.frombuffer(mm, dtype=kind, count=n, offset=entry.start - base).reshape(-1, entry.shape[-1])
-        if axis == 0 and len(entry.shape) == 2:
-            s = summarize(a.T, vbits, ebits, keep=keep)
-            s.rows, s.cols = s.cols, s.rows
-            if s.mask is not None:
-                s.mask = np.ascontiguousarray(s.mask.T)
-        else:
-            s = summarize(a, vbits, ebits, keep=keep)
+        s = _mapped(a, entry, axis, keep)
         del a
     finally:
         _close(mm)
     return s
+
+
+def compile_for(entries: list[tuple[Entry, int]], keep: bool) -> None:
+    """Run the compiled loops once on a few bytes for each kind of ``(entry, axis)`` to be read.
+
+    Call it before reading in a thread while ``torch.export`` runs: export swaps functions of
+    ``math`` for its own while it traces, and numba, compiling (or loading its cache) for the first
+    time, registers them and fails.
+    """
+    done = set()
+    for entry, axis in entries:
+        kind = BITS[entry.dtype][0]
+        how = (entry.dtype, _by_words(entry, axis, keep), axis == 0 and len(entry.shape) == 2)
+        if how in done:
+            continue
+        done.add(how)
+        if how[1]:
+            summarize_words(
+                np.zeros(2 * np.dtype(kind).itemsize, np.uint64).view(kind).reshape(2, 8), BITS[entry.dtype][2]
+            )
+        else:
+            a: np.ndarray = np.frombuffer(bytes(16 * np.dtype(kind).itemsize), dtype=kind).reshape(
+                2, 8
+            )  # read-only, as mapped
+            _mapped(a, Entry(entry.shard, entry.dtype, (2, 8)), axis, keep)
+
+
+def _by_words(entry: Entry, axis: int, keep: bool) -> bool:
+    kind, vbits, _ = BITS[entry.dtype]
+    return not keep and axis != 0 and fits(np.zeros((1, entry.shape[-1] if entry.shape else 0), kind), vbits)
+
+
+def _mapped(a: np.ndarray, entry: Entry, axis: int, keep: bool) -> Stats:
+    _, vbits, ebits = BITS[entry.dtype]
+    if axis == 0 and len(entry.shape) == 2:
+        s = summarize(a.T, vbits, ebits, keep=keep)
+        s.rows, s.cols = s.cols, s.rows
+        if s.mask is not None:
+            s.mask = np.ascontiguousarray(s.mask.T)
+        return s
+    return summarize(a, vbits, ebits, keep=keep)
 
 
 CHUNK = 4 << 20  # bytes read at a time: two buffers of this size, the next read while this one is counted

@@ -26,7 +26,7 @@ from torch import nn
 from ..io.errors import SpecError
 from ..io.tensors import clip, first_line
 
-__all__ = ["meta_parameters", "build_model", "placeholder", "materialize"]
+__all__ = ["meta_parameters", "build_model", "placeholder", "placeholders", "materialize"]
 
 
 @contextlib.contextmanager
@@ -108,6 +108,16 @@ def _no_init() -> contextlib.AbstractContextManager:
 def placeholder(shape: tuple[int, ...], dtype: torch.dtype) -> nn.Parameter:
     """A parameter of ``shape`` with one stored element: the walk reads its mask, never its values."""
     return nn.Parameter(torch.ones((), dtype=dtype).expand(shape), requires_grad=False)
+
+
+def placeholders(model: nn.Module) -> nn.Module:
+    """``model`` with every parameter a :func:`placeholder` (what a trace needs of it), returned.
+
+    >>> placeholders(torch.nn.Linear(3, 2)).weight.untyped_storage().nbytes()
+    4
+    """
+    materialize(model, lambda name, param: placeholder(tuple(param.shape), param.dtype))
+    return model
 
 
 def materialize(model: nn.Module, value: Callable[[str, nn.Parameter], torch.Tensor | None]) -> None:

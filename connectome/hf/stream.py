@@ -33,7 +33,7 @@ from torch import nn
 
 from ..io.errors import SpecError
 from ..io.tensors import clip, first_line
-from .bits import BITS, stored_stats
+from .bits import BITS, compile_for, stored_stats
 from .decode import check_dtype, nonfinite_bits, nonzero_bits, storage_format
 from .folder import DTYPE_BYTES, Folder
 from .keys import Recipe, build, plan
@@ -266,6 +266,7 @@ def _read_mapped(
 
     if during is None:
         return run()
+    compile_for([(job[2], job[3]) for job in jobs], keep)
     with ThreadPoolExecutor(1, thread_name_prefix="connectome-read") as pool:
         future = pool.submit(run)
         try:
