@@ -1,10 +1,13 @@
 """Read a folder's shards ahead of the pass that counts them, while the model is built and traced.
 
 A shard not in the page cache costs a disk read, and the pass over a 7B model's shards waits on the
-disk, not on counting. A thread asks the kernel to read each shard ahead, front to back in the order
-the pass reads them (``posix_fadvise(WILLNEED)``: the kernel reads the pages, nothing is copied into
-this process), from the moment the folder is opened; it stays at most ``ahead`` bytes ahead of the
-pass, so that a model larger than memory does not evict its own first pages before they are read.
+disk, not on counting. A thread reads each shard front to back, in the order the pass reads them,
+into a scratch buffer, from the moment the folder is opened: the disk streams one file at a time at
+its sequential speed while the model is built and traced, and the pass finds the pages in the cache.
+(Asking the kernel to read ahead, ``posix_fadvise(WILLNEED)``, returns at once and leaves the disk
+seeking between the advised range and the pass: slower than no help.) The thread stays at most
+``ahead`` bytes ahead of the pass, so that a model larger than memory does not evict its own first
+pages before they are read.
 
 Examples
 --------
@@ -18,27 +21,25 @@ Examples
 
 from __future__ import annotations
 
-import os
 import threading
 
 __all__ = ["Prefetch", "budget"]
 
-STEP = 64 << 20  # bytes advised at a time
+STEP = 16 << 20  # bytes read at a time
 
 
 def budget() -> int:
-    """How far ahead to read: half the memory available now, at most 4 GiB (1 GiB when unknown)."""
+    """How far ahead to read: half the memory available now, at most 16 GiB (1 GiB when unknown)."""
     try:
         with open("/proc/meminfo") as f:
             kb = next(int(line.split()[1]) for line in f if line.startswith("MemAvailable:"))
-        return max(STEP, min(4 << 30, kb * 1024 // 2))
+        return max(STEP, min(16 << 30, kb * 1024 // 2))
     except (OSError, StopIteration, ValueError):
         return 1 << 30
 
 
 class Prefetch:
-    """A thread advising ``paths`` ahead of :meth:`consumed` (a context manager; does nothing where
-    the system has no ``posix_fadvise``)."""
+    """A thread reading ``paths`` ahead of :meth:`consumed` (a context manager)."""
 
     def __init__(self, paths: list[str], ahead: int | None = None):
         self.paths, self.ahead = paths, ahead if ahead is not None else budget()
@@ -48,8 +49,7 @@ class Prefetch:
         self._thread = threading.Thread(target=self._run, daemon=True, name="connectome-prefetch")
 
     def __enter__(self) -> Prefetch:
-        if hasattr(os, "posix_fadvise"):
-            self._thread.start()
+        self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -66,23 +66,25 @@ class Prefetch:
             self._cond.notify_all()
 
     def _run(self) -> None:
+        buf = bytearray(STEP)
+        view = memoryview(buf)
         for path in self.paths:
             try:
-                fd = os.open(path, os.O_RDONLY)
+                self._read(path, view)
             except OSError:
-                continue  # the pass names a missing shard in its own error
-            try:
-                size = os.fstat(fd).st_size
-                for off in range(0, size, STEP):
-                    with self._cond:
-                        while not self._stop and self.issued - self.done > self.ahead:
-                            self._cond.wait()
-                        if self._stop:
-                            return
-                    n = min(STEP, size - off)
-                    os.posix_fadvise(fd, off, n, os.POSIX_FADV_WILLNEED)
-                    self.issued += n
-            except OSError:
-                return  # advice only: the pass reads what it needs either way
-            finally:
-                os.close(fd)
+                continue  # a missing or unreadable shard: the pass names it in its own error
+            if self._stop:
+                return
+
+    def _read(self, path: str, view: memoryview) -> None:
+        with open(path, "rb", buffering=0) as f:
+            while True:
+                with self._cond:
+                    while not self._stop and self.issued - self.done > self.ahead:
+                        self._cond.wait()
+                    if self._stop:
+                        return
+                n = f.readinto(view)
+                if not n:
+                    return
+                self.issued += n

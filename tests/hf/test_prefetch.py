@@ -1,14 +1,9 @@
 """The read-ahead thread stays within its budget ahead of the pass, and goes to the end as the pass does."""
 
-import os
 import time
-
-import pytest
 
 from connectome.hf import prefetch
 from connectome.hf.prefetch import Prefetch
-
-pytestmark = pytest.mark.skipif(not hasattr(os, "posix_fadvise"), reason="no posix_fadvise here")
 
 
 def _until(cond, seconds=10.0):
