@@ -37,3 +37,17 @@ def test_prefetch_stops_with_the_pass(tmp_path, monkeypatch):
     with Prefetch([str(p), str(tmp_path / "missing.safetensors")], ahead=0) as pf:
         assert _until(lambda: pf.issued == 1024)
     assert not pf._thread.is_alive() and pf.issued == 1024
+
+
+def test_a_shard_in_the_page_cache_is_skipped(tmp_path, monkeypatch):
+    monkeypatch.setattr(prefetch, "STEP", 1024)
+    monkeypatch.setattr(prefetch, "PROBE", 2048)
+    monkeypatch.setattr(prefetch, "CACHED", 0.0)  # every read counts as fast: the shard is taken as cached
+    p = tmp_path / "s.safetensors"
+    p.write_bytes(b"\0" * 100_000)
+    with Prefetch([str(p)], ahead=1 << 20) as pf:
+        assert _until(lambda: pf.issued == 100_000)
+        assert _until(lambda: not pf._thread.is_alive())
+    monkeypatch.setattr(prefetch, "CACHED", float("inf"))  # none is: it is read to the end
+    with Prefetch([str(p)], ahead=1 << 20) as pf:
+        assert _until(lambda: not pf._thread.is_alive()) and pf.issued == 100_000
