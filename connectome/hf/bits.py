@@ -34,7 +34,7 @@ from .folder import DTYPE_BYTES, Entry, Folder
 from .kernel import Stats, summarize
 from .swar import fits, summarize_words
 
-__all__ = ["BITS", "compile_for", "stored_stats"]
+__all__ = ["BITS", "stored_stats"]
 
 # safetensors dtype -> (integer view, value bits, exponent bits); exponent 0: no NaN/Inf check
 BITS: dict[str, tuple[type, int, int]] = {
@@ -72,31 +72,6 @@ def stored_stats(folder: Folder, entry: Entry, axis: int = -1, keep: bool = Fals
     finally:
         _close(mm)
     return s
-
-
-def compile_for(entries: list[tuple[Entry, int]], keep: bool) -> None:
-    """Run the compiled loops once on a few bytes for each kind of ``(entry, axis)`` to be read.
-
-    Call it before reading in a thread while ``torch.export`` runs: export swaps functions of
-    ``math`` for its own while it traces, and numba, compiling (or loading its cache) for the first
-    time, registers them and fails.
-    """
-    done = set()
-    for entry, axis in entries:
-        kind = BITS[entry.dtype][0]
-        how = (entry.dtype, _by_words(entry, axis, keep), axis == 0 and len(entry.shape) == 2)
-        if how in done:
-            continue
-        done.add(how)
-        if how[1]:
-            summarize_words(
-                np.zeros(2 * np.dtype(kind).itemsize, np.uint64).view(kind).reshape(2, 8), BITS[entry.dtype][2]
-            )
-        else:
-            a: np.ndarray = np.frombuffer(bytes(16 * np.dtype(kind).itemsize), dtype=kind).reshape(
-                2, 8
-            )  # read-only, as mapped
-            _mapped(a, Entry(entry.shard, entry.dtype, (2, 8)), axis, keep)
 
 
 def _by_words(entry: Entry, axis: int, keep: bool) -> bool:

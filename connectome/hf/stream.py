@@ -21,9 +21,7 @@ Examples
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +31,7 @@ from torch import nn
 
 from ..io.errors import SpecError
 from ..io.tensors import clip, first_line
-from .bits import BITS, compile_for, stored_stats
+from .bits import BITS, stored_stats
 from .decode import check_dtype, nonfinite_bits, nonzero_bits, storage_format
 from .folder import DTYPE_BYTES, Folder
 from .keys import Recipe, build, plan
@@ -136,8 +134,8 @@ def load_folder(
     """Check ``spec`` (a folder or a cached hub id), build its skeleton and read every tensor once.
 
     With ``keep_masks=False`` each matrix's mask is reduced to a :class:`Summary` and dropped: memory
-    then grows with the largest tensor, not with the model. ``during(model)`` runs while the matrices
-    are read (the trace needs the model, not its weights: the two overlap); what it returns is
+    then grows with the largest tensor, not with the model. ``during(model)`` runs before the matrices
+    are read, while a thread reads the shards ahead (:mod:`connectome.hf.prefetch`); what it returns is
     ``Loaded.made``.
     """
     folder = Folder.open(spec)
@@ -213,9 +211,9 @@ def _load(folder: Folder, progress: bool | None, keep_masks: bool, during: Calla
             for n in groups[pid]:
                 values[n] = t
         materialize(model, lambda name, param: values.get(name))
-        for (stored, key, entry, axis), st in _read_mapped(
-            folder, mapped, keep_masks, bar, model, during, loaded, ahead
-        ):
+        if during is not None:  # the trace needs the model, not its matrices: the disk reads ahead meanwhile
+            loaded.made = during(model)
+        for (stored, key, entry, axis), st in _read_mapped(folder, mapped, keep_masks, bar, ahead):
             if st.nonfinite:
                 loaded.nonfinite[recipes[stored].keys[0]] = st.nonfinite
             shape = entry.shape
@@ -240,41 +238,14 @@ def _add(loaded: Loaded, key: str, stored: str, s: Summary, nm: NMCount, mask: t
         loaded.masks[key] = mask
 
 
-def _read_mapped(
-    folder: Folder,
-    jobs: list,
-    keep: bool,
-    bar: Any,
-    model: nn.Module,
-    during: Callable | None,
-    loaded: Loaded,
-    ahead: Prefetch,
-) -> list:
-    """``(job, Stats)`` of each mapped matrix, shard by shard front to back; with ``during``, in a thread
-    while ``during(model)`` runs here (the kernel and the page faults release the GIL)."""
-    stop = threading.Event()
-
-    def run() -> list:
-        out = []
-        for job in jobs:
-            if stop.is_set():
-                break
-            out.append((job, stored_stats(folder, job[2], job[3], keep)))
-            ahead.consumed(job[2].numel * DTYPE_BYTES[job[2].dtype])
-            bar.update(1)
-        return out
-
-    if during is None:
-        return run()
-    compile_for([(job[2], job[3]) for job in jobs], keep)
-    with ThreadPoolExecutor(1, thread_name_prefix="connectome-read") as pool:
-        future = pool.submit(run)
-        try:
-            loaded.made = during(model)
-        except BaseException:
-            stop.set()
-            raise
-        return future.result()
+def _read_mapped(folder: Folder, jobs: list, keep: bool, bar: Any, ahead: Prefetch) -> list:
+    """``(job, Stats)`` of each mapped matrix, shard by shard front to back."""
+    out = []
+    for job in jobs:
+        out.append((job, stored_stats(folder, job[2], job[3], keep)))
+        ahead.consumed(job[2].numel * DTYPE_BYTES[job[2].dtype])
+        bar.update(1)
+    return out
 
 
 def _input_axes(model: nn.Module) -> dict[str, int]:
