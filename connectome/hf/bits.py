@@ -1,8 +1,11 @@
-"""A stored matrix's :class:`~connectome.hf.kernel.Stats`, read straight from its shard's pages.
+"""A stored matrix's :class:`~connectome.hf.kernel.Stats`, read straight from its shard.
 
-The tensor's bytes are mapped (``mmap``) and viewed as integers of the dtype's width: nothing is
-copied, and the mapping is closed before the next tensor, so memory holds one tensor's pages at a
-time. Floats are read by their bits (value bits for zero, exponent bits for NaN/Inf), integers whole.
+Floats are read by their bits (value bits for zero, exponent bits for NaN/Inf), integers whole. A
+float matrix whose mask is not kept is read in row chunks of ``CHUNK`` bytes into two reused buffers
+and counted a word at a time (:mod:`connectome.hf.swar`): memory holds two chunks, whatever the
+tensor's size, and no page of the shard stays mapped. Otherwise (a mask kept, GPT-2's transposed
+Conv1D, integers, rows not in whole groups of 8) the tensor's bytes are mapped (``mmap``) and viewed
+as integers of the dtype's width, and the map is closed before the next tensor.
 
 Examples
 --------
