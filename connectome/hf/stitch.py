@@ -35,7 +35,7 @@ from typing import Any
 from torch import fx, nn
 
 from ..analysis import Analyzer
-from ..graph.trace import Traced, TraceError, trace
+from ..graph.trace import Traced, trace
 
 __all__ = ["StackAnalyzer", "stitched", "decoder_stack", "with_layers"]
 
@@ -57,7 +57,7 @@ def stitched(model: nn.Module, make: Callable[[int], nn.Module], **inputs: Any) 
     prefix, layers = stack
     try:
         two, three = trace(make(2), **inputs), trace(make(3), **inputs)
-    except (TraceError, Exception):  # the small copies cannot be built or traced: trace the model whole
+    except Exception:  # the small copies cannot be built or traced: trace the model whole
         return None
     if not _extend(two, prefix, 3) or _signature(two) != _signature(three):
         return None
@@ -124,13 +124,13 @@ def _extend(t: Traced, prefix: str, total: int) -> bool:
     src = last
     for i in range(k, total):
         params: dict[fx.Node, fx.Node] = {}
-        with t.graph.inserting_after(anchor):
-            for node, name in own.items():
-                new_name = f"{prefix}.{i}." + name[len(before) :]
+        for node, name in own.items():
+            new_name = f"{prefix}.{i}." + name[len(before) :]
+            with t.graph.inserting_after(anchor):  # placeholders stay ahead of every other node
                 p = t.graph.placeholder(_safe(new_name))
-                p.meta = dict(node.meta)
-                t.param_nodes[p], t.vals[p], params[node] = new_name, t.vals.get(node), p
-                anchor = p
+            p.meta = dict(node.meta)
+            t.param_nodes[p], t.vals[p], params[node] = new_name, t.vals.get(node), p
+            anchor = p
         src = _copy(t, last, params, src, index_prev, before, f"{prefix}.{i}.")
         t.opaque_weights |= {f"{prefix}.{i}." + w[len(before) :] for w in t.opaque_weights if w.startswith(before)}
     for n in tail:

@@ -193,8 +193,8 @@ def _load(folder: Folder, progress: bool | None, keep_masks: bool, during: Calla
         if stored is not None:
             key0 = recipes[stored].keys[0]
             jobs.append((folder.entries[key0].shard, folder.entries[key0].start, stored, names[0], pid))
-    # plain stored matrices are read from their mapped pages (no torch: they can be read in a thread);
-    # vectors (read for real) and matrices decoded or assembled from several keys, first, with torch
+    # vectors (read for real) and matrices decoded or assembled from several keys first; plain stored
+    # matrices after the trace, by their bits (stored_stats)
     mapped = []
     values: dict[str, torch.Tensor] = {}
     try:
@@ -213,7 +213,10 @@ def _load(folder: Folder, progress: bool | None, keep_masks: bool, during: Calla
         materialize(model, lambda name, param: values.get(name))
         if during is not None:  # the trace needs the model, not its matrices: the disk reads ahead meanwhile
             loaded.made = during(model)
-        for (stored, key, entry, axis), st in _read_mapped(folder, mapped, keep_masks, bar, ahead):
+        for stored, key, entry, axis in mapped:
+            st = stored_stats(folder, entry, axis, keep_masks)
+            ahead.consumed(entry.numel * DTYPE_BYTES[entry.dtype])
+            bar.update(1)
             if st.nonfinite:
                 loaded.nonfinite[recipes[stored].keys[0]] = st.nonfinite
             shape = entry.shape
@@ -236,16 +239,6 @@ def _add(loaded: Loaded, key: str, stored: str, s: Summary, nm: NMCount, mask: t
     loaded.nm[key] = nm
     if mask is not None:
         loaded.masks[key] = mask
-
-
-def _read_mapped(folder: Folder, jobs: list, keep: bool, bar: Any, ahead: Prefetch) -> list:
-    """``(job, Stats)`` of each mapped matrix, shard by shard front to back."""
-    out = []
-    for job in jobs:
-        out.append((job, stored_stats(folder, job[2], job[3], keep)))
-        ahead.consumed(job[2].numel * DTYPE_BYTES[job[2].dtype])
-        bar.update(1)
-    return out
 
 
 def _input_axes(model: nn.Module) -> dict[str, int]:
