@@ -1,0 +1,149 @@
+"""Compaction: the dead units an analysis finds, physically removed: a smaller dense model, same outputs.
+
+From one analysis (traced by torch.fx), every channel that no output depends on is removed, and every
+channel that no input reaches is removed after its constant is folded into the biases of the layers
+that read it. Channels joined by residual adds, concatenations and depthwise convolutions are decided
+together (:mod:`.channels`); what cannot be removed exactly is kept (:mod:`.plan`). The result is the
+traced graph around smaller modules (:mod:`.slicing`), checked in float64 against the original on random
+inputs before it is returned.
+
+Examples
+--------
+>>> import torch
+>>> from torch import nn
+>>> m = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+>>> with torch.no_grad(): _ = m[2].weight[:, :5].zero_()  # 5 hidden units reach no output
+>>> small = compact(m, input_shape=(1, 4))
+>>> small.get_submodule("0").out_features, small.compaction.params
+(3, (58, 23))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import fx, nn
+
+from ..io.errors import SpecError
+from .measure import max_error, params, random_inputs
+from .plan import Plan, clone, plan
+from .slicing import bake, build, carry_masks
+
+__all__ = ["compact", "Compaction", "CompactionError"]
+
+
+class CompactionError(SpecError):
+    """The model cannot be compacted (collapsed, or the result would not equal it)."""
+
+
+@dataclass
+class Compaction:
+    """What a compaction did: parameters (before, after), the largest relative output difference seen
+    in float64, and per layer the units kept of its input and output (``{layer: {"in": [kept, of],
+    "out": [kept, of]}}``)."""
+
+    params: tuple[int, int]
+    error: float
+    layers: dict[str, dict[str, list[int]]]
+    folded: list[str] = field(default_factory=list)  # layers whose bias took constants
+    kept_constant: int = 0  # channel classes kept: their constant could not be folded exactly
+    pinned: int = 0  # ops that keep every channel they touch (attention, reshapes...)
+    masks: dict[str, torch.Tensor] = field(default_factory=dict)  # the kept weights' masks
+
+    @property
+    def removed_units(self) -> int:
+        return sum(v["out"][1] - v["out"][0] for v in self.layers.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "params_before": self.params[0],
+            "params_after": self.params[1],
+            "max_relative_error": self.error,
+            "units_removed": self.removed_units,
+            "layers": self.layers,
+            "folded": self.folded,
+            "kept_constant": self.kept_constant,
+            "pinning_ops": self.pinned,
+        }
+
+
+def compact(
+    model: nn.Module,
+    example_inputs: Any = None,
+    input_shape: Any = None,
+    masks: Mapping[str, torch.Tensor] | None = None,
+    input_dtype: torch.dtype | None = None,
+    rtol: float = 1e-9,
+    trials: int = 3,
+    seed: int = 0,
+) -> fx.GraphModule:
+    """The model without its dead units; ``result.compaction`` is a :class:`Compaction`.
+
+    ``masks`` (name -> 0/1) override the model's own (prune-form masks, else its zeros) and are applied
+    to the weights. The model is compacted as in eval mode (batch norm by its running statistics). The
+    result is checked against the original in float64 on ``trials`` random inputs; beyond ``rtol``
+    relative, :class:`CompactionError` is raised and nothing is returned.
+    """
+    from ..analysis import analyze
+    from ..graph.trace import as_inputs
+
+    original = clone(model).eval()
+    if masks:
+        _apply(original, masks)
+    inputs = as_inputs(example_inputs, input_shape, input_dtype)
+    res = analyze(original, inputs, tracer="fx")
+    if res.collapsed:
+        raise CompactionError(
+            "the network is collapsed: no input reaches an output, so compacting it would leave nothing; "
+            "prune less, or check the masks"
+        )
+    dtypes = {n.removesuffix("_orig"): t.dtype for n, t in [*original.named_parameters(), *original.named_buffers()]}
+    model64 = clone(original).double()
+    checks = random_inputs(inputs, trials, seed, high=_vocab(original))
+    p = plan(res, original, checks[0])
+    plain, prune_masks = bake(model64)
+    small = build(p, plain)
+    err = max_error(model64, small, checks)
+    if not err <= rtol:
+        raise CompactionError(
+            f"the compacted model's outputs differ from the original's by {err:.3g} (relative, float64) "
+            f"beyond {rtol:g}: not compacted; please report this model"
+        )
+    _restore_dtypes(small, dtypes)
+    kept_masks = carry_masks(small, p, prune_masks)
+    small.compaction = _report(p, original, small, err, kept_masks)  # type: ignore[assignment]
+    return small
+
+
+def _apply(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> None:
+    with torch.no_grad():
+        for name, mask in masks.items():
+            p = model.get_parameter(name)
+            p.mul_(mask.to(p.dtype))
+
+
+def _vocab(model: nn.Module) -> int:
+    sizes = [m.num_embeddings for m in model.modules() if isinstance(m, nn.Embedding)]
+    return min(sizes) if sizes else 2
+
+
+def _restore_dtypes(gm: nn.Module, dtypes: dict[str, torch.dtype]) -> None:
+    """Back to the original's dtypes (the compaction and its check ran in float64)."""
+    for name, t in [*gm.named_parameters(), *gm.named_buffers()]:
+        if name in dtypes and t.dtype != dtypes[name]:
+            t.data = t.data.to(dtypes[name])
+
+
+def _report(p: Plan, original: nn.Module, small: nn.Module, err: float, masks: dict) -> Compaction:
+    layers = {}
+    for target, keep in p.keep.items():
+        row = {"out": [len(keep.rows if keep.rows is not None else keep.out), keep.units_out]}
+        if keep.inp is not None:
+            row["in"] = [len(keep.inp), keep.units_in]
+        layers[target] = row
+    return Compaction(
+        (params(original), params(small)), err, layers, sorted(p.folds), p.kept_constant, len(p.pinned), masks
+    )
