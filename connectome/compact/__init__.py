@@ -103,10 +103,16 @@ def compact(
     dtypes = {n.removesuffix("_orig"): t.dtype for n, t in [*original.named_parameters(), *original.named_buffers()]}
     model64 = clone(original).double()
     checks = random_inputs(inputs, trials, seed, high=_vocab(original))
-    p = plan(res, original, checks[0])
-    plain, prune_masks = bake(model64)
-    small = build(p, plain)
-    err = max_error(model64, small, checks)
+    for keep_one in (False, True):
+        p = plan(res, original, checks[0], keep_one)
+        plain, prune_masks = bake(model64)
+        small = build(p, plain)
+        try:
+            err = max_error(model64, small, checks)
+            break
+        except RuntimeError:  # an op that cannot take a tensor with no channel: each layer keeps one
+            if keep_one:
+                raise
     if not err <= rtol:
         raise CompactionError(
             f"the compacted model's outputs differ from the original's by {err:.3g} (relative, float64) "
@@ -131,10 +137,14 @@ def _vocab(model: nn.Module) -> int:
 
 
 def _restore_dtypes(gm: nn.Module, dtypes: dict[str, torch.dtype]) -> None:
-    """Back to the original's dtypes (the compaction and its check ran in float64)."""
+    """Back to the original's dtypes (the compaction and its check ran in float64); a bias or a constant
+    the compaction added takes the dtype of most of the model's parameters."""
+    floats = [d for d in dtypes.values() if d.is_floating_point]
+    common = max(set(floats), key=floats.count) if floats else torch.float32
     for name, t in [*gm.named_parameters(), *gm.named_buffers()]:
-        if name in dtypes and t.dtype != dtypes[name]:
-            t.data = t.data.to(dtypes[name])
+        want = dtypes.get(name, common if t.is_floating_point() else t.dtype)
+        if t.dtype != want:
+            t.data = t.data.to(want)
 
 
 def _report(p: Plan, original: nn.Module, small: nn.Module, err: float, masks: dict) -> Compaction:

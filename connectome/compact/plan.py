@@ -94,9 +94,10 @@ def _values(channels: Channels, model: nn.Module, inputs: tuple, nodes: set[fx.N
     return got
 
 
-def plan(analysis: Any, model: nn.Module, inputs: Any) -> Plan:
+def plan(analysis: Any, model: nn.Module, inputs: Any, keep_one: bool = False) -> Plan:
     """Decide what to remove from ``model`` given its ``analysis`` (fx-traced); ``inputs`` (float64) are
-    run once to read the constants of channels no input reaches."""
+    run once to read the constants of channels no input reaches. With ``keep_one``, every layer keeps at
+    least one channel and one row (for graphs where an op cannot take a tensor with no channel)."""
     ch = Channels.build(analysis)
     fwd, bwd = analysis.walk.fwd, analysis.walk.bwd
     n = len(ch.union.parent)
@@ -119,8 +120,13 @@ def plan(analysis: Any, model: nn.Module, inputs: Any) -> Plan:
     wanted |= {layer.calls[0][1] for layer in trims}
     values = _values(ch, model, inputs, wanted)
     refused = 0
-    while True:  # keeping a class only removes folds: this ends
+    while True:  # keeping a class only removes folds and empty layers: this ends
         kept = useful[roots]
+        # with keep_one, a layer keeps at least one channel: its first, dead as it is
+        empty = [int(layer.out_classes(ch)[0]) for layer in ch.layers.values() if not kept[layer.out_classes(ch)].any()]
+        if empty and keep_one:
+            useful[empty] = True
+            continue
         folds: dict[str, torch.Tensor] = {}
         bad: set[int] = set()
         for layer in cuts:
@@ -143,7 +149,7 @@ def plan(analysis: Any, model: nn.Module, inputs: Any) -> Plan:
             len(out),
         )
         if layer in trims:
-            _trim(keep[layer.target], layer, fwd, bwd, values)
+            _trim(keep[layer.target], layer, fwd, bwd, values, keep_one)
     return Plan(ch, keep, folds, refused, dict(ch.pinned_by))
 
 
@@ -181,7 +187,7 @@ def _pads(mod: nn.Module) -> bool:
     return any(p != 0 for p in (pad if isinstance(pad, tuple) else (pad,)))
 
 
-def _trim(keep: Keep, layer: Layer, fwd, bwd, values) -> None:
+def _trim(keep: Keep, layer: Layer, fwd, bwd, values, keep_one: bool) -> None:
     """Rows of a layer whose channels stay (their class lives elsewhere) but which are themselves dead:
     not computed, their channel filled with zero (no output needs it) or with its constant."""
     y = layer.calls[0][1]
@@ -208,7 +214,7 @@ def _trim(keep: Keep, layer: Layer, fwd, bwd, values) -> None:
         fill = {c: v for c, v in fill.items() if c // per in gone}
         keep.in_rows = np.asarray([i for i, g in enumerate(groups) if g not in gone], np.int64)
     rows = [int(c) for c in keep.out if c not in fill]
-    if fill and rows:  # a layer is never left with no row
+    if fill and (rows or not keep_one):
         keep.rows = np.asarray(rows, np.int64)
         keep.fills = np.asarray([fill[c] for c in keep.out if c in fill], np.float64)
     else:

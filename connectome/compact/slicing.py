@@ -16,7 +16,6 @@ Examples
 from __future__ import annotations
 
 import copy
-import operator
 from typing import Any
 
 import numpy as np
@@ -24,7 +23,7 @@ import torch
 from torch import fx, nn
 from torch.nn.utils import parametrize, prune
 
-from .channels import Layer
+from .edits import fill_in, stand_in
 from .plan import Keep, Plan, clone
 
 __all__ = ["bake", "build", "carry_masks"]
@@ -104,62 +103,19 @@ def build(plan: Plan, plain: nn.Module) -> fx.GraphModule:
     layers = plan.channels.layers
     with torch.no_grad():
         for target, keep in plan.keep.items():
-            _slice(plain.get_submodule(target), layers[target].kind, keep, plan.folds.get(target))
+            if len(keep.out) and (keep.rows is None or len(keep.rows)):
+                _slice(plain.get_submodule(target), layers[target].kind, keep, plan.folds.get(target))
     gm = fx.GraphModule(plain, copy.deepcopy(plan.channels.graph))
     for target, keep in plan.keep.items():
-        if keep.rows is not None:
-            _fill_in(gm, layers[target], keep)
+        layer = layers[target]
+        if len(keep.out) == 0 or (keep.rows is not None and len(keep.rows) == 0):
+            stand_in(gm, layer, keep)
+        elif keep.rows is not None:
+            fill_in(gm, layer, keep)
     gm.graph.lint()
     gm.recompile()
     gm.eval()
     return gm
-
-
-def _fill_in(gm: fx.GraphModule, layer: Layer, keep: Keep) -> None:
-    """After the layer's call, its missing channels put back: ``cat([y, constants])[perm]`` along its
-    output dim, with the constants made the shape of ``y`` by ``zeros_like`` (ops the analysis reads)."""
-    assert keep.rows is not None and keep.fills is not None
-    y = next(n for n in gm.graph.nodes if n.name == layer.calls[0][1].name)
-    name = layer.target.replace(".", "_")
-    order = {c: i for i, c in enumerate(keep.rows)}
-    missing = [c for c in keep.out if c not in order]
-    order.update({c: len(keep.rows) + i for i, c in enumerate(missing)})
-    perm = torch.tensor([order[c] for c in keep.out], dtype=torch.long)
-    weight: Any = gm.get_submodule(layer.target).weight
-    fill = torch.tensor(keep.fills, dtype=weight.dtype)
-    dim = layer.out_dim
-    if dim != -1:  # a channel dim before the spatial ones: the constants broadcast over them
-        fill = fill.reshape([-1] + [1] * _spatial(layer))
-    gm.register_buffer(f"{name}_fill", fill)
-    gm.register_buffer(f"{name}_perm", perm)
-    with gm.graph.inserting_after(y):
-        first = gm.graph.call_function(torch.narrow, (y, dim, 0, 1))
-    with gm.graph.inserting_after(first):
-        zeros = gm.graph.call_function(torch.zeros_like, (first,))
-    with gm.graph.inserting_after(zeros):
-        f = gm.graph.get_attr(f"{name}_fill")
-    with gm.graph.inserting_after(f):
-        block = gm.graph.call_function(operator.add, (zeros, f))
-    with gm.graph.inserting_after(block):
-        both = gm.graph.call_function(torch.cat, ([y, block], dim))
-    with gm.graph.inserting_after(both):
-        p = gm.graph.get_attr(f"{name}_perm")
-    with gm.graph.inserting_after(p):
-        full = gm.graph.call_function(torch.index_select, (both, dim, p))
-    y.replace_all_uses_with(full, delete_user_cb=lambda user: user not in (first, both))
-    if keep.in_rows is not None:  # a depthwise convolution reads only the channels of its groups left
-        gm.register_buffer(f"{name}_in", torch.as_tensor(keep.in_rows, dtype=torch.long))
-        x = y.args[0]
-        with gm.graph.inserting_before(y):
-            idx = gm.graph.get_attr(f"{name}_in")
-            sub = gm.graph.call_function(torch.index_select, (x, 1, idx))
-        y.replace_input_with(x, sub)
-
-
-def _spatial(layer: Layer) -> int:
-    """How many dims follow the channel dim of a convolution's output."""
-    mod = layer.module
-    return len(mod.kernel_size) if hasattr(mod, "kernel_size") else 0
 
 
 def carry_masks(gm: nn.Module, plan: Plan, masks: dict[tuple[str, str], torch.Tensor]) -> dict[str, torch.Tensor]:
