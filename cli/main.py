@@ -123,4 +123,4 @@ def main(ctx: click.Context, debug: bool) -> None:
     warnings.simplefilter("default" if debug else "ignore")
 
 
-from . import analyze, audit, prune, render, rules, sweep, train  # noqa: E402,F401  (commands register themselves on `main`)
+from . import analyze, audit, compact, prune, render, rules, sweep, train  # noqa: E402,F401  (commands register themselves on `main`)

@@ -92,12 +92,14 @@ def audit(
     progress: Callable[[str, float, int], None] | None = None,
     runner: Callable[[Analyzer], Analysis] | None = None,
     analyzer: Analyzer | None = None,
+    compaction: bool = True,
 ) -> AuditReport:
     """Analyse a loaded checkpoint and check it against the policies (see the module docs).
 
     ``runner`` runs the analysis on the traced model when the checkpoint's masks are not all in memory
     (a model folder read lazily: :func:`connectome.hf.proxy.analyze_lazily`); ``analyzer``, when given,
-    is ``ck.model`` already traced (a model folder traces while its weights are read)."""
+    is ``ck.model`` already traced (a model folder traces while its weights are read). With ``compaction``,
+    dead units found are compacted away (:func:`connectome.compact.compact`) to say what that saves."""
     fail_on = set(fail_on)
     check_policies(fail_on, claim_sparsity, max_dead_units)
     shape = input_shape or ck.input_shape
@@ -132,11 +134,17 @@ def audit(
             )
         elif m.note and not res.collapsed:
             findings.append(Finding("collapse-margin", "info", f"collapse margin not computed: {m.note}"))
+    sections: dict[str, Any] = {}
+    if compaction and not res.collapsed and any(f.code == "dead-units" for f in findings):
+        from .compact.preview import preview
+
+        message, sections["compaction"] = preview(ck.model, shape, ck.masks or None, input_dtype)
+        findings.append(Finding("compaction", "info", message))
     step("done", 3, 3)
     failed = sorted(
         {f.category for f in findings if f.severity == "error" and f.category in fail_on}, key=CATEGORIES.index
     )
-    return AuditReport(res, findings, m, failed, claim_sparsity, list(ck.notes) + list(res.notes), ck.path)
+    return AuditReport(res, findings, m, failed, claim_sparsity, [*ck.notes, *res.notes], ck.path, sections)
 
 
 def check_policies(fail_on: Iterable[str], claim_sparsity: float | None, max_dead_units: float | None) -> None:

@@ -82,10 +82,11 @@ def compact(
 ) -> fx.GraphModule:
     """The model without its dead units; ``result.compaction`` is a :class:`Compaction`.
 
-    ``masks`` (name -> 0/1) override the model's own (prune-form masks, else its zeros) and are applied
-    to the weights. The model is compacted as in eval mode (batch norm by its running statistics). The
-    result is checked against the original in float64 on ``trials`` random inputs; beyond ``rtol``
-    relative, :class:`CompactionError` is raised and nothing is returned.
+    ``masks`` (name -> 0/1) override the model's own (prune-form masks, else its zeros); masks in either
+    form are carried over to the kept weights, in prune form. The model is compacted as in eval mode
+    (batch norm by its running statistics). The result is checked against the original in float64 on
+    ``trials`` random inputs; beyond ``rtol`` relative, :class:`CompactionError` is raised and nothing
+    is returned.
     """
     from ..analysis import analyze
     from ..graph.trace import as_inputs
@@ -125,10 +126,15 @@ def compact(
 
 
 def _apply(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> None:
-    with torch.no_grad():
-        for name, mask in masks.items():
-            p = model.get_parameter(name)
-            p.mul_(mask.to(p.dtype))
+    """The masks as ``torch.nn.utils.prune`` masks on the model (a copy): carried over like its own."""
+    from torch.nn.utils import prune
+
+    for name, mask in masks.items():
+        path, _, attr = name.rpartition(".")
+        mod = model.get_submodule(path)
+        if hasattr(mod, attr + "_mask"):
+            prune.remove(mod, attr)
+        prune.custom_from_mask(mod, attr, mask.to(torch.float32))
 
 
 def _vocab(model: nn.Module) -> int:

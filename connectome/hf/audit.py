@@ -109,6 +109,7 @@ def audit_folder(
         tracer=tracer,
         runner=lazily if lazy else None,
         analyzer=loaded.made,
+        compaction=False,  # the skeleton holds no weights
     )
     rep.notes += loaded.notes
     rows = blocks(rep.analysis, loaded.model, loaded.model.config)
