@@ -62,3 +62,12 @@ def test_a_compacted_model_has_the_outputs_of_the_original_and_no_dead_unit(name
         assert all(ATTENTION[name] in d for d in dead), dead
     else:
         assert dead == []
+
+
+def test_a_compacted_resnet_exports_and_its_export_gives_the_same_outputs():
+    m = pruned("resnet18")
+    small = compact(m, input_shape=(1, 3, 32, 32))
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    ep = torch.export.export(small, (x,))
+    with torch.no_grad():
+        assert torch.equal(ep.module()(x), small(x))
