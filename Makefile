@@ -48,11 +48,13 @@ test: $(VENV)/.installed-test tools lint
 	CONNECTOME_STRICT_TOOLS=1 $(BIN)/python -m pytest
 
 bench: $(VENV)/.installed-test tools
+	$(BIN)/pip install -q -c $(CONSTRAINTS) -e '.[bench]'
 	$(BIN)/python benchmarks/bench_analyze.py
 	$(BIN)/python benchmarks/bench_render.py
 	$(BIN)/python benchmarks/bench_breadth.py
 	$(BIN)/python benchmarks/bench_train.py
 	$(BIN)/python benchmarks/bench_corenet.py
+	$(BIN)/python benchmarks/bench_compact.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -83,30 +83,40 @@ def torch_pruning(m: nn.Module, x: torch.Tensor) -> nn.Module:
 
 
 def _timed(fn):
+    """The result of ``fn()`` and the seconds it took."""
     start = time.perf_counter()
     out = fn()
     return out, time.perf_counter() - start
 
 
 def part1(names: list[str], size: int, runs: int) -> None:
-    print("Part 1: a quarter of the channels zeroed; connectome compact vs Torch-Pruning")
-    head = f"{'model':<13} {'params':>11} {'connectome':>11} {'error':>8} {'time':>6} {'Torch-Pr.':>11} {'error':>8} {'time':>6}"
-    print(head + f" {'GFLOPs':>7} {'conn.':>6} {'TP':>6} {'ms':>7} {'conn.':>7} {'TP':>7}")
+    print("Part 1: a quarter of the channels zeroed; connectome compact (every dead unit, and widths aligned")
+    print("to 8) vs Torch-Pruning; error: max relative output difference in float64; ms: CPU latency")
+    print(
+        f"{'model':<13} {'params':>11} {'conn.':>11} {'error':>8} {'align 8':>11} {'Torch-Pr.':>11} {'error':>8} "
+        f"{'GFLOPs':>7} {'conn.':>6} {'al. 8':>6} {'TP':>6} {'ms':>6} {'conn.':>6} {'al. 8':>6} {'TP':>6} "
+        f"{'t conn.':>7} {'t TP':>5}"
+    )
     for name in names:
         m = build(name, size, 0)
         zero_channels(m, 0.25, 1)
         x = torch.randn(1, 3, size, size)
         ours, t_ours = _timed(lambda: compact(m, input_shape=(1, 3, size, size)))
+        aligned = compact(m, input_shape=(1, 3, size, size), align=8)
         theirs, t_theirs = _timed(lambda: torch_pruning(m, x))
         m64, checks = copy.deepcopy(m).double(), [(torch.randn(2, 3, size, size, dtype=torch.float64),)]
         err_ours = max_error(m64, copy.deepcopy(ours).double(), checks)
         err_theirs = max_error(m64, copy.deepcopy(theirs).double(), checks)
-        g = [flops(k, (x,)) / 1e9 for k in (m, ours, theirs)]
-        ms = [latency(k, (x,), runs) * 1e3 for k in (m, ours, theirs)]
+        models = (m, ours, aligned, theirs)
+        g = [flops(k, (x,)) / 1e9 for k in models]
+        ms = [latency(k, (x,), runs) * 1e3 for k in models]
         print(
-            f"{name:<13} {params(m):>11,} {params(ours):>11,} {err_ours:>8.1e} {t_ours:>5.1f}s "
-            f"{params(theirs):>11,} {err_theirs:>8.1e} {t_theirs:>5.1f}s {g[0]:>7.2f} {g[1]:>6.2f} {g[2]:>6.2f} "
-            f"{ms[0]:>7.1f} {ms[1]:>7.1f} {ms[2]:>7.1f}",
+            f"{name:<13} {params(m):>11,} {params(ours):>11,} {err_ours:>8.1e} {params(aligned):>11,} "
+            f"{params(theirs):>11,} {err_theirs:>8.1e} "
+            + " ".join(f"{v:>{w}.2f}" for v, w in zip(g, (7, 6, 6, 6)))
+            + " "
+            + " ".join(f"{v:>6.1f}" for v in ms)
+            + f" {t_ours:>6.1f}s {t_theirs:>4.1f}s",
             flush=True,
         )
 
@@ -122,9 +132,12 @@ def random_masks(m: nn.Module, sparsity: float, seed: int) -> None:
 
 
 def part2(names: list[str], size: int, runs: int) -> None:
-    print("\nPart 2: random unstructured masks; what a channel pruner sees vs what connectome removes")
-    print(f"{'model':<13} {'sparsity':>8} {'units':>8} {'zero rows':>10} {'removed':>8} {'params':>11} {'after':>11} "
-          f"{'GFLOPs':>7} {'after':>6} {'ms':>7} {'after':>7}")
+    print("\nPart 2: random unstructured masks; output channels whose weights are all zero (what a channel")
+    print("pruner can see) vs the units connectome removes; what compaction leaves, exact and aligned to 8")
+    print(
+        f"{'model':<13} {'sparsity':>8} {'units':>7} {'zero rows':>9} {'removed':>7} {'params':>11} {'after':>11} "
+        f"{'align 8':>11} {'GFLOPs':>7} {'after':>6} {'al. 8':>6} {'ms':>6} {'after':>6} {'al. 8':>6}"
+    )
     for name in names:
         for sparsity in (0.99, 0.999):
             m = build(name, size, 0)
@@ -133,16 +146,20 @@ def part2(names: list[str], size: int, runs: int) -> None:
             units = sum(mod.weight.shape[0] for mod in layers)
             zero_rows = sum(int((~mod.weight.reshape(mod.weight.shape[0], -1).any(1)).sum()) for mod in layers)
             x = torch.randn(1, 3, size, size)
+            head = f"{name:<13} {sparsity:>8.1%} {units:>7,} {zero_rows:>9,}"
             try:
                 small = compact(m, input_shape=(1, 3, size, size))
+                aligned = compact(m, input_shape=(1, 3, size, size), align=8)
             except CompactionError as e:
-                print(f"{name:<13} {sparsity:>8.1%} {units:>8,} {zero_rows:>10,}  {str(e).split(':')[0]}", flush=True)
+                print(f"{head}  {str(e).split(':')[0]}", flush=True)
                 continue
-            g = [flops(k, (x,)) / 1e9 for k in (m, small)]
-            ms = [latency(k, (x,), runs) * 1e3 for k in (m, small)]
+            models = (m, small, aligned)
+            g = [flops(k, (x,)) / 1e9 for k in models]
+            ms = [latency(k, (x,), runs) * 1e3 for k in models]
             print(
-                f"{name:<13} {sparsity:>8.1%} {units:>8,} {zero_rows:>10,} {small.compaction.removed_units:>8,} "
-                f"{params(m):>11,} {params(small):>11,} {g[0]:>7.2f} {g[1]:>6.2f} {ms[0]:>7.1f} {ms[1]:>7.1f}",
+                f"{head} {small.compaction.removed_units:>7,} {params(m):>11,} {params(small):>11,} "
+                f"{params(aligned):>11,} {g[0]:>7.2f} {g[1]:>6.2f} {g[2]:>6.2f} {ms[0]:>6.1f} {ms[1]:>6.1f} "
+                f"{ms[2]:>6.1f}",
                 flush=True,
             )
 

@@ -72,10 +72,14 @@ class Layer:
 
 
 class _Union:
+    """Union-find over ids; the class of every id is cached between joins (asked once per layer)."""
+
     def __init__(self) -> None:
         self.parent = [PIN]
+        self._table: np.ndarray | None = None
 
     def fresh(self, n: int) -> torch.Tensor:
+        self._table = None
         start = len(self.parent)
         self.parent.extend(range(start, start + n))
         return torch.arange(start, start + n)
@@ -93,6 +97,7 @@ class _Union:
             if rb == PIN:
                 ra, rb = rb, ra
             self.parent[rb] = ra
+            self._table = None
 
     def join_pairs(self, a: torch.Tensor, b: torch.Tensor) -> None:
         pairs = torch.unique(torch.stack([a.reshape(-1), b.reshape(-1)], 1), dim=0)
@@ -108,8 +113,10 @@ class _Union:
         return self.find(u[0]) if u else PIN
 
     def roots(self, ids: np.ndarray) -> np.ndarray:
-        table = np.array([self.find(i) for i in range(len(self.parent))], np.int64)
-        return table[ids]
+        """The class of each id in ``ids``."""
+        if self._table is None:
+            self._table = np.array([self.find(i) for i in range(len(self.parent))], np.int64)
+        return self._table[ids]
 
 
 @dataclass

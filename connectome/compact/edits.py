@@ -122,7 +122,9 @@ def _stand_in(gm: fx.GraphModule, layer: Layer, keep: Keep, y: fx.Node) -> None:
 
 
 def _dtype(gm: fx.GraphModule, layer: Layer) -> torch.dtype:
-    return layer.module.weight.dtype if getattr(layer.module, "weight", None) is not None else torch.float32
+    """The dtype the compacted layer computes in (the copy's, float64 while it is checked)."""
+    weight = getattr(gm.get_submodule(layer.target), "weight", None)
+    return weight.dtype if isinstance(weight, torch.Tensor) else torch.float32
 
 
 def _spatial(layer: Layer) -> int:

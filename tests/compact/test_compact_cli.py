@@ -28,7 +28,7 @@ def _demo():
 
 def test_the_demo_model_compacts_to_a_file_with_the_same_outputs_and_no_dead_unit(tmp_path):
     out = str(tmp_path / "small.pt")
-    r = run("compact", DEMO, "-o", out, "--runs", "2")
+    r = run("compact", DEMO, "-o", out, "--runs", "2", "--align", "1")
     assert r.exit_code == 0, r.output
     assert "parameters" in r.output and "FLOPs" in r.output and "CPU latency" in r.output
     assert "checked: outputs agree" in r.output
@@ -70,7 +70,7 @@ def test_prune_masks_in_a_checkpoint_are_carried_to_the_written_model(tmp_path):
         f.write("import torch\n\ndef build():\n    return torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), ")
         f.write("torch.nn.Linear(8, 2))\n")
     out = str(tmp_path / "small.pt")
-    r = run("compact", f"{spec}:build", "--weights", weights, "--input-shape", "1,6", "-o", out, "--runs", "0")
+    r = run("compact", f"{spec}:build", "--weights", weights, "--input-shape", "1,6", "-o", out, "--runs", "0", "--align", "1")
     assert r.exit_code == 0, r.output
     small = torch.load(out, weights_only=False)
     first = small.get_submodule("0")

@@ -190,3 +190,16 @@ def test_a_module_called_twice_is_sliced_once_for_both_calls():
         m.g.weight[:, 3] = 0
     small = compact(m, input_shape=(1, 4))
     assert _same(m, small, (3, 4)) <= 1e-12
+
+
+def test_align_keeps_every_width_a_multiple_and_the_outputs_the_same():
+    m = nn.Sequential(nn.Conv2d(3, 32, 3), nn.ReLU(), nn.Conv2d(32, 24, 1), nn.ReLU(), nn.Conv2d(24, 2, 1))
+    with torch.no_grad():
+        m[2].weight[:, 3:14] = 0  # 11 of the first 32 channels reach no output
+        m[4].weight[:, 20:] = 0  # 4 of the next 24
+    small = compact(m, input_shape=(1, 3, 8, 8), align=8)
+    assert small.get_submodule("0").out_channels == 24  # 21 kept, rounded up to 24
+    assert small.get_submodule("2").out_channels == 24  # 20 kept: all 24 (no multiple of 8 below)
+    assert _same(m, small, (2, 3, 8, 8)) <= 1e-12
+    exact = compact(m, input_shape=(1, 3, 8, 8))
+    assert (exact.get_submodule("0").out_channels, exact.get_submodule("2").out_channels) == (21, 20)
