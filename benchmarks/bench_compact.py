@@ -10,7 +10,7 @@ Part 2, random unstructured masks at 99% and 99.9% (narrow layers, a depthwise k
 what a channel pruner can see (output channels whose weights are all zero) against the units
 connectome removes (no path from the inputs or to the outputs), and what compaction leaves.
 
-Usage: python benchmarks/bench_compact.py [--size 224] [--models resnet18,...] [--runs 10]
+Usage: python benchmarks/bench_compact.py [--size 224] [--models resnet18,...] [--runs 10] [--part 1|2|both]
 (needs the bench extra: pip install 'connectome[bench]'; --size 64 runs in a few minutes on a laptop).
 """
 
@@ -169,10 +169,13 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=224, help="Input height and width.")
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--runs", type=int, default=10, help="Calls timed per latency.")
+    ap.add_argument("--part", choices=["1", "2", "both"], default="both")
     args = ap.parse_args()
     names = args.models.split(",")
-    part1(names, args.size, args.runs)
-    part2(names, args.size, args.runs)
+    if args.part in ("1", "both"):
+        part1(names, args.size, args.runs)
+    if args.part in ("2", "both"):
+        part2(names, args.size, args.runs)
 
 
 if __name__ == "__main__":

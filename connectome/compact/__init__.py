@@ -42,8 +42,8 @@ class CompactionError(SpecError):
 @dataclass
 class Compaction:
     """What a compaction did: parameters (before, after), the largest relative output difference seen
-    in float64, and per layer the units kept of its input and output (``{layer: {"in": [kept, of],
-    "out": [kept, of]}}``)."""
+    in float64, and per layer with units (linear, convolution, embedding) the units kept of its input
+    and output (``{layer: {"in": [kept, of], "out": [kept, of]}}``)."""
 
     params: tuple[int, int]
     error: float
@@ -160,6 +160,8 @@ def _restore_dtypes(gm: nn.Module, dtypes: dict[str, torch.dtype]) -> None:
 def _report(p: Plan, original: nn.Module, small: nn.Module, err: float, masks: dict, align: int) -> Compaction:
     layers = {}
     for target, keep in p.keep.items():
+        if p.channels.layers[target].kind == "norm":  # a norm's channels are its input's units, not its own
+            continue
         row = {"out": [len(keep.rows if keep.rows is not None else keep.out), keep.units_out]}
         if keep.inp is not None:
             row["in"] = [len(keep.inp), keep.units_in]

@@ -129,7 +129,7 @@ def plan(analysis: Any, model: nn.Module, inputs: Any, keep_one: bool = False, a
         if empty and keep_one:
             useful[empty] = True
             continue
-        if align > 1 and _align(ch, useful, roots, align):
+        if align > 1 and _align(ch, useful, align):
             continue
         folds: dict[str, torch.Tensor] = {}
         bad: set[int] = set()
@@ -157,7 +157,7 @@ def plan(analysis: Any, model: nn.Module, inputs: Any, keep_one: bool = False, a
     return Plan(ch, keep, folds, refused, dict(ch.pinned_by))
 
 
-def _align(ch: Channels, useful: np.ndarray, roots: np.ndarray, align: int) -> bool:
+def _align(ch: Channels, useful: np.ndarray, align: int) -> bool:
     """Add back removed classes until every layer keeps a multiple of ``align`` channels; whether any was."""
     changed = False
     for layer in ch.layers.values():
@@ -173,27 +173,29 @@ def _align(ch: Channels, useful: np.ndarray, roots: np.ndarray, align: int) -> b
 
 def _fold(ch: Channels, layer: Layer, kept: np.ndarray, roots: np.ndarray, fwd, bwd, values) -> tuple:
     """The bias increment of ``layer`` from the removed constant channels it reads, and the classes whose
-    constant cannot be folded exactly."""
-    mod = layer.module
+    constant cannot be folded exactly (it varies over positions or calls, or meets padding)."""
     classes = layer.in_classes(ch)
-    fold: torch.Tensor | None = None
-    bad: set[int] = set()
-    for x, _ in layer.calls[:1]:  # every call reads the same classes; the first call's values
+    constants: dict[int, list[torch.Tensor]] = {}  # removed channel -> its values, per call that needs it
+    for x, _ in layer.calls:
         assert x is not None
-        ids = ch.ids[x]
-        shape = tuple(ids.shape)
+        shape = tuple(ch.ids[x].shape)
         needed = _alive(bwd.get(x), shape) & ~_alive(fwd.get(x), shape)
         need = np.moveaxis(needed, layer.in_dim, 0).reshape(shape[layer.in_dim], -1).any(1)
         val = values[x].movedim(layer.in_dim, 0).reshape(shape[layer.in_dim], -1)
         for c in np.flatnonzero(need & ~kept[classes]):
-            v = val[c]
-            if not bool((v == 0).all()):
-                if float(v.max() - v.min()) > 1e-12 * max(1.0, float(v.abs().max())) or _pads(mod):
-                    bad.add(int(roots[classes[c]]))
-                    continue
-                w = mod.weight.detach().double()
-                col = w[:, c].reshape(w.shape[0], -1).sum(1) * float(v[0])
-                fold = col if fold is None else fold + col
+            constants.setdefault(int(c), []).append(val[c])
+    fold: torch.Tensor | None = None
+    bad: set[int] = set()
+    for c, vs in constants.items():
+        v = torch.cat(vs)
+        if bool((v == 0).all()):
+            continue
+        if float(v.max() - v.min()) > 1e-12 * max(1.0, float(v.abs().max())) or _pads(layer.module):
+            bad.add(int(roots[classes[c]]))
+            continue
+        w = layer.module.weight.detach().double()
+        col = w[:, c].reshape(w.shape[0], -1).sum(1) * float(v[0])
+        fold = col if fold is None else fold + col
     return fold, bad
 
 

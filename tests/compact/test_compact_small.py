@@ -203,3 +203,26 @@ def test_align_keeps_every_width_a_multiple_and_the_outputs_the_same():
     assert _same(m, small, (2, 3, 8, 8)) <= 1e-12
     exact = compact(m, input_shape=(1, 3, 8, 8))
     assert (exact.get_submodule("0").out_channels, exact.get_submodule("2").out_channels) == (21, 20)
+
+
+def test_a_layer_called_twice_on_different_constants_keeps_the_channel():
+    class Shared(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.h = nn.Linear(2, 3), nn.Linear(2, 3), nn.Linear(3, 2)
+
+        def forward(self, x):
+            return self.h(torch.relu(self.a(x))) + self.h(torch.relu(self.b(x)))
+
+    m = Shared()
+    with torch.no_grad():
+        m.a.weight[0], m.a.bias[0] = 0, 1.0  # channel 0 holds 1 in the first call, 2 in the second
+        m.b.weight[0], m.b.bias[0] = 0, 2.0
+    small = compact(m, input_shape=(1, 2))
+    assert small.get_submodule("h").in_features == 3 and small.compaction.kept_constant == 1
+    assert _same(m, small, (4, 2)) <= 1e-12
+    with torch.no_grad():
+        m.b.bias[0] = 1.0  # the same constant in both calls: folded once, for both
+    small = compact(m, input_shape=(1, 2))
+    assert small.get_submodule("h").in_features == 2
+    assert small.compaction.error <= 1e-12
