@@ -32,6 +32,7 @@ MODELS = ["resnet18", "resnet50", "mobilenet_v2", "densenet121", "vit_b_16"]
 
 def build(name: str, size: int, seed: int) -> nn.Module:
     kw = {"image_size": size} if name.startswith("vit") else {}
+    torch.manual_seed(seed)  # torchvision initialises from the global generator
     m = getattr(torchvision.models, name)(**kw).eval()
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
