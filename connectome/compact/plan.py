@@ -182,8 +182,8 @@ def _fold(ch: Channels, layer: Layer, kept: np.ndarray, roots: np.ndarray, fwd, 
         needed = _alive(bwd.get(x), shape) & ~_alive(fwd.get(x), shape)
         need = np.moveaxis(needed, layer.in_dim, 0).reshape(shape[layer.in_dim], -1).any(1)
         val = values[x].movedim(layer.in_dim, 0).reshape(shape[layer.in_dim], -1)
-        for c in np.flatnonzero(need & ~kept[classes]):
-            constants.setdefault(int(c), []).append(val[c])
+        for i in np.flatnonzero(need & ~kept[classes]).tolist():
+            constants.setdefault(i, []).append(val[i])
     fold: torch.Tensor | None = None
     bad: set[int] = set()
     for c, vs in constants.items():

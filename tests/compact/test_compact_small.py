@@ -226,3 +226,40 @@ def test_a_layer_called_twice_on_different_constants_keeps_the_channel():
     small = compact(m, input_shape=(1, 2))
     assert small.get_submodule("h").in_features == 2
     assert small.compaction.error <= 1e-12
+
+
+class Encoder(nn.Module):
+    """A block as torchvision's ViT has it: attention called without weights, then an MLP."""
+
+    def __init__(self, weights: bool = False):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+        self.mlp = nn.Sequential(nn.Linear(8, 16), nn.GELU(), nn.Linear(16, 8))
+        self.weights = weights
+
+    def forward(self, x):
+        y, _ = self.attn(x, x, x, need_weights=self.weights)
+        return self.mlp(x + y)
+
+
+def test_attention_projections_lose_their_dead_rows_and_heads_keep_their_width():
+    m = Encoder()
+    with torch.no_grad():
+        m.attn.in_proj_weight[1] = 0  # a query row: its channel holds its bias
+        m.attn.out_proj.weight[3] = 0  # an output row: its channel holds its bias
+    small = compact(m, input_shape=(1, 5, 8))
+    assert small.compaction.layers["attn.q"]["out"] == [7, 8]
+    assert small.compaction.layers["attn.out"]["out"] == [7, 8]
+    assert small.compaction.error <= 1e-12
+    res = analyze(small, input_shape=(1, 5, 8))
+    assert all(row["dead_in"] == row["dead_out"] == 0 for row in res.layers)
+
+
+def test_attention_whose_weights_are_used_stays_whole_and_the_rest_is_compacted():
+    m = Encoder(weights=True)
+    with torch.no_grad():
+        m.mlp[2].weight[:, :4] = 0
+    small = compact(m, input_shape=(1, 5, 8))
+    assert "attn.q" not in small.compaction.layers
+    assert small.compaction.layers["mlp.0"]["out"] == [12, 16]
+    assert small.compaction.error <= 1e-12

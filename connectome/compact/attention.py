@@ -1,0 +1,89 @@
+"""``nn.MultiheadAttention`` opened up, so that its projections can be sliced like any linear layer.
+
+``nn.MultiheadAttention`` keeps its query, key and value projections in one ``in_proj_weight`` and runs
+as one opaque call: a dead row of a projection could not be removed. :class:`SplitAttention` computes the
+same function from four ``nn.Linear`` layers (``q``, ``k``, ``v``, ``out``) and
+``scaled_dot_product_attention``; traced, its projections are layers of their own. Heads keep one width
+(the reshape into heads keeps every channel), but a dead row of a projection is no longer computed: its
+channel holds its constant (:mod:`connectome.compact.edits`).
+
+Examples
+--------
+>>> import torch
+>>> mha = torch.nn.MultiheadAttention(8, 2, batch_first=True).eval()
+>>> x = torch.randn(1, 5, 8)
+>>> split = SplitAttention.of(mha)
+>>> torch.allclose(split(x, x, x, need_weights=False)[0], mha(x, x, x, need_weights=False)[0], atol=1e-6)
+True
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["SplitAttention", "open_attention"]
+
+
+class SplitAttention(nn.Module):
+    """Batch-first multi-head attention from four linear layers (no masks, no attention weights)."""
+
+    def __init__(self, embed_dim: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.q, self.k, self.v = (
+            nn.Linear(embed_dim, embed_dim),
+            nn.Linear(embed_dim, embed_dim),
+            nn.Linear(embed_dim, embed_dim),
+        )
+        self.out = nn.Linear(embed_dim, embed_dim)
+
+    @staticmethod
+    def of(mha: nn.MultiheadAttention) -> SplitAttention:
+        """The same attention as ``mha`` (batch first, one embedding width, biases as ``mha`` has them)."""
+        e = mha.embed_dim
+        split = SplitAttention(e, mha.num_heads).to(mha.in_proj_weight.dtype)
+        with torch.no_grad():
+            for i, lin in enumerate((split.q, split.k, split.v)):
+                lin.weight.copy_(mha.in_proj_weight[i * e : (i + 1) * e])
+                if mha.in_proj_bias is not None:
+                    lin.bias.copy_(mha.in_proj_bias[i * e : (i + 1) * e])
+                else:
+                    lin.bias.zero_()
+            split.out.weight.copy_(mha.out_proj.weight)
+            if mha.out_proj.bias is not None:
+                split.out.bias.copy_(mha.out_proj.bias)
+            else:
+                split.out.bias.zero_()
+        return split.train(mha.training)
+
+    def forward(self, query, key, value, key_padding_mask=None, need_weights=True, attn_mask=None, **kw):
+        if key_padding_mask is not None or attn_mask is not None or need_weights:
+            raise ValueError("SplitAttention computes no masks and no attention weights")
+        h = self.num_heads
+        q, k, v = (x.unflatten(-1, (h, -1)).transpose(1, 2) for x in (self.q(query), self.k(key), self.v(value)))
+        y = F.scaled_dot_product_attention(q, k, v)
+        return self.out(y.transpose(1, 2).flatten(2)), None
+
+
+def open_attention(model: nn.Module) -> int:
+    """Replace, in place, every ``nn.MultiheadAttention`` that :class:`SplitAttention` computes alike
+    (batch first, query, key and value of one width, no bias_k/bias_v, no dropout in eval); how many."""
+    swapped = 0
+    for name, mod in list(model.named_modules()):
+        if isinstance(mod, nn.MultiheadAttention) and _plain(mod):
+            parent_name, _, attr = name.rpartition(".")
+            setattr(model.get_submodule(parent_name) if parent_name else model, attr, SplitAttention.of(mod))
+            swapped += 1
+    return swapped
+
+
+def _plain(mha: nn.MultiheadAttention) -> bool:
+    return bool(
+        mha.batch_first
+        and mha._qkv_same_embed_dim
+        and mha.bias_k is None
+        and mha.bias_v is None
+        and not mha.add_zero_attn
+    )
