@@ -186,6 +186,7 @@ def _fold(ch: Channels, layer: Layer, kept: np.ndarray, roots: np.ndarray, fwd, 
             constants.setdefault(i, []).append(val[i])
     fold: torch.Tensor | None = None
     bad: set[int] = set()
+    w: torch.Tensor | None = None
     for c, vs in constants.items():
         v = torch.cat(vs)
         if bool((v == 0).all()):
@@ -193,7 +194,8 @@ def _fold(ch: Channels, layer: Layer, kept: np.ndarray, roots: np.ndarray, fwd, 
         if float(v.max() - v.min()) > 1e-12 * max(1.0, float(v.abs().max())) or _pads(layer.module):
             bad.add(int(roots[classes[c]]))
             continue
-        w = layer.module.weight.detach().double()
+        if w is None:
+            w = layer.module.weight.detach().double()
         col = w[:, c].reshape(w.shape[0], -1).sum(1) * float(v[0])
         fold = col if fold is None else fold + col
     return fold, bad
