@@ -71,6 +71,7 @@ def compact(
     from connectome.compact import Compaction
     from connectome.compact import compact as compact_model
     from connectome.compact.measure import flops, latency
+    from connectome.compact.slicing import bake
 
     if not output.endswith((".pt", ".pth", ".pt2")):
         raise SpecError(f"-o {output}: write a .pt (the module) or a .pt2 (an exported program)")
@@ -88,11 +89,13 @@ def compact(
     inputs = as_inputs(None, shape, dtype)
     if dtype.is_floating_point:
         inputs = tuple(torch.randn_like(x) for x in inputs)
+    # both as dense models, masks multiplied in (a prune hook per call would be timed too otherwise)
+    before, after = bake(ck.model.eval())[0], bake(small)[0]
     figures = {
-        "flops_before": flops(ck.model.eval(), inputs),
-        "flops_after": flops(small, inputs),
-        "latency_before_s": latency(ck.model, inputs, runs) if runs else None,
-        "latency_after_s": latency(small, inputs, runs) if runs else None,
+        "flops_before": flops(before, inputs),
+        "flops_after": flops(after, inputs),
+        "latency_before_s": latency(before, inputs, runs) if runs else None,
+        "latency_after_s": latency(after, inputs, runs) if runs else None,
     }
     write_atomic(output, _serialise(small, output, inputs), inputs=(weights, model))
     if as_json:
