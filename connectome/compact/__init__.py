@@ -101,8 +101,8 @@ def compact(
     inputs = as_inputs(example_inputs, input_shape, input_dtype)
     model64 = clone(original).double()
     checks = random_inputs(inputs, trials, seed, high=_vocab(original))
-    opened = clone(original)
-    if open_attention(opened):  # projections sliced row by row; where that fails, attention stays whole
+    opened = clone(original) if any(isinstance(m, nn.MultiheadAttention) for m in original.modules()) else None
+    if opened is not None and open_attention(opened):  # projections sliced by row; failing that, whole
         try:
             return _compact(opened, model64, inputs, checks, rtol, align)
         except CompactionError as e:
@@ -127,7 +127,8 @@ def _compact(original: nn.Module, model64: nn.Module, inputs: tuple, checks: lis
     dtypes = {n.removesuffix("_orig"): t.dtype for n, t in [*original.named_parameters(), *original.named_buffers()]}
     for keep_one in (False, True):
         p = plan(res, original, checks[0], keep_one, align)
-        plain, prune_masks = bake(clone(original).double())
+        # in float64 before baking: a parametrization (weight norm) computes as the float64 model does
+        plain, prune_masks = bake(clone(original).double(), copy_first=False)
         small = build(p, plain)
         try:
             err = max_error(model64, small, checks)

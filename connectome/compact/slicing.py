@@ -29,10 +29,11 @@ from .plan import Keep, Plan, clone
 __all__ = ["bake", "build", "carry_masks"]
 
 
-def bake(model: nn.Module) -> tuple[nn.Module, dict[tuple[str, str], torch.Tensor]]:
-    """A copy of ``model`` whose pruned and parametrized weights are plain parameters (their current
-    values), and the prune-form masks it had, by (module path, parameter name)."""
-    plain = clone(model)
+def bake(model: nn.Module, copy_first: bool = True) -> tuple[nn.Module, dict[tuple[str, str], torch.Tensor]]:
+    """A copy of ``model`` (``model`` itself without ``copy_first``) whose pruned and parametrized weights
+    are plain parameters (their current values), and the prune-form masks it had, by (module path,
+    parameter name)."""
+    plain = clone(model) if copy_first else model
     masks: dict[tuple[str, str], torch.Tensor] = {}
     for path, mod in plain.named_modules():
         for hook in list(mod._forward_pre_hooks.values()):
