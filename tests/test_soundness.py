@@ -68,3 +68,20 @@ def test_swin3d_analyses_through_empty_slices_and_is_sound():
     assert res.unsupported_ops == [] and 0 < res.params_effective < res.params_nonzero
     x = torch.randn(shape)
     assert torch.equal(outputs(model, x), outputs(apply_masks(model, res.effective_masks), x))
+
+
+@pytest.mark.parametrize("tracer", ["fx", "export"])
+def test_swin_v2_position_bias_mlp_stays_effective(tracer):
+    """V2's position bias is computed by a small MLP from constants and shapes every attention score:
+    its weights make a constant that meets live signal, so zeroing them would change the outputs."""
+    sw = pytest.importorskip("torchvision.models.swin_transformer")
+    torch.manual_seed(0)
+    model = sw.SwinTransformer([4, 4], 16, [2, 2], [2, 4], [4, 4], block=sw.SwinTransformerBlockV2,
+                               downsample_layer=sw.PatchMergingV2, num_classes=5)
+    base = zero_additive(model)
+    model = apply_masks(base, random_masks(base, 0.5, seed=0))
+    res = connectome.analyze(model, input_shape=(1, 3, 24, 24), tracer=tracer)
+    assert res.unsupported_ops == []
+    assert res.effective_masks["features.1.0.attn.cpb_mlp.2.weight"].any()
+    x = torch.randn(2, 3, 24, 24)
+    assert torch.equal(outputs(model, x), outputs(apply_masks(model, res.effective_masks), x))

@@ -32,6 +32,7 @@ from .attention import open_attention
 from .measure import max_error, params, random_inputs
 from .plan import Plan, clone, plan
 from .slicing import bake, build, carry_masks
+from .window import is_window_attention, open_windows
 
 __all__ = ["compact", "Compaction", "CompactionError"]
 
@@ -99,23 +100,26 @@ def compact(
     if masks:
         _apply(original, masks)
     inputs = as_inputs(example_inputs, input_shape, input_dtype)
-    model64 = clone(original).double()
+    # baked: nn.MultiheadAttention reads a pruned out_proj.weight that only a call of out_proj refreshes
+    model64 = bake(clone(original).double(), copy_first=False)[0]
     checks = random_inputs(inputs, trials, seed, high=_vocab(original))
-    opened = clone(original) if any(isinstance(m, nn.MultiheadAttention) for m in original.modules()) else None
-    if opened is not None and open_attention(opened):  # projections sliced by row; failing that, whole
+    dtypes = {n.removesuffix("_orig"): t.dtype for n, t in [*original.named_parameters(), *original.named_buffers()]}
+    # opened in float64: a constant the opened module computes once (Swin V2's position bias) is model64's
+    opened = clone(original).double() if any(_opens(m) for m in original.modules()) else None
+    if opened is not None and open_attention(opened) + open_windows(opened):  # sliced by row; else whole
         try:
-            return _compact(opened, model64, inputs, checks, rtol, align)
+            return _compact(opened, model64, inputs, checks, rtol, align, dtypes)
         except CompactionError as e:
             if "collapsed" in str(e):
                 raise
         except Exception:
             pass
-    return _compact(original, model64, inputs, checks, rtol, align)
+    return _compact(original, model64, inputs, checks, rtol, align, dtypes)
 
 
-def _compact(original: nn.Module, model64: nn.Module, inputs: tuple, checks: list, rtol: float, align: int):
+def _compact(original: nn.Module, model64: nn.Module, inputs: tuple, checks: list, rtol: float, align: int, dtypes):
     """Compact ``original`` (eval mode, masks applied) and check it against ``model64`` (the float64 model
-    it stands for)."""
+    it stands for); parameters and buffers get back ``dtypes`` (by name; the float64 run's are not kept)."""
     from ..analysis import analyze
 
     res = analyze(original, inputs, tracer="fx")
@@ -124,7 +128,6 @@ def _compact(original: nn.Module, model64: nn.Module, inputs: tuple, checks: lis
             "the network is collapsed: no input reaches an output, so compacting it would leave nothing; "
             "prune less, or check the masks"
         )
-    dtypes = {n.removesuffix("_orig"): t.dtype for n, t in [*original.named_parameters(), *original.named_buffers()]}
     for keep_one in (False, True):
         p = plan(res, original, checks[0], keep_one, align)
         # in float64 before baking: a parametrization (weight norm) computes as the float64 model does
@@ -157,6 +160,10 @@ def _apply(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> None:
         if hasattr(mod, attr + "_mask"):
             prune.remove(mod, attr)
         prune.custom_from_mask(mod, attr, mask.to(torch.float32))
+
+
+def _opens(m: nn.Module) -> bool:
+    return isinstance(m, nn.MultiheadAttention) or is_window_attention(m)
 
 
 def _vocab(model: nn.Module) -> int:

@@ -56,6 +56,7 @@ class SplitAttention(nn.Module):
                 split.out.bias.copy_(mha.out_proj.bias)
             else:
                 split.out.bias.zero_()
+        _carry_prune_masks(mha, split)
         return split.train(mha.training)
 
     def forward(self, query, key, value, key_padding_mask=None, need_weights=True, attn_mask=None, **kw):
@@ -65,6 +66,21 @@ class SplitAttention(nn.Module):
         q, k, v = (x.unflatten(-1, (h, -1)).transpose(1, 2) for x in (self.q(query), self.k(key), self.v(value)))
         y = F.scaled_dot_product_attention(q, k, v)
         return self.out(y.transpose(1, 2).flatten(2)), None
+
+
+def _carry_prune_masks(mha: nn.MultiheadAttention, split: SplitAttention) -> None:
+    """``torch.nn.utils.prune`` masks of ``mha`` (packed ``in_proj_weight``, ``out_proj.weight``) put on the
+    split layers, so that the compaction carries them over like any layer's."""
+    from torch.nn.utils import prune
+
+    e = mha.embed_dim
+    packed = getattr(mha, "in_proj_weight_mask", None)
+    if packed is not None:
+        for i, lin in enumerate((split.q, split.k, split.v)):
+            prune.custom_from_mask(lin, "weight", packed[i * e : (i + 1) * e])
+    out = getattr(mha.out_proj, "weight_mask", None)
+    if out is not None:
+        prune.custom_from_mask(split.out, "weight", out)
 
 
 def open_attention(model: nn.Module) -> int:

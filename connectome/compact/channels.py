@@ -32,6 +32,8 @@ import numpy as np
 import torch
 from torch import fx, nn
 
+from .window import window_merge, window_partition
+
 PIN = 0  # the class of every channel that must stay
 
 # ops that only move elements: run on the ids, they put each id where the value goes
@@ -44,6 +46,8 @@ MOVES = {
     torch.squeeze,
     torch.unsqueeze,
     operator.getitem,
+    window_partition,
+    window_merge,
 }
 MOVE_METHODS = {"flatten", "permute", "transpose", "contiguous", "squeeze", "unsqueeze"}
 CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)

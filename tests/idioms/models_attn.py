@@ -198,6 +198,46 @@ class FactorisedClsToken(nn.Module):
         return self.out(F.relu(self.head((k @ (h.transpose(-1, -2) @ h).softmax(-1))[:, 0])))
 
 
+class SwinWindows(nn.Module):
+    """Swin's shifted-window attention as the compaction opens it (connectome.compact.window): qkv and proj
+    called as modules around window partition, a shift mask from sizes, and window merge. 5x6 tokens in
+    4x4 windows: padded, rolled, masked."""
+
+    def __init__(self, v2: bool = False):
+        super().__init__()
+        from torchvision.models.swin_transformer import ShiftedWindowAttention, ShiftedWindowAttentionV2
+
+        from connectome.compact.window import WindowAttention
+
+        cls = ShiftedWindowAttentionV2 if v2 else ShiftedWindowAttention
+        self.a = nn.Linear(6, D)
+        self.attn = WindowAttention.of(cls(D, [4, 4], [2, 2], 2))
+        self.out = nn.Linear(D, 3)
+
+    def forward(self, x):                         # (B, 30, 6): 5x6 tokens
+        h = F.relu(self.a(x)).unflatten(1, (5, 6))
+        return self.out(self.attn(h).flatten(1, 2))
+
+
+class MaskFromMlp(nn.Module):
+    """Swin V2's idea: attention scores biased by a small MLP of constant coordinates, as sdpa's attn_mask."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(6, D)
+        self.qkv, self.proj = nn.Linear(D, 3 * D), nn.Linear(D, 3)
+        self.mlp = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 2))
+        self.register_buffer("coords", torch.randn(25, 2))
+
+    def forward(self, x):
+        h = F.relu(self.a(x))
+        b, t, _ = h.shape
+        q, k, v = self.qkv(h).view(b, t, 3, 2, 4).permute(2, 0, 3, 1, 4).unbind(0)
+        bias = self.mlp(self.coords).view(5, 5, 2).permute(2, 0, 1)
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        return self.proj(o.transpose(1, 2).flatten(2))
+
+
 _T = (randn(2, 5, 6),)
 _MHA_KILL = kills(rows("a.weight", 0, 1), cols("out.weight", 4))
 _ENC_KILL = kills(rows("a.weight", 0, 1), rows("enc.linear1.weight", 3))
@@ -231,6 +271,14 @@ IDIOMS = [
           note="kv head 0 has no values: query heads 0, 1 and wo columns 0..3 are ineffective"),
     Idiom("sdpa_is_causal_heads", "attn", seeded(SdpaCausalHeads), _T,
           kills(rows("a.weight", 0, 1), rows("qkv.weight", 2 * D + 5))),
+    Idiom("swin_window_attention", "attn", seeded(SwinWindows), (randn(2, 30, 6),),
+          kills(rows("a.weight", 0, 1), rows("attn.qkv.weight", 2 * D + 3), cols("out.weight", 5))),
+    Idiom("swin_v2_cosine_window_attention", "attn", seeded(SwinWindows, True), (randn(2, 30, 6),),
+          kills(rows("a.weight", 0, 1), rows("attn.qkv.weight", 2 * D + 3), cols("out.weight", 5)),
+          note="normalised q and k times a learned scale; the position bias frozen into a buffer"),
+    Idiom("sdpa_mask_from_mlp", "attn", seeded(MaskFromMlp), _T,
+          kills(rows("a.weight", 0, 1), rows("qkv.weight", 2 * D + 3)),
+          note="an additive mask computed from constants by a small MLP: its weights stay effective"),
     Idiom("cls_token_norm_times_input", "attn", seeded(FactorisedClsToken), _T, kills(rows("head.weight", 0)),
           note="the output reads only the class token's row: constant, yet it multiplies live signal"),
 ]

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import fx, nn
 
 from ..status import Status, union
 from .base import Ctx, Op, Weight, rule
@@ -62,8 +62,8 @@ class SDPA(Op):
     multi = True
     couples = True
 
-    def __init__(self, order: list[int], out_shape: tuple):
-        self.order, self.out_shape = order, out_shape
+    def __init__(self, order: list[int], out_shape: tuple, mask: int | None = None):
+        self.order, self.out_shape, self.mask = order, out_shape, mask  # mask: input index of attn_mask
 
     def _qkv(self, ins: list[Status]):
         q, k, v = (ins[i] for i in self.order)
@@ -90,7 +90,22 @@ class SDPA(Op):
             part = Status.from_full(b, -1)
             prev = res[i]
             res[i] = part if prev is None else union([prev, part])
+        if self.mask is not None and self.mask not in self.order:
+            res[self.mask] = _mask_grad(g, ins[self.mask].shape, fv.shape[-2], bool(v.any() or not v.zero))
         return res
+
+
+def _mask_grad(g: np.ndarray, shape: tuple, S: int, v_matters: bool) -> Status:
+    """Where an additive or boolean attention mask (broadcast to ``lead + (L, S)``) matters: every score of
+    a query row whose output is alive to an output, when the values are not all exactly zero. The mask
+    is a constant: this is what makes the weights that compute it effective (``relevance``)."""
+    rows = np.asarray(g.any(-1)) & v_matters  # lead + (L,)
+    b = np.broadcast_to(rows[..., None], rows.shape + (S,))
+    extra = b.ndim - len(shape)
+    b = np.asarray(b.any(axis=tuple(range(extra)))) if extra > 0 else b
+    axes = tuple(d for d in range(len(shape)) if shape[d] == 1 and b.shape[d] != 1)
+    b = np.asarray(b.any(axis=axes, keepdims=True)) if axes else b
+    return Status.from_full(np.ascontiguousarray(np.broadcast_to(b, shape)), -1)
 
 
 @rule(
@@ -103,7 +118,9 @@ class SDPA(Op):
 def sdpa(ctx: Ctx) -> Op:
     q, k, v = ctx.arg(0, "query"), ctx.arg(1, "key"), ctx.arg(2, "value")
     out = ctx.out[0] if isinstance(ctx.out, (tuple, list)) else ctx.out
-    op = SDPA([ctx.input_index(a) for a in (q, k, v)], tuple(out.shape))
+    m = ctx.arg(3, "attn_mask")
+    mask = ctx.input_index(m) if isinstance(m, fx.Node) and m in ctx.tensor_args else None
+    op = SDPA([ctx.input_index(a) for a in (q, k, v)], tuple(out.shape), mask)
     if isinstance(ctx.out, (tuple, list)):
         return _TupleFirst(op, len(ctx.out))
     return op
@@ -153,8 +170,10 @@ class ProjectedAttention(Op):
         to_blE,
         from_blE,
         weights_shape: tuple | None = None,
+        scores: tuple[int, ...] = (),
     ):
         self.order, self.shapes, self.heads, self.packed = order, shapes, heads, packed
+        self.scores = scores  # inputs added to or multiplying the scores (Swin's position bias, logit scale)
         self.attn_shape, self.weights_shape = attn_shape, weights_shape
         self.to_blE, self.from_blE = to_blE, from_blE
         self.proj = [
@@ -214,6 +233,8 @@ class ProjectedAttention(Op):
             if part is not None:
                 prev = res[j]
                 res[j] = part if prev is None else union([prev, part])
+        for j in self.scores:  # constants that shape the scores: all of them matter while any output does
+            res[j] = Status.uniform(ins[j].shape, -1, True)
         return res
 
     def effective(self, ins: list[Status], grad: Any) -> dict[str, torch.Tensor]:
@@ -316,5 +337,10 @@ def swin_window_attention(ctx: Ctx) -> Op:
         True,
         to_blE,
         from_blE,
+        scores=tuple(
+            ctx.input_index(a)
+            for a in (ctx.arg(3, "relative_position_bias"), ctx.arg(11, "logit_scale"))
+            if isinstance(a, fx.Node) and a in ctx.tensor_args and a != x
+        ),
     )
     return op

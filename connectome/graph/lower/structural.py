@@ -186,7 +186,14 @@ _ATEN = (
 )
 
 
-@rule(*_MODULES, *_FUNCS, *_METHODS, *_ATEN, "torchvision.models.swin_transformer._patch_merging_pad")
+_NAMED = (
+    "torchvision.models.swin_transformer._patch_merging_pad",
+    "connectome.compact.window.window_partition",  # Swin's attention opened by the compaction
+    "connectome.compact.window.window_merge",
+)
+
+
+@rule(*_MODULES, *_FUNCS, *_METHODS, *_ATEN, *_NAMED)
 def structural(ctx: Ctx) -> Op:
     return index_map_op(ctx, ctx.hints)
 
