@@ -3,9 +3,10 @@
 ``nn.MultiheadAttention`` keeps its query, key and value projections in one ``in_proj_weight`` and runs
 as one opaque call: a dead row of a projection could not be removed. :class:`SplitAttention` computes the
 same function from four ``nn.Linear`` layers (``q``, ``k``, ``v``, ``out``) and
-``scaled_dot_product_attention``; traced, its projections are layers of their own. Heads keep one width
-(the reshape into heads keeps every channel), but a dead row of a projection is no longer computed: its
-channel holds its constant (:mod:`connectome.compact.edits`).
+``scaled_dot_product_attention``; traced, its projections are layers of their own. Tokens are split into
+heads by the head's width, not by the count of heads, so a head can go whole (each head is one class of
+channels: :func:`connectome.compact.channels._heads`); in a head that stays, a dead row of a projection
+is no longer computed: its channel holds its constant (:mod:`connectome.compact.edits`).
 
 Examples
 --------
@@ -31,7 +32,7 @@ class SplitAttention(nn.Module):
 
     def __init__(self, embed_dim: int, num_heads: int):
         super().__init__()
-        self.num_heads = num_heads
+        self.num_heads, self.head_dim = num_heads, embed_dim // num_heads
         self.q, self.k, self.v = (
             nn.Linear(embed_dim, embed_dim),
             nn.Linear(embed_dim, embed_dim),
@@ -62,8 +63,8 @@ class SplitAttention(nn.Module):
     def forward(self, query, key, value, key_padding_mask=None, need_weights=True, attn_mask=None, **kw):
         if key_padding_mask is not None or attn_mask is not None or need_weights:
             raise ValueError("SplitAttention computes no masks and no attention weights")
-        h = self.num_heads
-        q, k, v = (x.unflatten(-1, (h, -1)).transpose(1, 2) for x in (self.q(query), self.k(key), self.v(value)))
+        d = self.head_dim  # heads by their width, not their count: the compaction may remove whole heads
+        q, k, v = (x.unflatten(-1, (-1, d)).transpose(1, 2) for x in (self.q(query), self.k(key), self.v(value)))
         y = F.scaled_dot_product_attention(q, k, v)
         return self.out(y.transpose(1, 2).flatten(2)), None
 

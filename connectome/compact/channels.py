@@ -7,9 +7,10 @@ pooling) or an elementwise op (activations, residual adds, gates) joins the ids 
 element by element; an op that only moves elements (``cat``, ``flatten``, ``permute``) is run on the ids
 themselves, so that the ids land where the values would. Joined ids form one class (a union-find): the
 channels of a residual stream, concatenated feature maps, a depthwise convolution's input and output.
-One decision is taken per class: remove every channel in it, or none. Anything else (attention,
-normalisation across channels, reshapes with fixed sizes, model inputs and outputs) *pins* the ids it
-touches: those channels are kept as they are.
+One decision is taken per class: remove every channel in it, or none. Attention joins each head's
+query, key, value and output features into one class, when the heads are split off by their width
+(``unflatten(-1, (-1, d))``). Anything else (normalisation across channels, reshapes with fixed sizes,
+model inputs and outputs) *pins* the ids it touches: those channels are kept as they are.
 
 Examples
 --------
@@ -32,6 +33,7 @@ import numpy as np
 import torch
 from torch import fx, nn
 
+from .heads import attention_heads, head_blocks
 from .window import window_merge, window_partition
 
 PIN = 0  # the class of every channel that must stay
@@ -253,6 +255,8 @@ def _visit(ch: Channels, node: fx.Node, val: Any, op: Any, shared: set[str]) -> 
             shape[dim] = val.shape[dim]
             ch.ids[node] = per.reshape(shape).expand(val.shape).clone()
             return
+    if attention_heads(ch, node, val) or head_blocks(ch, node):
+        return
     if _moves(ch, node):
         try:
             out = _evaluate(ch, node)

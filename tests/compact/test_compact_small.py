@@ -263,3 +263,32 @@ def test_attention_whose_weights_are_used_stays_whole_and_the_rest_is_compacted(
     assert "attn.q" not in small.compaction.layers
     assert small.compaction.layers["mlp.0"]["out"] == [12, 16]
     assert small.compaction.error <= 1e-12
+
+
+def test_a_head_that_reaches_no_output_goes_whole():
+    m = Encoder()
+    with torch.no_grad():
+        m.attn.out_proj.weight[:, 4:] = 0  # head 1's outputs are read by nothing
+    small = compact(m, input_shape=(1, 5, 8))
+    for p in "qkv":
+        assert small.compaction.layers[f"attn.{p}"]["out"] == [4, 8]
+    assert small.compaction.layers["attn.out"]["in"] == [4, 8]
+    assert small.compaction.params == (568, 568 - 3 * 4 * 9 - 8 * 4)
+    assert small.compaction.error <= 1e-12
+    res = analyze(small, input_shape=(1, 5, 8))
+    assert all(row["dead_in"] == row["dead_out"] == 0 for row in res.layers)
+
+
+def test_a_head_whose_values_see_no_input_folds_their_bias_into_the_output_projection():
+    m = Encoder()
+    with torch.no_grad():
+        m.attn.in_proj_bias.normal_(generator=torch.Generator().manual_seed(0))
+        m.attn.out_proj.bias.normal_(generator=torch.Generator().manual_seed(1))
+        m.attn.in_proj_weight[16 + 4 :] = 0  # head 1 averages a constant: it outputs its value bias
+    small = compact(m, input_shape=(1, 5, 8))
+    assert small.compaction.layers["attn.out"]["in"] == [4, 8]
+    assert small.compaction.folded == ["attn.out"]
+    b = m.attn.out_proj
+    want = b.bias.double() + b.weight[:, 4:].double() @ m.attn.in_proj_bias[20:].double()
+    assert torch.equal(small.get_submodule("attn.out").bias, want.float().detach())
+    assert _same(m, small, (3, 5, 8)) <= 1e-6
