@@ -44,15 +44,16 @@ class SplitAttention(nn.Module):
     def of(mha: nn.MultiheadAttention) -> SplitAttention:
         """The same attention as ``mha`` (batch first, one embedding width, biases as ``mha`` has them)."""
         e = mha.embed_dim
-        split = SplitAttention(e, mha.num_heads).to(mha.in_proj_weight.dtype)
+        w_in, w_out = _current(mha, "in_proj_weight"), _current(mha.out_proj, "weight")
+        split = SplitAttention(e, mha.num_heads).to(w_in.dtype)
         with torch.no_grad():
             for i, lin in enumerate((split.q, split.k, split.v)):
-                lin.weight.copy_(mha.in_proj_weight[i * e : (i + 1) * e])
+                lin.weight.copy_(w_in[i * e : (i + 1) * e])
                 if mha.in_proj_bias is not None:
                     lin.bias.copy_(mha.in_proj_bias[i * e : (i + 1) * e])
                 else:
                     lin.bias.zero_()
-            split.out.weight.copy_(mha.out_proj.weight)
+            split.out.weight.copy_(w_out)
             if mha.out_proj.bias is not None:
                 split.out.bias.copy_(mha.out_proj.bias)
             else:
@@ -67,6 +68,13 @@ class SplitAttention(nn.Module):
         q, k, v = (x.unflatten(-1, (-1, d)).transpose(1, 2) for x in (self.q(query), self.k(key), self.v(value)))
         y = F.scaled_dot_product_attention(q, k, v)
         return self.out(y.transpose(1, 2).flatten(2)), None
+
+
+def _current(mod: nn.Module, name: str) -> torch.Tensor:
+    """A weight as its next call computes it: a pruned one is refreshed only by its module's call, and
+    ``nn.MultiheadAttention`` never calls its ``out_proj``."""
+    orig, mask = getattr(mod, name + "_orig", None), getattr(mod, name + "_mask", None)
+    return orig * mask if orig is not None and mask is not None else getattr(mod, name)
 
 
 def _carry_prune_masks(mha: nn.MultiheadAttention, split: SplitAttention) -> None:
