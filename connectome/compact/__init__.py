@@ -2,7 +2,7 @@
 
 From one analysis (traced by torch.fx), every channel that no output depends on is removed, and every
 channel that no input reaches is removed after its constant is folded into the biases of the layers
-that read it. Channels joined by residual adds, concatenations and depthwise convolutions are decided
+that read it. Channels joined by residual adds, concatenations and grouped convolutions are decided
 together (:mod:`.channels`); what cannot be removed exactly is kept (:mod:`.plan`). The result is the
 traced graph around smaller modules (:mod:`.slicing`), checked in float64 against the original on random
 inputs before it is returned.

@@ -2,11 +2,12 @@
 
 Every tensor of the traced graph gets an integer tensor of its own shape, an *id* per element, naming
 the channel it belongs to. A layer that can be sliced (a convolution, a linear layer, an embedding)
-starts fresh ids, one per output channel; a per-channel op (batch norm, a depthwise convolution, a
+starts fresh ids, one per output channel; a per-channel op (batch norm, a grouped convolution, a
 pooling) or an elementwise op (activations, residual adds, gates) joins the ids of its inputs and output
-element by element; an op that only moves elements (``cat``, ``flatten``, ``permute``) is run on the ids
-themselves, so that the ids land where the values would. Joined ids form one class (a union-find): the
-channels of a residual stream, concatenated feature maps, a depthwise convolution's input and output.
+element by element (a group's channels together); an op that only moves elements (``cat``, ``flatten``,
+``permute``) is run on the ids themselves, so that the ids land where the values would. Joined ids form
+one class (a union-find): the channels of a residual stream, concatenated feature maps, a group of a
+grouped or depthwise convolution with its input channels.
 One decision is taken per class: remove every channel in it, or none. Attention joins each head's
 query, key, value and output features into one class, when the heads are split off by their width
 (``unflatten(-1, (-1, d))``). Anything else (normalisation across channels, reshapes with fixed sizes,
@@ -61,7 +62,7 @@ class Layer:
     """A module the compaction slices: its kind, and the nodes of its calls (input node, output node)."""
 
     target: str
-    kind: str  # "cut" (conv or linear: input and output sliced apart), "depthwise", "norm", "embedding"
+    kind: str  # "cut" (conv or linear: input and output sliced apart), "grouped", "norm", "embedding"
     module: Any  # the nn.Module (Any: its attributes are read by kind)
     calls: list[tuple[fx.Node | None, fx.Node]] = field(default_factory=list)
     in_dim: int = 1
@@ -312,7 +313,10 @@ def _module(ch: Channels, node: fx.Node, mod: nn.Module, val: Any, shared: set[s
     if kind == "cut":
         ch.ids[node] = ch.ids[first[1]].clone() if first is not None else _fresh(ch, tuple(val.shape), layer.out_dim)
         return True
-    # per channel (norm), or per group of out/in channels (depthwise): the output joins its input channel
+    # per channel (norm), or per group (grouped and depthwise convolutions): a group's input and output
+    # channels are one class, so that the groups stay of one size
+    if kind == "grouped":
+        cin = torch.tensor([ch.union.join_all(g) for g in cin.reshape(mod.groups, -1)], dtype=torch.long)
     per_out = cin.repeat_interleave(val.shape[1] // len(cin))
     shape = [1] * val.dim()
     shape[1] = val.shape[1]
@@ -326,9 +330,7 @@ def _kind(mod: nn.Module) -> str | None:
     if isinstance(mod, CONVS) and mod.padding_mode == "zeros":
         if mod.groups == 1:
             return "cut"
-        if mod.in_channels == mod.groups:
-            return "depthwise"
-        return None
+        return "grouped"
     if isinstance(mod, NORMS) and not mod.training and mod.track_running_stats:
         return "norm"
     if isinstance(mod, nn.Embedding):

@@ -73,7 +73,7 @@ def fill_in(gm: fx.GraphModule, layer: Layer, keep: Keep) -> None:
         both = g.call_function(torch.cat, ([y, block], dim))
         full = g.call_function(torch.index_select, (both, dim, g.get_attr(f"{name}_perm")))
     y.replace_all_uses_with(full, delete_user_cb=lambda user: user not in (first, both))
-    if keep.in_rows is not None:  # a depthwise convolution reads only the channels of its groups left
+    if keep.in_rows is not None:  # a grouped convolution reads only the channels of its groups left
         gm.register_buffer(f"{name}_in", torch.as_tensor(keep.in_rows, dtype=torch.long))
         x = y.args[0]
         with g.inserting_before(y):

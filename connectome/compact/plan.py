@@ -46,7 +46,7 @@ class Keep:
     units_out: int
     rows: np.ndarray | None = None  # of ``out``, the rows the layer computes (the others are filled in)
     fills: np.ndarray | None = None  # the constant of each channel of ``out`` not in ``rows``
-    in_rows: np.ndarray | None = None  # depthwise, with ``rows``: the input channels still read
+    in_rows: np.ndarray | None = None  # grouped, with ``rows``: the input channels still read
 
 
 @dataclass
@@ -118,7 +118,7 @@ def plan(analysis: Any, model: nn.Module, inputs: Any, keep_one: bool = False, a
     cuts = [layer for layer in ch.layers.values() if layer.kind == "cut"]
     inputs = inputs if isinstance(inputs, tuple) else (inputs,)
     wanted = {x for layer in cuts for x, _ in layer.calls if x is not None}
-    trims = [layer for layer in ch.layers.values() if layer.kind in ("cut", "depthwise") and len(layer.calls) == 1]
+    trims = [layer for layer in ch.layers.values() if layer.kind in ("cut", "grouped") and len(layer.calls) == 1]
     wanted |= {layer.calls[0][1] for layer in trims}
     values = _values(ch, model, inputs, wanted)
     refused = 0
@@ -229,12 +229,14 @@ def _trim(keep: Keep, layer: Layer, fwd, bwd, values, keep_one: bool) -> None:
             fill[c] = 0.0
         elif float(val[c].max() - val[c].min()) <= 1e-12 * max(1.0, float(val[c].abs().max())):
             fill[c] = float(val[c][0])
-    if layer.kind == "depthwise":  # a group (an input channel and its outputs) goes whole, or stays
+    if layer.kind == "grouped":  # a group (its input channels and its outputs) goes whole, or stays
         per = layer.module.out_channels // layer.module.groups
+        width = layer.module.in_channels // layer.module.groups
         groups = sorted({int(c) // per for c in keep.out})
         gone = {g for g in groups if all(c in fill for c in range(g * per, (g + 1) * per))}
         fill = {c: v for c, v in fill.items() if c // per in gone}
-        keep.in_rows = np.asarray([i for i, g in enumerate(groups) if g not in gone], np.int64)
+        left = [i for i, g in enumerate(groups) if g not in gone]
+        keep.in_rows = np.asarray([i * width + j for i in left for j in range(width)], np.int64)
     rows = [int(c) for c in keep.out if c not in fill]
     if fill and (rows or not keep_one):
         keep.rows = np.asarray(rows, np.int64)

@@ -81,13 +81,13 @@ def _slice(mod: Any, kind: str, keep: Keep, fold: torch.Tensor | None) -> None:
             mod.in_features, mod.out_features = len(keep.inp), len(out)
         else:
             mod.in_channels, mod.out_channels = len(keep.inp), len(out)
-    elif kind == "depthwise":
+    elif kind == "grouped":
         per = mod.out_channels // mod.groups
         out = keep.rows if keep.rows is not None else out
         _set(mod, "weight", _take(w, 0, out))
         _set(mod, "bias", _take(mod.bias, 0, out))
-        mod.groups = mod.in_channels = len(out) // per
-        mod.out_channels = len(out)
+        mod.groups = len(out) // per
+        mod.in_channels, mod.out_channels = mod.groups * w.shape[1], len(out)
     elif kind == "norm":
         for name in ("weight", "bias"):
             _set(mod, name, _take(getattr(mod, name), 0, out))

@@ -141,6 +141,22 @@ def test_a_depthwise_convolution_loses_whole_channels_and_its_groups_with_them()
     assert _same(m, small, (2, 1, 5, 5)) <= 1e-12
 
 
+def test_a_grouped_convolution_loses_whole_groups_with_their_input_channels():
+    m = nn.Sequential(nn.Conv2d(1, 8, 1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1, groups=4), nn.Conv2d(8, 2, 1))
+    with torch.no_grad():
+        m[3].weight[:, [4, 5]] = 0  # group 2's outputs reach nothing: its inputs 4, 5 feed nothing else
+        m[2].weight[1] = 0  # group 0 loses a row but lives on
+    small = compact(m, input_shape=(1, 1, 5, 5))
+    g = small.get_submodule("2")
+    assert (g.in_channels, g.groups, g.weight.shape[1]) == (6, 3, 2)
+    assert small.compaction.layers["0"]["out"] == [6, 8]
+    assert small.compaction.layers["3"]["in"] == [6, 8]
+    assert g.out_channels == 6  # groups stay of one size: group 0's dead row stays (zero weights)
+    assert _same(m, small, (2, 1, 5, 5)) <= 1e-12
+    res = analyze(small, input_shape=(1, 1, 5, 5))
+    assert [(r["name"], r["dead_in"], r["dead_out"]) for r in res.layers] == [("0", 0, 0), ("2", 1, 0), ("3", 0, 0)]
+
+
 def test_prune_masks_are_carried_over_to_the_kept_weights():
     m = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 1))
     mask = torch.ones(4, 3)

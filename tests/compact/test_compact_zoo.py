@@ -66,3 +66,18 @@ def test_a_compacted_resnet_exports_and_its_export_gives_the_same_outputs():
     ep = torch.export.export(small, (x,))
     with torch.no_grad():
         assert torch.equal(ep.module()(x), small(x))
+
+
+def test_a_compacted_resnext_loses_whole_groups_and_keeps_its_outputs():
+    m = pruned("resnext50_32x4d")
+    small = compact(m, input_shape=(1, 3, 32, 32))
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        want, got = m(x), small(x)
+    assert float((want - got).abs().max() / want.abs().max()) <= 1e-9
+    assert small.get_submodule("layer2.0.conv2").groups < 32
+    assert small.compaction.params[1] < 0.85 * small.compaction.params[0]
+    res = analyze(small, input_shape=(1, 3, 32, 32))
+    grouped = {n for n, mod in small.named_modules() if isinstance(mod, torch.nn.Conv2d) and mod.groups > 1}
+    # a dead row inside a group that stays cannot go: the groups of a convolution keep one size
+    assert {r["name"] for r in res.layers if r["dead_in"] or r["dead_out"]} <= grouped
