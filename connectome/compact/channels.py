@@ -316,7 +316,7 @@ def _module(ch: Channels, node: fx.Node, mod: nn.Module, val: Any, shared: set[s
     # per channel (norm), or per group (grouped and depthwise convolutions): a group's input and output
     # channels are one class, so that the groups stay of one size
     if kind == "grouped":
-        cin = torch.tensor([ch.union.join_all(g) for g in cin.reshape(mod.groups, -1)], dtype=torch.long)
+        cin = torch.tensor([ch.union.join_all(g) for g in cin.reshape(int(layer.module.groups), -1)], dtype=torch.long)
     per_out = cin.repeat_interleave(val.shape[1] // len(cin))
     shape = [1] * val.dim()
     shape[1] = val.shape[1]
