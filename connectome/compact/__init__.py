@@ -99,6 +99,7 @@ def compact(
     original = clone(model).eval()
     if masks:
         _apply(original, masks)
+    _as_run(original)
     inputs = as_inputs(example_inputs, input_shape, input_dtype)
     # baked: nn.MultiheadAttention reads a pruned out_proj.weight that only a call of out_proj refreshes
     model64 = bake(clone(original).double(), copy_first=False)[0]
@@ -160,6 +161,17 @@ def _apply(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> None:
         if hasattr(mod, attr + "_mask"):
             prune.remove(mod, attr)
         prune.custom_from_mask(mod, attr, mask.to(torch.float32))
+
+
+def _as_run(model: nn.Module) -> None:
+    """``nn.MultiheadAttention`` reads a pruned ``out_proj.weight`` without calling ``out_proj``, so it
+    runs with the weight computed when it was last called or pruned: on this copy, that weight becomes
+    what its hook computes, so that the compaction keeps what the model runs with."""
+    for m in model.modules():
+        out = getattr(m, "out_proj", None) if isinstance(m, nn.MultiheadAttention) else None
+        if out is not None and hasattr(out, "weight_orig"):
+            with torch.no_grad():
+                out.weight_orig.copy_(out.weight)
 
 
 def _opens(m: nn.Module) -> bool:

@@ -32,6 +32,7 @@ class SplitAttention(nn.Module):
 
     def __init__(self, embed_dim: int, num_heads: int):
         super().__init__()
+        # as built; a compacted copy may have fewer heads (its traced graph splits by head_dim)
         self.num_heads, self.head_dim = num_heads, embed_dim // num_heads
         self.q, self.k, self.v = (
             nn.Linear(embed_dim, embed_dim),

@@ -9,8 +9,8 @@ element by element (a group's channels together); an op that only moves elements
 one class (a union-find): the channels of a residual stream, concatenated feature maps, a group of a
 grouped or depthwise convolution with its input channels.
 One decision is taken per class: remove every channel in it, or none. Attention joins each head's
-query, key, value and output features into one class, when the heads are split off by their width
-(``unflatten(-1, (-1, d))``). Anything else (normalisation across channels, reshapes with fixed sizes,
+query, key, value and output features into one class, where the heads are split off by their width
+just before it (``unflatten(-1, (-1, d))``). Anything else (normalisation across channels, reshapes with fixed sizes,
 model inputs and outputs) *pins* the ids it touches: those channels are kept as they are.
 
 Examples
@@ -263,10 +263,22 @@ def _visit(ch: Channels, node: fx.Node, val: Any, op: Any, shared: set[str]) -> 
             out = _evaluate(ch, node)
         except Exception:
             out = None
-        if out is not None and [tuple(t.shape) for t in _tensors(out)] == [tuple(t.shape) for t in _tensors(val)]:
+        shapes_match = out is not None and [t.shape for t in _tensors(out)] == [t.shape for t in _tensors(val)]
+        if shapes_match and not _drops_channels(ch, node, out):
             ch.ids[node] = out
             return
     _pin(ch, node, val, f"{node.op} {getattr(node.target, '__name__', node.target)}")
+
+
+def _drops_channels(ch: Channels, node: fx.Node, out: Any) -> bool:
+    """Whether an index into a tensor leaves out some of its channels (``x[..., 4:]``): where the kept
+    channels sit depends on what is removed before them, so the tensor is pinned. Leaving out positions
+    (a class token, a crop) keeps every channel, and a move."""
+    x = node.args[0] if node.args else None
+    ids = ch.ids.get(x) if isinstance(x, fx.Node) else None
+    if node.target is not operator.getitem or not _is_tensor(ids) or not _is_tensor(out):
+        return False
+    return len(torch.unique(out)) < len(torch.unique(ids))
 
 
 def _moves(ch: Channels, node: fx.Node) -> bool:

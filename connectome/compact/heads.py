@@ -35,6 +35,32 @@ from torch import fx
 
 __all__ = ["attention_heads", "head_blocks"]
 
+_PASS_METHODS = {"transpose", "permute", "contiguous"}
+_PASS_FUNCTIONS = {torch.transpose, torch.permute}
+
+
+def _feeds_attention(node: fx.Node) -> bool:
+    """Whether every use of ``node`` reaches ``scaled_dot_product_attention`` as its query, key or value,
+    through transposes and permutes only."""
+    todo, seen = [node], set()
+    while todo:
+        n = todo.pop()
+        for user in n.users:
+            if user in seen:
+                continue
+            seen.add(user)
+            if user.op == "call_function" and user.target is F.scaled_dot_product_attention:
+                qkv = list(user.args[:3]) + [user.kwargs.get(k) for k in ("query", "key", "value")]
+                if n not in qkv or n in user.args[3:] or n in list(user.kwargs.values())[3:]:
+                    return False
+            elif (user.op == "call_method" and user.target in _PASS_METHODS) or (
+                user.op == "call_function" and user.target in _PASS_FUNCTIONS
+            ):
+                todo.append(user)
+            else:
+                return False
+    return True
+
 
 def attention_heads(ch: Any, node: fx.Node, val: Any) -> bool:
     """``scaled_dot_product_attention`` on (..., heads, tokens, features): each head's query, key and value
@@ -81,6 +107,8 @@ def head_blocks(ch: Any, node: fx.Node) -> bool:
         return False
     sizes = list(args[2])
     if not sizes or sizes[0] != -1 or not all(isinstance(s, int) and s > 0 for s in sizes[1:]):
+        return False
+    if not _feeds_attention(node):  # elsewhere the count of blocks may matter (an index into them)
         return False
     block = int(np.prod(sizes[1:], dtype=np.int64))
     moved = ids.movedim(args[1], -1)

@@ -308,3 +308,26 @@ def test_a_head_whose_values_see_no_input_folds_their_bias_into_the_output_proje
     want = b.bias.double() + b.weight[:, 4:].double() @ m.attn.in_proj_bias[20:].double()
     assert torch.equal(small.get_submodule("attn.out").bias, want.float().detach())
     assert _same(m, small, (3, 5, 8)) <= 1e-6
+
+
+class Indexed(nn.Module):
+    """Channels picked by a fixed index: directly (``[..., 4:]``), or a block of an unflatten."""
+
+    def __init__(self, blocks: bool):
+        super().__init__()
+        self.a, self.o, self.blocks = nn.Linear(6, 12), nn.Linear(8 if not blocks else 4, 3), blocks
+
+    def forward(self, x):
+        h = torch.relu(self.a(x))
+        return self.o(h.unflatten(-1, (-1, 4))[..., 1, :] if self.blocks else h[..., 4:])
+
+
+@pytest.mark.parametrize("blocks", [False, True])
+def test_channels_picked_by_a_fixed_index_keep_their_places(blocks):
+    torch.manual_seed(0)
+    m = Indexed(blocks).eval()
+    with torch.no_grad():
+        m.a.weight[5] = 0  # a picked channel sees no input: filled with its constant, not removed
+    small = compact(m, input_shape=(1, 5, 6))
+    assert small.compaction.layers["a"]["out"][0] < 12  # rows nothing reads are not computed
+    assert _same(m, small, (2, 5, 6)) <= 1e-12

@@ -83,8 +83,6 @@ def test_swin_masks_are_carried_to_the_kept_rows_by_their_own_names():
 
 def test_multihead_attention_masks_are_carried_to_the_split_projections():
     mha = nn.MultiheadAttention(8, 2, batch_first=True)
-    m = nn.Sequential()
-    m.attn = mha
 
     class Wrap(nn.Module):
         def __init__(self):
@@ -107,3 +105,26 @@ def test_multihead_attention_masks_are_carried_to_the_split_projections():
     assert torch.equal(masks["attn.v.weight"], mask[16:])
     assert torch.equal(masks["attn.out.weight"], out_mask)
     assert small.compaction.error <= 1e-9
+
+
+def test_multihead_attention_is_compacted_with_the_output_weight_it_runs_with():
+    """nn.MultiheadAttention never calls its out_proj: a pruned out_proj.weight is the one computed when it
+    was pruned, even after weight_orig changes (an optimiser step); the compaction keeps what runs."""
+
+    class Enc(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn, self.o = nn.MultiheadAttention(8, 2, batch_first=True), nn.Linear(8, 2)
+
+        def forward(self, x):
+            return self.o(self.attn(x, x, x, need_weights=False)[0])
+
+    torch.manual_seed(0)
+    m = Enc().eval()
+    prune.l1_unstructured(m.attn.out_proj, "weight", 0.5)
+    with torch.no_grad():
+        m.attn.out_proj.weight_orig.mul_(2.0)
+    small = compact(m, input_shape=(1, 5, 8))
+    x = torch.randn(2, 5, 8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert float((m(x) - small(x)).abs().max()) <= 1e-5

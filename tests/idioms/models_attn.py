@@ -238,6 +238,53 @@ class MaskFromMlp(nn.Module):
         return self.proj(o.transpose(1, 2).flatten(2))
 
 
+class GqaTwoKvHeads(nn.Module):
+    """sdpa's own grouped-query attention: four query heads share two key/value heads."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(6, D)
+        self.wq, self.wkv, self.wo = nn.Linear(D, D), nn.Linear(D, D), nn.Linear(D, 3)
+
+    def forward(self, x):
+        h = F.relu(self.a(x))
+        b, t, _ = h.shape
+        q = self.wq(h).view(b, t, 4, 2).transpose(1, 2)
+        k, v = self.wkv(h).view(b, t, 2, 2, 2).permute(2, 0, 3, 1, 4).unbind(0)
+        o = F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+        return self.wo(o.transpose(1, 2).flatten(2))
+
+
+class MaskFromInput(nn.Module):
+    """Learned (constant) queries, keys and values; the input only biases the scores (attn_mask)."""
+
+    def __init__(self):
+        super().__init__()
+        self.m = nn.Linear(6, 5)
+        self.q, self.k, self.v = (nn.Parameter(torch.randn(1, 1, 5, 4)) for _ in range(3))
+        self.o = nn.Linear(4, 3)
+        self.n, self.p = nn.Linear(6, 4), nn.Linear(4, 3)
+
+    def forward(self, x):                         # (B, 5, 6)
+        q, k, v = (t.expand(x.shape[0], -1, -1, -1) for t in (self.q, self.k, self.v))
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=self.m(x).unsqueeze(1))
+        return self.o(o[:, 0]) + self.p(F.relu(self.n(x)))
+
+
+class MhaMaskFromMlp(Mha):
+    """nn.MultiheadAttention with an additive attn_mask computed by a small MLP of constants."""
+
+    def __init__(self):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 1))
+        self.register_buffer("coords", torch.randn(5, 5, 2))
+
+    def forward(self, x):
+        h = F.relu(self.a(x))
+        mask = self.mlp(self.coords)[..., 0]
+        return self.out(self.attn(h, h, h, attn_mask=mask, need_weights=False)[0])
+
+
 _T = (randn(2, 5, 6),)
 _MHA_KILL = kills(rows("a.weight", 0, 1), cols("out.weight", 4))
 _ENC_KILL = kills(rows("a.weight", 0, 1), rows("enc.linear1.weight", 3))
@@ -279,6 +326,13 @@ IDIOMS = [
     Idiom("sdpa_mask_from_mlp", "attn", seeded(MaskFromMlp), _T,
           kills(rows("a.weight", 0, 1), rows("qkv.weight", 2 * D + 3)),
           note="an additive mask computed from constants by a small MLP: its weights stay effective"),
+    Idiom("sdpa_gqa_two_kv_heads", "attn", seeded(GqaTwoKvHeads), _T,
+          kills(rows("a.weight", 0, 1), rows("wkv.weight", 5)),
+          note="kv head 1's value feature 1 is dead: wo columns 5 and 7 (query heads 2, 3) die with it"),
+    Idiom("sdpa_mask_from_input", "attn", seeded(MaskFromInput), _T, cols("p.weight", 1),
+          note="constant q, k, v: only the mask carries the input to o (n's unit 1 is the killed one)"),
+    Idiom("mha_mask_from_mlp", "attn", seeded(MhaMaskFromMlp), _T, _MHA_KILL,
+          note="the MLP's weights make a constant that shapes every score"),
     Idiom("cls_token_norm_times_input", "attn", seeded(FactorisedClsToken), _T, kills(rows("head.weight", 0)),
           note="the output reads only the class token's row: constant, yet it multiplies live signal"),
 ]

@@ -67,13 +67,21 @@ class SDPA(Op):
 
     def _qkv(self, ins: list[Status]):
         q, k, v = (ins[i] for i in self.order)
-        lead = np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
-        full = [np.broadcast_to(s.full(), lead + s.shape[-2:]) for s in (q, k, v)]
+        fk, fv = _grouped(q, k), _grouped(q, v)  # grouped-query attention: each key head serves a group
+        lead = np.broadcast_shapes(q.shape[:-2], fk.shape[:-2], fv.shape[:-2])
+        full = [np.broadcast_to(f, lead + f.shape[-2:]) for f in (q.full(), fk, fv)]
         return q, k, v, lead, full
 
     def forward(self, ins: list[Status]) -> Status:
         q, k, v, lead, (fq, fk, fv) = self._qkv(ins)
-        out = attend_forward(_flat3(fq), _flat3(fk), _flat3(fv), not v.zero, 1)
+        out = attend_forward(_flat3(fq), _flat3(fk), _flat3(fv), not v.zero, 1).reshape(lead + self.out_shape[-2:])
+        if self.mask is not None and self.mask not in self.order and not v.zero:
+            # a mask computed from the input moves the weights of values that need not be zero
+            m = ins[self.mask].full()
+            rows = np.asarray(
+                np.broadcast_to(m, np.broadcast_shapes(m.shape, lead + fq.shape[-2:-1] + fk.shape[-2:-1])).any(-1)
+            )
+            out = out | np.broadcast_to(rows[..., None], out.shape)
         return Status.from_full(out.reshape(self.out_shape), -1).with_zero(v.zero)
 
     def backward(self, ins: list[Status], out: Status, grad: Status) -> list[Status | None]:
@@ -83,6 +91,8 @@ class SDPA(Op):
         res: list[Status | None] = [None] * len(ins)
         for i, s, b in zip(self.order, (q, k, v), (bq, bk, bv)):
             b = b.reshape(lead + b.shape[-2:])
+            if s is not q:
+                b = _ungrouped(b, s.shape)
             extra = len(lead) - (len(s.shape) - 2)
             b = np.asarray(b.any(axis=tuple(range(extra)))) if extra else b
             axes = tuple(d for d in range(len(s.shape) - 2) if s.shape[d] == 1 and b.shape[d] != 1)
@@ -95,10 +105,29 @@ class SDPA(Op):
         return res
 
 
+def _grouped(q: Status, kv: Status) -> np.ndarray:
+    """``kv`` (..., Hk, S, E) as the query's heads see it: repeated along dim -3 where the query has
+    ``Hq = g * Hk`` heads (``enable_gqa``)."""
+    f = kv.full()
+    if len(q.shape) >= 3 and len(kv.shape) >= 3 and 1 < kv.shape[-3] != q.shape[-3]:
+        f = np.repeat(f, q.shape[-3] // kv.shape[-3], axis=-3)
+    return f
+
+
+def _ungrouped(b: np.ndarray, shape: tuple) -> np.ndarray:
+    """The inverse of :func:`_grouped` for a backward status: a key head is needed where any of its
+    group is."""
+    if len(shape) >= 3 and 1 < shape[-3] != b.shape[-3]:
+        g = b.shape[-3] // shape[-3]
+        b = np.asarray(b.reshape(b.shape[:-3] + (shape[-3], g) + b.shape[-2:]).any(-3))
+    return b
+
+
 def _mask_grad(g: np.ndarray, shape: tuple, S: int, v_matters: bool) -> Status:
     """Where an additive or boolean attention mask (broadcast to ``lead + (L, S)``) matters: every score of
-    a query row whose output is alive to an output, when the values are not all exactly zero. The mask
-    is a constant: this is what makes the weights that compute it effective (``relevance``)."""
+    a query row whose output is alive to an output, when the values are not all exactly zero. For a mask
+    made from constants, this is what makes the weights that compute it effective (``relevance``); for
+    one computed from the input, what makes the weights that compute it effective in the walk."""
     rows = np.asarray(g.any(-1)) & v_matters  # lead + (L,)
     b = np.broadcast_to(rows[..., None], rows.shape + (S,))
     extra = b.ndim - len(shape)
@@ -301,6 +330,11 @@ def multihead_attention(ctx: Ctx) -> Op:
         to_blE,
         from_blE,
         wshape,
+        scores=tuple(
+            ctx.input_index(a)
+            for a in (ctx.arg(3, "key_padding_mask"), ctx.arg(5, "attn_mask"))
+            if isinstance(a, fx.Node) and a in ctx.tensor_args and a not in args
+        ),
     )
     if wshape is None and isinstance(outs, (tuple, list)):
         return _TupleFirst(op, len(outs))
