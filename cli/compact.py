@@ -145,5 +145,6 @@ def _table(report, figures: dict) -> str:
         )
     if report.pinned:
         lines.append(f"{report.pinned} op(s) keep every channel they touch (attention, reshapes, model inputs)")
+    lines += report.notes
     lines.append(f"checked: outputs agree to {report.error:.1e} (relative, float64, random inputs)")
     return "\n".join(lines)

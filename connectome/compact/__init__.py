@@ -28,6 +28,7 @@ import torch
 from torch import fx, nn
 
 from ..io.errors import SpecError
+from ..io.tensors import first_line
 from .attention import open_attention
 from .measure import max_error, params, random_inputs
 from .plan import Plan, clone, plan
@@ -55,6 +56,7 @@ class Compaction:
     pinned: int = 0  # ops that keep every channel they touch (attention, reshapes...)
     masks: dict[str, torch.Tensor] = field(default_factory=dict)  # the kept weights' masks
     align: int = 1  # every layer's width a multiple of this (or whole)
+    notes: list[str] = field(default_factory=list)  # what was left as it was, and why
 
     @property
     def removed_units(self) -> int:
@@ -71,6 +73,7 @@ class Compaction:
             "kept_constant": self.kept_constant,
             "pinning_ops": self.pinned,
             "align": self.align,
+            "notes": self.notes,
         }
 
 
@@ -107,15 +110,22 @@ def compact(
     dtypes = {n.removesuffix("_orig"): t.dtype for n, t in [*original.named_parameters(), *original.named_buffers()]}
     # opened in float64: a constant the opened module computes once (Swin V2's position bias) is model64's
     opened = clone(original).double() if any(_opens(m) for m in original.modules()) else None
+    why: Exception | None = None
     if opened is not None and open_attention(opened) + open_windows(opened):  # sliced by row; else whole
         try:
             return _compact(opened, model64, inputs, checks, rtol, align, dtypes)
         except CompactionError as e:
             if "collapsed" in str(e):
                 raise
-        except Exception:
-            pass
-    return _compact(original, model64, inputs, checks, rtol, align, dtypes)
+            why = e
+        except Exception as e:  # the attention stays whole: the rest is compacted all the same
+            why = e
+    small = _compact(original, model64, inputs, checks, rtol, align, dtypes)
+    if why is not None:
+        failed = f"{type(why).__name__}: {first_line(why)}"
+        note = f"attention kept whole: opening it failed ({failed})"
+        small.compaction.notes.append(note)
+    return small
 
 
 def _compact(original: nn.Module, model64: nn.Module, inputs: tuple, checks: list, rtol: float, align: int, dtypes):

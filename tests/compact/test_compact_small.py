@@ -277,6 +277,8 @@ def test_attention_whose_weights_are_used_stays_whole_and_the_rest_is_compacted(
         m.mlp[2].weight[:, :4] = 0
     small = compact(m, input_shape=(1, 5, 8))
     assert "attn.q" not in small.compaction.layers
+    assert len(small.compaction.notes) == 1 and "attention kept whole" in small.compaction.notes[0]
+    assert "no attention weights" in small.compaction.notes[0]
     assert small.compaction.layers["mlp.0"]["out"] == [12, 16]
     assert small.compaction.error <= 1e-12
 
