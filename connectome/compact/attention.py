@@ -5,7 +5,7 @@ as one opaque call: a dead row of a projection could not be removed. :class:`Spl
 same function from four ``nn.Linear`` layers (``q``, ``k``, ``v``, ``out``) and
 ``scaled_dot_product_attention``; traced, its projections are layers of their own. Tokens are split into
 heads by the head's width, not by the count of heads, so a head can go whole (each head is one class of
-channels: :func:`connectome.compact.channels._heads`); in a head that stays, a dead row of a projection
+channels: :func:`connectome.compact.heads.attention_heads`); in a head that stays, a dead row of a projection
 is no longer computed: its channel holds its constant (:mod:`connectome.compact.edits`).
 
 Examples
@@ -20,11 +20,14 @@ True
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["SplitAttention", "open_attention"]
+__all__ = ["SplitAttention", "open_attention", "replace_modules"]
 
 
 class SplitAttention(nn.Module):
@@ -96,11 +99,16 @@ def _carry_prune_masks(mha: nn.MultiheadAttention, split: SplitAttention) -> Non
 def open_attention(model: nn.Module) -> int:
     """Replace, in place, every ``nn.MultiheadAttention`` that :class:`SplitAttention` computes alike
     (batch first, query, key and value of one width, no bias_k/bias_v, no dropout in eval); how many."""
+    return replace_modules(model, lambda m: isinstance(m, nn.MultiheadAttention) and _plain(m), SplitAttention.of)
+
+
+def replace_modules(model: nn.Module, match: Callable[[nn.Module], bool], make: Callable[[Any], nn.Module]) -> int:
+    """Replace, in place, every submodule that ``match`` accepts by ``make(submodule)``; how many."""
     swapped = 0
     for name, mod in list(model.named_modules()):
-        if isinstance(mod, nn.MultiheadAttention) and _plain(mod):
-            parent_name, _, attr = name.rpartition(".")
-            setattr(model.get_submodule(parent_name) if parent_name else model, attr, SplitAttention.of(mod))
+        if match(mod):
+            parent, _, attr = name.rpartition(".")
+            setattr(model.get_submodule(parent) if parent else model, attr, make(mod))
             swapped += 1
     return swapped
 

@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from .attention import replace_modules
+
 __all__ = ["WindowAttention", "window_partition", "window_merge", "shift_mask", "open_windows", "is_window_attention"]
 
 _SWIN = "torchvision.models.swin_transformer"
@@ -171,10 +173,4 @@ def is_window_attention(m: nn.Module) -> bool:
 
 def open_windows(model: nn.Module) -> int:
     """Replace, in place, every torchvision Swin window attention by a :class:`WindowAttention`; how many."""
-    swapped = 0
-    for name, mod in list(model.named_modules()):
-        if is_window_attention(mod):
-            parent, _, attr = name.rpartition(".")
-            setattr(model.get_submodule(parent) if parent else model, attr, WindowAttention.of(mod))
-            swapped += 1
-    return swapped
+    return replace_modules(model, is_window_attention, WindowAttention.of)
