@@ -132,11 +132,12 @@ for shard in sorted(glob.glob(sys.argv[1] + "/*.safetensors")):
             pass
 """
 
+# what the ``connectome`` script runs (its entry point starts reading a folder before the imports)
 AUDIT = PEAK + """
 import sys
-from connectome_cli.main import main
+from connectome_cli.entry import run
 try:
-    main(sys.argv[1:])
+    run()
 except SystemExit as e:
     sys.exit(e.code)
 """

@@ -38,6 +38,10 @@ def folder_audit(
     from connectome.hf.nm import parse_structure
     from connectome.io.files import check_writable
 
+    from . import early
+
+    early.stop()  # the audit reads the shards from here on (the early reads are in the page cache)
+
     path = resolve(spec)
     if masks_out:
         check_writable(masks_out, (path,))

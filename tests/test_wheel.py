@@ -107,7 +107,7 @@ def test_wheel_holds_every_module_and_no_other_package(wheel):
     assert {f"{d}/__init__.py" for d in subpackages} <= shipped and len(subpackages) >= 5
     top = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert top == set(PACKAGES), f"top-level entries in the wheel: {sorted(top)}"
-    assert "connectome = connectome_cli.main:main" in scripts
+    assert "connectome = connectome_cli.entry:run" in scripts
     for extra in ("zoo", "docs", "test"):
         assert f"Provides-Extra: {extra}" in meta
 
@@ -121,7 +121,9 @@ from importlib.metadata import entry_points
 from click.testing import CliRunner
 import connectome, connectome_cli, torch
 (script,) = entry_points(group="console_scripts", name="connectome")
-main = script.load()
+run = script.load()  # the script's entry: it starts the early read, then runs the command group
+from connectome_cli.main import main
+assert run.__module__ == "connectome_cli.entry" and callable(run)
 helps = {name: CliRunner().invoke(main, [name, "--help"], prog_name="connectome") for name in sorted(main.commands)}
 print(json.dumps({"files": {"connectome": connectome.__file__, "connectome_cli": connectome_cli.__file__,
                             "torch": torch.__file__},

@@ -37,7 +37,7 @@ from .folder import DTYPE_BYTES, Entry, Folder
 from .kernel import Stats, summarize
 from .swar import fits, summarize_words
 
-__all__ = ["BITS", "stored_stats"]
+__all__ = ["BITS", "CHUNK", "by_words", "stored_stats"]
 
 # safetensors dtype -> (integer view, value bits, exponent bits); exponent 0: no NaN/Inf check
 BITS: dict[str, tuple[type, int, int]] = {
@@ -61,7 +61,7 @@ def stored_stats(folder: Folder, entry: Entry, axis: int = -1, keep: bool = Fals
     kind, vbits, ebits = BITS[entry.dtype]
     n = entry.numel
     nbytes = n * DTYPE_BYTES[entry.dtype]
-    if _by_words(entry, axis, keep):
+    if by_words(entry, axis, keep):
         return _by_chunks(os.path.join(folder.path, entry.shard), entry, kind, ebits)
     with open(os.path.join(folder.path, entry.shard), "rb") as f:
         base = entry.start - entry.start % mmap.ALLOCATIONGRANULARITY
@@ -77,7 +77,7 @@ def stored_stats(folder: Folder, entry: Entry, axis: int = -1, keep: bool = Fals
     return s
 
 
-def _by_words(entry: Entry, axis: int, keep: bool) -> bool:
+def by_words(entry: Entry, axis: int, keep: bool) -> bool:
     kind, vbits, _ = BITS[entry.dtype]
     return not keep and axis != 0 and fits(np.zeros((1, entry.shape[-1] if entry.shape else 0), kind), vbits)
 
@@ -93,12 +93,14 @@ def _mapped(a: np.ndarray, entry: Entry, axis: int, keep: bool) -> Stats:
     return summarize(a, vbits, ebits, keep=keep)
 
 
-CHUNK = 4 << 20  # bytes read at a time: two buffers of this size, the next read while this one is counted
+CHUNK = 16 << 20  # bytes read at a time: two buffers of this size, the next read while this one is counted
 
 
 def _by_chunks(path: str, entry: Entry, kind: type, ebits: int) -> Stats:
     """The stats of a float matrix read in row chunks into two reused buffers, the next chunk read (in a
-    thread) while this one is counted: the page cache is copied once, no page of the shard is mapped."""
+    thread) while this one is counted: the page cache is copied once, no page of the shard is mapped.
+    A chunk that had to be waited for is counted by one thread: with a disk slower than one thread
+    counts, more threads would only spin, taking the CPU the reads need."""
     cols = entry.shape[-1]
     row_bytes = cols * np.dtype(kind).itemsize
     rows = entry.numel // cols
@@ -122,10 +124,11 @@ def _by_chunks(path: str, entry: Entry, kind: type, ebits: int) -> Stats:
         with ThreadPoolExecutor(1, thread_name_prefix="connectome-chunk") as pool:
             nxt = pool.submit(read, 0, bufs[0])
             for i, r in enumerate(range(0, rows, step)):
+                ready = nxt.done()
                 chunk = nxt.result()
                 if r + step < rows:
                     nxt = pool.submit(read, r + step, bufs[(i + 1) % 2])
-                parts.append(summarize_words(chunk, ebits))
+                parts.append(summarize_words(chunk, ebits, None if ready else 1))
     finally:
         os.close(fd)
     return _join(parts)

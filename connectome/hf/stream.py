@@ -21,6 +21,7 @@ Examples
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +34,7 @@ from ..io.errors import SpecError
 from ..io.tensors import clip, first_line
 from .bits import BITS, stored_stats
 from .decode import check_dtype, nonfinite_bits, nonzero_bits, storage_format
+from .firstpass import FirstPass
 from .folder import DTYPE_BYTES, Folder
 from .keys import Recipe, build, plan
 from .nm import NMCount, nm_count
@@ -119,9 +121,19 @@ class Reader:
     def mask(self, name: str) -> torch.Tensor:
         """The nonzero mask of parameter ``name``, read again (the analysis asks for the few it needs)."""
         try:
-            return build(self.recipes[name], lambda k: nonzero_bits(self.tensor(k)))
+            return build(self.recipes[name], self._mask)
         finally:
             self.handles.clear()
+
+    def _mask(self, key: str) -> torch.Tensor:
+        entry = self.folder.entries.get(key)
+        if key in self.folder.compressed or entry is None or len(entry.shape) < 2 or entry.dtype not in BITS:
+            return nonzero_bits(self.tensor(key))
+        # a stored float matrix: its mask straight from its mapped bits, one compiled pass, one array
+        mask = stored_stats(self.folder, entry, keep=True).mask
+        if self.bar is not None:
+            self.bar.update(1)
+        return torch.from_numpy(mask).reshape(entry.shape)
 
     def close(self) -> None:
         self.handles.clear()
@@ -135,23 +147,29 @@ def load_folder(
 
     With ``keep_masks=False`` each matrix's mask is reduced to a :class:`Summary` and dropped: memory
     then grows with the largest tensor, not with the model. ``during(model)`` runs before the matrices
-    are read, while a thread reads the shards ahead (:mod:`connectome.hf.prefetch`); what it returns is
-    ``Loaded.made``.
+    are read, while a thread reads the shards ahead (:mod:`connectome.hf.prefetch`), or, when masks are
+    not kept, counts them (:mod:`connectome.hf.firstpass`); what it returns is ``Loaded.made``.
     """
     folder = Folder.open(spec)
-    # the disk reads the shards while the model is built and traced
-    with Prefetch([os.path.join(folder.path, s) for s in sorted(folder.shards)]) as ahead:
-        return _load(folder, progress, keep_masks, during, ahead)
+    bar = _bar(progress)
+    try:
+        if keep_masks:  # the disk reads the shards while the model is built and traced
+            with Prefetch([os.path.join(folder.path, s) for s in sorted(folder.shards)]) as ahead:
+                return _load(folder, bar, keep_masks, during, ahead)
+        with FirstPass(folder, done=lambda key: bar.update(1)) as first:  # counts them meanwhile
+            return _load(folder, bar, keep_masks, during, first)
+    finally:
+        bar.close()
 
 
-def _load(folder: Folder, progress: bool | None, keep_masks: bool, during: Callable | None, ahead: Prefetch) -> Loaded:
+def _load(folder: Folder, bar: Any, keep_masks: bool, during: Callable | None, ahead: Prefetch | FirstPass) -> Loaded:
     model = build_model(folder.config)
     recipes = plan(model, folder.entries)
     storage_format(folder.config)
     for r in recipes.values():
         for key in r.keys:
             check_dtype(key, folder.entries[key].dtype)
-    bar = _bar(sum(len(folder.compressed.get(k, "x")) for r in recipes.values() for k in r.keys), progress)
+    bar.total(sum(len(folder.compressed.get(k, "x")) for r in recipes.values() for k in r.keys))
     reader = Reader(folder, recipes, bar)
     loaded = Loaded(folder, model, {}, {}, recipes, reader)
     axes = _input_axes(model)
@@ -213,10 +231,18 @@ def _load(folder: Folder, progress: bool | None, keep_masks: bool, during: Calla
         materialize(model, lambda name, param: values.get(name))
         if during is not None:  # the trace needs the model, not its matrices: the disk reads ahead meanwhile
             loaded.made = during(model)
+        first = ahead if isinstance(ahead, FirstPass) else None
+        if first is not None:
+            first.hurry()
         for stored, key, entry, axis in mapped:
-            st = stored_stats(folder, entry, axis, keep_masks)
-            ahead.consumed(entry.numel * DTYPE_BYTES[entry.dtype])
-            bar.update(1)
+            key0 = recipes[stored].keys[0]
+            st = first.take(key0) if first is not None and axis == -1 else None
+            if st is None:
+                st = stored_stats(folder, entry, axis, keep_masks)
+                if first is None or key0 not in first.results:  # else the pass has counted it on the bar
+                    bar.update(1)
+            if isinstance(ahead, Prefetch):
+                ahead.consumed(entry.numel * DTYPE_BYTES[entry.dtype])
             if st.nonfinite:
                 loaded.nonfinite[recipes[stored].keys[0]] = st.nonfinite
             shape = entry.shape
@@ -225,7 +251,6 @@ def _load(folder: Folder, progress: bool | None, keep_masks: bool, during: Calla
             mask = torch.from_numpy(st.mask) if st.mask is not None else None
             _add(loaded, key, stored, Summary(shape, st.count, rows, st.cols), nm, mask)
     finally:
-        bar.close()
         reader.close()
     return loaded
 
@@ -258,19 +283,34 @@ def _check_shape(name: str, shape: Any, param: nn.Parameter) -> None:
         )
 
 
-class _NoBar:
+class _Bar:
+    """A tqdm bar over the tensors read (or nothing), updated from the first pass's thread too."""
+
+    def __init__(self, bar: Any = None):
+        self.bar, self.lock = bar, threading.Lock()
+
+    def total(self, n: int) -> None:
+        if self.bar is not None:
+            with self.lock:
+                self.bar.total = n
+                self.bar.refresh()
+
     def update(self, n: int) -> None:
-        pass
+        if self.bar is not None:
+            with self.lock:
+                self.bar.update(n)
 
     def close(self) -> None:
-        pass
+        if self.bar is not None:
+            with self.lock:
+                self.bar.close()
 
 
-def _bar(total: int, progress: bool | None) -> Any:
+def _bar(progress: bool | None) -> _Bar:
     if progress is False:
-        return _NoBar()
+        return _Bar()
     try:
         from tqdm import tqdm
     except ImportError:
-        return _NoBar()
-    return tqdm(total=total, unit="tensor", desc="reading", disable=None, leave=False)
+        return _Bar()
+    return _Bar(tqdm(unit="tensor", desc="reading", disable=None, leave=False))

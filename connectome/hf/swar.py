@@ -23,7 +23,7 @@ import numpy as np
 
 from .kernel import Stats, _threads, have_numba, numba
 
-__all__ = ["fits", "summarize_words"]
+__all__ = ["as_stats", "fits", "rep", "summarize_words"]
 
 
 def fits(a: np.ndarray, vbits: int) -> bool:
@@ -41,18 +41,26 @@ def fits(a: np.ndarray, vbits: int) -> bool:
     )
 
 
-def _rep(pattern: int, width: int) -> np.uint64:
+def rep(pattern: int, width: int) -> np.uint64:
     return np.uint64(sum(pattern << (i * width) for i in range(64 // width)))
 
 
-def summarize_words(a: np.ndarray, ebits: int) -> Stats:
-    """:class:`~connectome.hf.kernel.Stats` (no mask) of a float matrix ``a`` viewed as integers, ``fits``."""
+def summarize_words(a: np.ndarray, ebits: int, threads: int | None = None) -> Stats:
+    """:class:`~connectome.hf.kernel.Stats` (no mask) of a float matrix ``a`` viewed as integers, ``fits``,
+    counted by ``threads`` threads (default: as many as torch uses)."""
     width = a.dtype.itemsize * 8
-    lanes = 64 // width
     words = a.view(np.uint64)
-    R, W = words.shape
     v = (1 << (width - 1)) - 1
-    count, rows, colw, h4, h8, bad = _words(words, _rep(v, width), _rep(ebits, width), ebits != 0, width, _threads())
+    n = threads or _threads()
+    args = (words, rep(v, width), rep(ebits, width), ebits != 0, width)
+    return as_stats(width, *(_words_serial(*args) if n == 1 else _words(*args, n)))
+
+
+def as_stats(
+    width: int, count: int, rows: np.ndarray, colw: np.ndarray, h4: np.ndarray, h8: np.ndarray, bad: int
+) -> Stats:
+    """:class:`~connectome.hf.kernel.Stats` from the kernels' results (columns as OR-ed lane flags)."""
+    lanes = 64 // width
     flags = (
         colw[:, None] >> (np.arange(lanes, dtype=np.uint64) * np.uint64(width) + np.uint64(width - 1))
     ) & np.uint64(1)
@@ -73,11 +81,79 @@ if numba is not None:
             return np.int64(((f >> np.uint64(7)) * np.uint64(0x0101010101010101)) >> np.uint64(56))
         return np.int64(((f >> np.uint64(31)) & np.uint64(1)) + (f >> np.uint64(63)))
 
+    @numba.njit(nogil=True, cache=True)
+    def _span(w, V, E, finite, width, lo, hi, acc, rows, h4, h8):  # pragma: no cover - compiled
+        """Rows ``lo:hi``: flags OR-ed into ``acc``, rows and histograms filled; returns (count, bad)."""
+        W = w.shape[1]
+        H = V + _low(width)  # the top bit of every lane
+        lanes = 64 // width
+        lo4 = _low4(width)
+        cnt = 0
+        bad = 0
+        for r in range(lo, hi):
+            row = w[r]
+            n = 0
+            if width == 16:  # a word is a group of 4; two words a group of 8
+                # histograms in registers: 5 bins of 12 bits and 9 bins of 7 bits, emptied every 63 pairs
+                k4 = np.uint64(0)
+                k8 = np.uint64(0)
+                m = 0
+                for c in range(0, W, 2):
+                    f0 = _flags(row[c], V, H)
+                    f1 = _flags(row[c + 1], V, H)
+                    p0 = _pop(f0, 16)
+                    p1 = _pop(f1, 16)
+                    k4 += (np.uint64(1) << np.uint64(12 * p0)) + (np.uint64(1) << np.uint64(12 * p1))
+                    k8 += np.uint64(1) << np.uint64(7 * (p0 + p1))
+                    n += p0 + p1
+                    acc[c] |= f0
+                    acc[c + 1] |= f1
+                    m += 1
+                    if m == 63:
+                        _empty(h4, k4, 5, 12)
+                        _empty(h8, k8, 9, 7)
+                        k4 = np.uint64(0)
+                        k8 = np.uint64(0)
+                        m = 0
+                _empty(h4, k4, 5, 12)
+                _empty(h8, k8, 9, 7)
+            elif width == 8:  # a word is a group of 8; its halves groups of 4
+                for c in range(W):
+                    f = _flags(row[c], V, H)
+                    a = _pop(f & lo4, 8)
+                    b = _pop(f & ~lo4, 8)
+                    h4[a] += 1
+                    h4[b] += 1
+                    h8[a + b] += 1
+                    n += a + b
+                    acc[c] |= f
+            else:  # two words a group of 4, four a group of 8
+                for c in range(0, W, 4):
+                    f0 = _flags(row[c], V, H)
+                    f1 = _flags(row[c + 1], V, H)
+                    f2 = _flags(row[c + 2], V, H)
+                    f3 = _flags(row[c + 3], V, H)
+                    a = _pop(f0, 32) + _pop(f1, 32)
+                    b = _pop(f2, 32) + _pop(f3, 32)
+                    h4[a] += 1
+                    h4[b] += 1
+                    h8[a + b] += 1
+                    n += a + b
+                    acc[c] |= f0
+                    acc[c + 1] |= f1
+                    acc[c + 2] |= f2
+                    acc[c + 3] |= f3
+            if finite:
+                for c in range(W):
+                    x = (row[c] & E) ^ E  # zero lanes: exponent all ones
+                    bad += lanes - _pop(_flags(x, V, H), width)
+            rows[r] = n > 0
+            cnt += n
+        return cnt, bad
+
     @numba.njit(parallel=True, nogil=True, cache=True)
     def _words(w, V, E, finite, width, threads):  # pragma: no cover - compiled
         R, W = w.shape
-        H = V + _low(width)  # the top bit of every lane
-        lanes = 64 // width
         T = max(1, min(threads, R))
         step = (R + T - 1) // T
         cols = np.zeros((T, W), np.uint64)
@@ -86,73 +162,25 @@ if numba is not None:
         h8 = np.zeros((T, 9), np.int64)
         cnt = np.zeros(T, np.int64)
         bad = np.zeros(T, np.int64)
-        lo4 = _low4(width)
         for t in numba.prange(T):
-            acc = cols[t]
-            for r in range(t * step, min(R, (t + 1) * step)):
-                row = w[r]
-                n = 0
-                if width == 16:  # a word is a group of 4; two words a group of 8
-                    # histograms in registers: 5 bins of 12 bits and 9 bins of 7 bits, emptied every 63 pairs
-                    k4 = np.uint64(0)
-                    k8 = np.uint64(0)
-                    m = 0
-                    for c in range(0, W, 2):
-                        f0 = _flags(row[c], V, H)
-                        f1 = _flags(row[c + 1], V, H)
-                        p0 = _pop(f0, 16)
-                        p1 = _pop(f1, 16)
-                        k4 += (np.uint64(1) << np.uint64(12 * p0)) + (np.uint64(1) << np.uint64(12 * p1))
-                        k8 += np.uint64(1) << np.uint64(7 * (p0 + p1))
-                        n += p0 + p1
-                        acc[c] |= f0
-                        acc[c + 1] |= f1
-                        m += 1
-                        if m == 63:
-                            _empty(h4[t], k4, 5, 12)
-                            _empty(h8[t], k8, 9, 7)
-                            k4 = np.uint64(0)
-                            k8 = np.uint64(0)
-                            m = 0
-                    _empty(h4[t], k4, 5, 12)
-                    _empty(h8[t], k8, 9, 7)
-                elif width == 8:  # a word is a group of 8; its halves groups of 4
-                    for c in range(W):
-                        f = _flags(row[c], V, H)
-                        a = _pop(f & lo4, 8)
-                        b = _pop(f & ~lo4, 8)
-                        h4[t, a] += 1
-                        h4[t, b] += 1
-                        h8[t, a + b] += 1
-                        n += a + b
-                        acc[c] |= f
-                else:  # two words a group of 4, four a group of 8
-                    for c in range(0, W, 4):
-                        f0 = _flags(row[c], V, H)
-                        f1 = _flags(row[c + 1], V, H)
-                        f2 = _flags(row[c + 2], V, H)
-                        f3 = _flags(row[c + 3], V, H)
-                        a = _pop(f0, 32) + _pop(f1, 32)
-                        b = _pop(f2, 32) + _pop(f3, 32)
-                        h4[t, a] += 1
-                        h4[t, b] += 1
-                        h8[t, a + b] += 1
-                        n += a + b
-                        acc[c] |= f0
-                        acc[c + 1] |= f1
-                        acc[c + 2] |= f2
-                        acc[c + 3] |= f3
-                if finite:
-                    for c in range(W):
-                        x = (row[c] & E) ^ E  # zero lanes: exponent all ones
-                        bad[t] += lanes - _pop(_flags(x, V, H), width)
-                rows[r] = n > 0
-                cnt[t] += n
+            c, b = _span(w, V, E, finite, width, t * step, min(R, (t + 1) * step), cols[t], rows, h4[t], h8[t])
+            cnt[t] = c
+            bad[t] = b
         colw = np.zeros(W, np.uint64)
         for t in range(T):
             for c in range(W):
                 colw[c] |= cols[t, c]
         return cnt.sum(), rows, colw, h4.sum(axis=0), h8.sum(axis=0), bad.sum()
+
+    @numba.njit(nogil=True, cache=True)
+    def _words_serial(w, V, E, finite, width):  # pragma: no cover - compiled; no thread pool woken
+        R, W = w.shape
+        colw = np.zeros(W, np.uint64)
+        rows = np.zeros(R, np.bool_)
+        h4 = np.zeros(5, np.int64)
+        h8 = np.zeros(9, np.int64)
+        c, b = _span(w, V, E, finite, width, 0, R, colw, rows, h4, h8)
+        return c, rows, colw, h4, h8, b
 
     @numba.njit(inline="always", cache=True)
     def _empty(h, k, bins, bits):  # pragma: no cover - compiled; add packed bin counts to ``h``

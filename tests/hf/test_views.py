@@ -24,3 +24,30 @@ def test_any_of_a_broadcast_view_equals_torch_any(name):
     assert torch.equal(_any(e), e.any())
     for d in range(e.dim()):
         assert torch.equal(_any(e, d), e.any(d)), d
+
+
+@pytest.mark.parametrize("name", ["all", "none", "rows", "cols", "outer"])
+@pytest.mark.parametrize("dead", ["rows", "cols", "both", "neither"])
+def test_a_gated_stand_in_equals_the_gated_mask(name, dead):
+    """A layer's effective mask, dead outputs and inputs cleared, from a stand-in (kept a view where it can)."""
+    import numpy as np
+
+    from connectome.graph.lower.mixing import _gated, _gated_view
+
+    conn = VIEWS[name].unsqueeze(-1)
+    rows = np.array([True, dead not in ("rows", "both"), True])
+    cols = np.array([[dead not in ("cols", "both"), True, True, True]])
+    want = conn & torch.from_numpy(rows)[:, None, None] & torch.from_numpy(cols)[..., None]
+    assert torch.equal(_gated(conn, rows, cols), want)
+    view = _gated_view(conn, rows, cols)
+    # a view when the gate clears only along the vector the stand-in repeats
+    viewable = {
+        "all": dead != "both",
+        "none": dead != "both",
+        "rows": dead in ("rows", "neither"),
+        "cols": dead in ("cols", "neither"),
+        "outer": False,
+    }[name]
+    assert (view is not None) == viewable
+    if view is not None:
+        assert torch.equal(view, want) and 0 in view.stride()  # no matrix-sized array made

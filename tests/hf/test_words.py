@@ -49,14 +49,15 @@ def _check(s, t):
     assert s.nonfinite == int((~torch.isfinite(t.float())).sum())
 
 
+@pytest.mark.parametrize("threads", [1, None])  # the serial kernel, and the parallel one on every thread
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("kind", FLOATS)
-def test_words_match_torch(kind, shape):
+def test_words_match_torch(kind, shape, threads):
     dtype, view, vbits, ebits = FLOATS[kind]
     t = _tensor(shape, dtype, seed=sum(shape))
     a = t.view(view).numpy()
     assert fits(a, vbits)
-    _check(summarize_words(a, ebits), t)
+    _check(summarize_words(a, ebits, threads), t)
 
 
 def test_what_does_not_fit_words():

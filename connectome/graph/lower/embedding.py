@@ -20,7 +20,9 @@ class Lookup(Op):
     def __init__(self, weight: Weight | None, mask: torch.Tensor, ids_shape: tuple, out_shape: tuple):
         self.weights = [weight] if weight is not None else []
         self.mask, self.ids_shape, self.out_shape = mask, ids_shape, out_shape
-        self.col = mask.any(0).numpy()  # features some row reaches
+        red = weight.reduced if weight is not None and mask is weight.mask and mask.dim() == 2 else None
+        # features some row reaches; taken from the read when it was (a lazily read table is a broadcast view)
+        self.col = red.cols if red is not None else mask.any(0).numpy()
         self.out_cdim = len(out_shape) - 1
 
     def forward(self, ins: list[Status]) -> Status:
