@@ -109,7 +109,8 @@ def write(folder: str, layers: int, two_four: bool) -> int:
     return total
 
 
-# the child reports its own peak: VmHWM starts afresh at exec (ru_maxrss keeps the forking parent's)
+# the child reports its own peak: VmHWM starts afresh at exec (ru_maxrss keeps the forking parent's);
+# at exit, or at os._exit (the script leaves an audit that way, skipping the interpreter's teardown)
 PEAK = """
 import atexit, os, sys
 def _peak():
@@ -118,6 +119,11 @@ def _peak():
     with open(os.environ["BENCH_PEAK"], "w") as f:
         f.write(str(kb))
 atexit.register(_peak)
+_exit = os._exit
+def _exit_after_peak(code):
+    _peak()
+    _exit(code)
+os._exit = _exit_after_peak
 """
 
 # every byte of every shard into a reused buffer: what reading the checkpoint once costs (safetensors'
