@@ -5,7 +5,7 @@ thread counts every plain float matrix of the folder, in the order they lie in t
 one compiled call that reads and counts it without the interpreter lock
 (:func:`connectome.hf.pread.count_stored`), while the main thread builds and traces the model: the
 disk, the counting and the trace run at once, and every byte is copied out of the page cache once.
-After :meth:`FirstPass.hurry` (the trace is done) one thread per core counts what is left. A matrix
+After :meth:`FirstPass.hurry` (the trace is done) one thread per core torch uses counts what is left. A matrix
 the analysis needs otherwise (GPT-2's transposed Conv1D) is counted again by the caller, and so is
 one the pass has not reached when it stops (an error, or the caller leaving early).
 
@@ -32,10 +32,12 @@ from collections.abc import Callable
 
 from .bits import BITS, CHUNK, by_words
 from .folder import Folder
-from .kernel import Stats
+from .kernel import Stats, _threads
 from .pread import available, buffer, count_stored
 
-__all__ = ["FirstPass", "counted_early"]
+__all__ = ["FirstPass", "MAX_THREADS", "counted_early"]
+
+MAX_THREADS = 8  # beyond, more buffers and more streams at once, and a disk no faster
 
 
 def counted_early(folder: Folder) -> list[str]:
@@ -81,8 +83,9 @@ class FirstPass:
         return self._running == 0
 
     def hurry(self) -> None:
-        """The main thread is done with its own work: count on every core from now on."""
-        for _ in range(max(0, _cores() - len(self._threads))):
+        """The main thread is done with its own work: count with as many threads as torch uses (at most
+        ``MAX_THREADS``, each with its own read buffer) from now on."""
+        for _ in range(max(0, min(_threads(), MAX_THREADS) - len(self._threads))):
             self._start()
 
     def take(self, key: str) -> Stats | None:
@@ -137,10 +140,3 @@ class FirstPass:
             with self._cond:
                 self._running -= 1
                 self._cond.notify_all()
-
-
-def _cores() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)

@@ -155,14 +155,16 @@ def load_folder(
     try:
         if keep_masks:  # the disk reads the shards while the model is built and traced
             with Prefetch([os.path.join(folder.path, s) for s in sorted(folder.shards)]) as ahead:
-                return _load(folder, bar, keep_masks, during, ahead)
+                return _load(folder, bar, keep_masks, during, ahead, None)
         with FirstPass(folder, done=lambda key: bar.update(1)) as first:  # counts them meanwhile
-            return _load(folder, bar, keep_masks, during, first)
+            return _load(folder, bar, keep_masks, during, None, first)
     finally:
         bar.close()
 
 
-def _load(folder: Folder, bar: Any, keep_masks: bool, during: Callable | None, ahead: Prefetch | FirstPass) -> Loaded:
+def _load(
+    folder: Folder, bar: Any, keep_masks: bool, during: Callable | None, ahead: Prefetch | None, first: FirstPass | None
+) -> Loaded:
     model = build_model(folder.config)
     recipes = plan(model, folder.entries)
     storage_format(folder.config)
@@ -231,7 +233,6 @@ def _load(folder: Folder, bar: Any, keep_masks: bool, during: Callable | None, a
         materialize(model, lambda name, param: values.get(name))
         if during is not None:  # the trace needs the model, not its matrices: the disk reads ahead meanwhile
             loaded.made = during(model)
-        first = ahead if isinstance(ahead, FirstPass) else None
         if first is not None:
             first.hurry()
         for stored, key, entry, axis in mapped:
@@ -241,7 +242,7 @@ def _load(folder: Folder, bar: Any, keep_masks: bool, during: Callable | None, a
                 st = stored_stats(folder, entry, axis, keep_masks)
                 if first is None or key0 not in first.results:  # else the pass has counted it on the bar
                     bar.update(1)
-            if isinstance(ahead, Prefetch):
+            if ahead is not None:
                 ahead.consumed(entry.numel * DTYPE_BYTES[entry.dtype])
             if st.nonfinite:
                 loaded.nonfinite[recipes[stored].keys[0]] = st.nonfinite
