@@ -28,6 +28,7 @@ import sys
 import numpy as np
 
 from ..io.errors import SpecError
+from .bits import BITS
 from .folder import DTYPE_BYTES, Entry
 from .kernel import Stats, have_numba, numba
 from .swar import as_stats, rep
@@ -49,8 +50,6 @@ def count_stored(root: str, entry: Entry, buf: np.ndarray, fd: int | None = None
     """The stats of a float matrix that fits words (:func:`connectome.hf.bits.by_words`), read through ``buf``.
 
     ``fd`` is an open descriptor of its shard (else the shard under ``root`` is opened for the call)."""
-    from .bits import BITS
-
     _, vbits, ebits = BITS[entry.dtype]
     width = DTYPE_BYTES[entry.dtype] * 8
     words = entry.shape[-1] * width // 64

@@ -245,7 +245,7 @@ def _load(
             if ahead is not None:
                 ahead.consumed(entry.numel * DTYPE_BYTES[entry.dtype])
             if st.nonfinite:
-                loaded.nonfinite[recipes[stored].keys[0]] = st.nonfinite
+                loaded.nonfinite[key0] = st.nonfinite
             shape = entry.shape
             rows = st.rows if len(shape) == 2 else np.asarray(st.rows.reshape(shape[0], -1).any(1))
             nm = NMCount({4: st.hist4, 8: st.hist8}, 0 if axis == 0 else len(shape) - 1)
