@@ -15,7 +15,7 @@ Examples
 from __future__ import annotations
 
 import gc
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -30,6 +30,7 @@ from .graph.lower import UnitGraph, lower
 from .graph.names import WeightNames
 from .graph.reduce import count_true
 from .graph.refs import opaque_modules, referenced
+from .graph.rewalk import rewalk
 from .graph.status import Status, any_alive
 from .graph.trace import InputShape, Traced, TraceError, as_inputs, trace
 from .graph.walk import Walk, walk
@@ -199,6 +200,8 @@ class Analyzer:
         self._given = {"example_inputs": example_inputs, "input_shape": input_shape, "input_dtype": input_dtype}
         self.input_shapes = input_shapes(example_inputs, input_shape, input_dtype)
         self.notes: list[str] = []
+        self.keep_walk = False  # keep the last run's walk (``last``) for :meth:`rerun`
+        self.last: tuple[Traced, UnitGraph, Walk] | None = None
         self._pair: tuple[Traced, Traced] | None = None
         with _gc_paused(), self._budget():
             if not submodule:
@@ -258,11 +261,32 @@ class Analyzer:
         res.notes = list(self.notes)
         return res
 
+    def rerun(self, changed: Iterable[str], source: MaskSource, readers: Mapping[str, set]) -> Analysis | None:
+        """The analysis with ``source``'s masks, which differ from the last :meth:`run`'s only for keys
+        ``changed``, from that run's walk redone where the masks changed (:func:`~connectome.graph.rewalk.rewalk`);
+        None where that is not exact (then :meth:`run` it). Needs ``keep_walk`` set before the last run."""
+        if self.last is None:
+            return None
+        traced, graph, w = self.last
+        with _gc_paused(), self._budget():
+            w2 = rewalk(graph, w, changed, source, readers)
+            if w2 is None:
+                return None
+            self.last = (traced, w2.graph, w2)
+            res = self._result(traced, w2.graph, w2, source)
+        res.input_shapes = [list(s) for s in self.input_shapes] or res.input_shapes
+        res.notes = list(self.notes)
+        return res
+
     def _run(self, traced: Traced, masks: Mapping[str, torch.Tensor] | None, source: MaskSource | None) -> Analysis:
         source = source if source is not None else MaskSource(self.model, masks, self.names)
         source.prefetch(self.kinds)
         graph = lower(traced, source)
         w = walk(graph)
+        self.last = (traced, graph, w) if self.keep_walk else None
+        return self._result(traced, graph, w, source)
+
+    def _result(self, traced: Traced, graph: UnitGraph, w: Walk, source: MaskSource) -> Analysis:
         res = _result(traced, graph, w, source, self.kinds, self.dense)
         kept = [n for n in _op_weights(graph) if in_dense(n, self.dense)]
         note = f"{len(kept)} weight tensors kept dense (DyReLU hyper-networks) are not counted"

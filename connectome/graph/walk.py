@@ -30,7 +30,7 @@ from .. import memory
 from .lower import UnitGraph
 from .status import Status, any_alive, merge
 
-__all__ = ["Walk", "walk"]
+__all__ = ["Walk", "walk", "add_effective"]
 
 
 @dataclass
@@ -39,6 +39,7 @@ class Walk:
     fwd: dict[fx.Node, Any]  # alive-from-input status per node (Status, tuple, or None)
     bwd: dict[fx.Node, Any]  # alive-to-output status per node
     effective: dict[str, torch.Tensor]
+    constants: frozenset[str] = frozenset()  # keys some of whose effective part came from constant_weights
 
 
 def _leaf(v: Any, alive: bool) -> Any:
@@ -89,16 +90,30 @@ def walk(g: UnitGraph) -> Walk:
                 bwd[a] = merge(bwd.get(a), contrib)
     effective: dict[str, torch.Tensor] = {}
     for node, op in g.ops.items():
-        if not op.weights:
-            continue
-        grad = bwd.get(node)
-        owned = {w.name: w for w in op.weights}
-        for name, m in op.effective([fwd.get(a) for a in g.args[node]], grad if any_alive(grad) else None).items():
-            w = owned.get(name)
-            for key, pm in (w.back(m, lambda k: _param_shape(g, k)) if w is not None else {name: m}).items():
-                effective[key] = effective[key] | pm if key in effective else pm
+        add_effective(g, fwd, bwd, node, op, effective)
     from .relevance import constant_weights
 
-    for key, m in constant_weights(g, fwd, bwd).items():  # constants that meet live signal in a product
+    if g.masks is not None:
+        g.masks.reading = "constants"  # masks read from here on decide constants' effective parts
+    try:
+        constants = constant_weights(g, fwd, bwd)
+    finally:
+        if g.masks is not None:
+            g.masks.reading = None
+    for key, m in constants.items():  # constants that meet live signal in a product
         effective[key] = effective[key] | m if key in effective else m
-    return Walk(g, fwd, bwd, effective)
+    return Walk(g, fwd, bwd, effective, frozenset(constants))
+
+
+def add_effective(
+    g: UnitGraph, fwd: dict, bwd: dict, node: fx.Node, op: Any, effective: dict[str, torch.Tensor]
+) -> None:
+    """OR the effective parts of the weights ``op`` (at ``node``) owns into ``effective``, by key."""
+    if not op.weights:
+        return
+    grad = bwd.get(node)
+    owned = {w.name: w for w in op.weights}
+    for name, m in op.effective([fwd.get(a) for a in g.args[node]], grad if any_alive(grad) else None).items():
+        w = owned.get(name)
+        for key, pm in (w.back(m, lambda k: _param_shape(g, k)) if w is not None else {name: m}).items():
+            effective[key] = effective[key] | pm if key in effective else pm

@@ -1,13 +1,15 @@
 """Count a folder's stored matrices from the moment it is opened, while the model is built and traced.
 
-Reading a 7B model's shards takes seconds, and so do importing its architecture and tracing it. A
-thread counts every plain float matrix of the folder, in the order they lie in the shards, each in
-one compiled call that reads and counts it without the interpreter lock
+Reading a 7B model's shards takes seconds, and so do importing its architecture and tracing it. Two
+threads count every plain float matrix of the folder, in the order they lie in the shards, each
+matrix in one compiled call that reads and counts it without the interpreter lock
 (:func:`connectome.hf.pread.count_stored`), while the main thread builds and traces the model: the
-disk, the counting and the trace run at once, and every byte is copied out of the page cache once.
-After :meth:`FirstPass.hurry` (the trace is done) one thread per core torch uses counts what is left. A matrix
-the analysis needs otherwise (GPT-2's transposed Conv1D) is counted again by the caller, and so is
-one the pass has not reached when it stops (an error, or the caller leaving early).
+disk, the counting and the trace run at once (while one thread counts, the other waits on the disk).
+Pages in the page cache are copied out once; pages not in it are read past it
+(:mod:`connectome.hf.direct`), which leaves the CPU to the counting and the trace. After
+:meth:`FirstPass.hurry` (the trace is done) one thread per core torch uses counts what is left. A
+matrix the analysis needs otherwise (GPT-2's transposed Conv1D) is counted again by the caller, and
+so is one the pass has not reached when it stops (an error, or the caller leaving early).
 
 Examples
 --------
@@ -31,6 +33,7 @@ import threading
 from collections.abc import Callable
 
 from .bits import BITS, CHUNK, by_words
+from .direct import ShardFile
 from .folder import Folder
 from .kernel import Stats, _threads
 from .pread import available, buffer, count_stored
@@ -38,6 +41,7 @@ from .pread import available, buffer, count_stored
 __all__ = ["FirstPass", "MAX_THREADS", "counted_early"]
 
 MAX_THREADS = 8  # beyond, more buffers and more streams at once, and a disk no faster
+START_THREADS = 2  # while the model is traced: one counts while the other waits on the disk
 
 
 def counted_early(folder: Folder) -> list[str]:
@@ -69,7 +73,8 @@ class FirstPass:
         self._threads: list[threading.Thread] = []
 
     def __enter__(self) -> FirstPass:
-        self._start()
+        for _ in range(min(START_THREADS, _threads())):
+            self._start()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -110,7 +115,7 @@ class FirstPass:
         t.start()
 
     def _run(self) -> None:
-        buf, fds = buffer(CHUNK), dict[str, int]()
+        buf, shards = buffer(CHUNK), dict[str, ShardFile]()
         try:
             while not self._stop:
                 with self._cond:
@@ -120,10 +125,10 @@ class FirstPass:
                     self._next += 1
                 entry = self.folder.entries[key]
                 try:
-                    fd = fds.get(entry.shard)
-                    if fd is None:
-                        fd = fds[entry.shard] = os.open(os.path.join(self.folder.path, entry.shard), os.O_RDONLY)
-                    stats = count_stored(self.folder.path, entry, buf, fd)
+                    shard = shards.get(entry.shard)
+                    if shard is None:
+                        shard = shards[entry.shard] = ShardFile(os.path.join(self.folder.path, entry.shard))
+                    stats = count_stored(self.folder.path, entry, buf, shard)
                 except BaseException as e:  # handed to whoever takes this matrix; the pass stops
                     with self._cond:
                         self.error = (key, e)
@@ -135,8 +140,8 @@ class FirstPass:
                 if self.done is not None:
                     self.done(key)
         finally:
-            for fd in fds.values():
-                os.close(fd)
+            for shard in shards.values():
+                shard.close()
             with self._cond:
                 self._running -= 1
                 self._cond.notify_all()

@@ -24,53 +24,106 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from ..io.errors import SpecError
-from .bits import BITS
+from .bits import BITS, CHUNK
+from .direct import PAGE, ShardFile, aligned
 from .folder import DTYPE_BYTES, Entry
 from .kernel import Stats, have_numba, numba
 from .swar import as_stats, rep
 
-__all__ = ["available", "buffer", "count_stored"]
+__all__ = ["available", "buffer", "count_stored", "read_mask", "read_masks"]
+
+_UNSIGNED = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
 
 
 def available() -> bool:
     """Whether matrices can be counted this way: numba, on Linux (glibc's ``pread`` and ``errno``)."""
-    return have_numba() and sys.platform.startswith("linux")
+    return have_numba() and sys.platform.startswith("linux") and sys.byteorder == "little"
 
 
 def buffer(nbytes: int) -> np.ndarray:
-    """A reusable read buffer of ``nbytes`` (rounded up to whole words)."""
-    return np.empty(-(-nbytes // 8), np.uint64)
+    """A reusable read buffer for chunks of ``nbytes``, page-aligned for direct reads
+    (:func:`~connectome.hf.direct.aligned`)."""
+    return aligned(nbytes)
 
 
-def count_stored(root: str, entry: Entry, buf: np.ndarray, fd: int | None = None) -> Stats:
+def count_stored(root: str, entry: Entry, buf: np.ndarray, shard: ShardFile | None = None) -> Stats:
     """The stats of a float matrix that fits words (:func:`connectome.hf.bits.by_words`), read through ``buf``.
 
-    ``fd`` is an open descriptor of its shard (else the shard under ``root`` is opened for the call)."""
+    ``shard`` is its shard, open (else it is opened for the call); its pages not in the page cache are
+    read past it (:class:`~connectome.hf.direct.ShardFile`)."""
     _, vbits, ebits = BITS[entry.dtype]
     width = DTYPE_BYTES[entry.dtype] * 8
     words = entry.shape[-1] * width // 64
     rows = entry.numel // entry.shape[-1]
-    if buf.size < words:  # one row is more than the buffer: a buffer of one row
+    if buf.size * 8 < words * 8 + 2 * PAGE:  # one row is more than the buffer: a buffer of one row
         buf = buffer(words * 8)
-    own = fd is None
-    if fd is None:
-        fd = os.open(os.path.join(root, entry.shard), os.O_RDONLY)
+    own = shard is None
+    if shard is None:
+        shard = ShardFile(os.path.join(root, entry.shard))
     try:
-        status, errno, *res = _stream(
-            fd, entry.start, rows, words, rep(vbits, width), rep(ebits, width), ebits != 0, width, buf
+        dfd = shard.direct_for(entry.start, entry.start + entry.numel * width // 8)
+        status, errno, direct, *res = _stream(
+            shard.fd, dfd, entry.start, rows, words, rep(vbits, width), rep(ebits, width), ebits != 0, width, buf
         )
+        if dfd >= 0 and not direct:
+            shard.no_direct()
     finally:
         if own:
-            os.close(fd)
+            shard.close()
+    _check(status, errno, entry)
+    return as_stats(width, *res)
+
+
+def read_mask(root: str, entry: Entry, buf: np.ndarray, shard: ShardFile | None = None) -> np.ndarray:
+    """The nonzero mask (bool, ``entry.shape``) of a stored float matrix, read through ``buf`` as
+    :func:`count_stored` reads (without the GIL: several threads read several matrices at once)."""
+    _, vbits, _ = BITS[entry.dtype]
+    size = DTYPE_BYTES[entry.dtype]
+    if buf.size * 8 < size + 2 * PAGE:
+        buf = buffer(size)
+    own = shard is None
+    if shard is None:
+        shard = ShardFile(os.path.join(root, entry.shard))
+    out = np.empty(entry.numel, np.bool_)
+    try:
+        dfd = shard.direct_for(entry.start, entry.start + entry.numel * size, size)
+        view = buf.view(_UNSIGNED[size])
+        status, errno, direct = _mask_stream(
+            shard.fd, dfd, entry.start, entry.numel, size, view.dtype.type(vbits), buf, view, out
+        )
+        if dfd >= 0 and not direct:
+            shard.no_direct()
+    finally:
+        if own:
+            shard.close()
+    _check(status, errno, entry)
+    return out.reshape(entry.shape)
+
+
+def read_masks(root: str, entries: dict[str, Entry], threads: int) -> dict[str, np.ndarray]:
+    """:func:`read_mask` of each of ``entries`` (key -> entry), by ``threads`` threads at once."""
+    local = threading.local()
+
+    def one(entry: Entry) -> np.ndarray:
+        if not hasattr(local, "buf"):
+            local.buf = buffer(CHUNK)
+        return read_mask(root, entry, local.buf)
+
+    with ThreadPoolExecutor(max(1, min(threads, len(entries))), thread_name_prefix="connectome-mask") as pool:
+        return dict(zip(entries, pool.map(one, entries.values())))
+
+
+def _check(status: int, errno: int, entry: Entry) -> None:
     if status == 1:
         raise SpecError(f"{entry.shard} ends inside a tensor: the shard is truncated; download it again")
     if status == 2:
         raise SpecError(f"cannot read {entry.shard}: {os.strerror(errno)}")
-    return as_stats(width, *res)
 
 
 if numba is not None:
@@ -107,32 +160,93 @@ if numba is not None:
         return sig, codegen
 
     @numba.njit(nogil=True, cache=True)
-    def _stream(fd, start, R, Wd, V, E, finite, width, buf):  # pragma: no cover - compiled
-        """(status, errno, count, rows, column flags, h4, h8, bad); status 1: the file ended, 2: a read failed."""
+    def _fill(fd, dfd, direct, base, at, want):  # pragma: no cover - compiled
+        """Read ``want`` bytes at ``at`` to address ``base``: (status, errno, direct). Direct reads (``dfd``)
+        ask for whole pages; the last partial page of a file, or all reads once direct ones are refused
+        (EINVAL: a file system that takes O_DIRECT but not these reads), go through ``fd``."""
+        ask = want + (-want) % PAGE
+        got = 0
+        while got < want:
+            if direct and got % PAGE == 0:
+                n = _pread(dfd, base + got, ask - got, at + got)
+            else:
+                n = _pread(fd, base + got, want - got, at + got)
+            if n == 0:
+                return 1, 0, direct
+            if n < 0:
+                err = _errno()
+                if err == 4:  # EINTR: a signal came; read again
+                    continue
+                if err == 22 and direct:
+                    direct = False
+                    continue
+                return 2, err, direct
+            got += n
+        return 0, 0, direct
+
+    @numba.njit(nogil=True, cache=True)
+    def _stream(fd, dfd, start, R, Wd, V, E, finite, width, buf):  # pragma: no cover - compiled
+        """(status, errno, direct, count, rows, column flags, h4, h8, bad); status 1: the file ended, 2: a
+        read failed. With ``dfd`` >= 0 each chunk is widened to whole pages and read past the page cache;
+        ``direct`` is False when such reads were refused and buffered ones took over."""
         acc = np.zeros(Wd, np.uint64)
         rows = np.zeros(R, np.bool_)
         h4 = np.zeros(5, np.int64)
         h8 = np.zeros(9, np.int64)
         cnt = 0
         bad = 0
-        step = max(1, buf.size // Wd)
+        row = Wd * 8
+        step = max(1, (buf.size * 8 - 2 * PAGE) // row)
+        direct = dfd >= 0
         r = 0
         while r < R:
             k = min(step, R - r)
-            want = k * Wd * 8
-            got = 0
-            while got < want:
-                n = _pread(fd, buf.ctypes.data + got, want - got, start + r * Wd * 8 + got)
-                if n == 0:
-                    return 1, 0, cnt, rows, acc, h4, h8, bad
-                if n < 0:
-                    e = _errno()
-                    if e == 4:  # EINTR: a signal came; read again
-                        continue
-                    return 2, e, cnt, rows, acc, h4, h8, bad
-                got += n
-            c, b = _span(buf[: k * Wd].reshape(k, Wd), V, E, finite, width, 0, k, acc, rows[r : r + k], h4, h8)
+            first = start + r * row
+            at = first - first % PAGE if direct else first  # a direct read starts on a page
+            status, err, direct = _fill(fd, dfd, direct, buf.ctypes.data, at, first + k * row - at)
+            if status != 0:
+                return status, err, direct, cnt, rows, acc, h4, h8, bad
+            off = first - at
+            if off % 8:  # a matrix not on a word in its file: its words are moved onto the buffer's
+                _align(buf, off, k * Wd)
+                off = 0
+            off //= 8
+            c, b = _span(
+                buf[off : off + k * Wd].reshape(k, Wd), V, E, finite, width, 0, k, acc, rows[r : r + k], h4, h8
+            )
             cnt += c
             bad += b
             r += k
-        return 0, 0, cnt, rows, acc, h4, h8, bad
+        return 0, 0, direct, cnt, rows, acc, h4, h8, bad
+
+    @numba.njit(nogil=True, cache=True)
+    def _align(buf, off, n):  # pragma: no cover - compiled
+        """Move the ``n`` words at byte ``off`` of ``buf`` to its start (little-endian)."""
+        q = off // 8
+        lo = np.uint64((off % 8) * 8)
+        hi = np.uint64(64) - lo
+        for i in range(n):
+            buf[i] = (buf[q + i] >> lo) | (buf[q + i + 1] << hi)
+
+    @numba.njit(nogil=True, cache=True)
+    def _flags(v, V, o):  # pragma: no cover - compiled; slices of their own: the loop vectorises
+        for j in range(v.size):
+            o[j] = (v[j] & V) != 0
+
+    @numba.njit(nogil=True, cache=True)
+    def _mask_stream(fd, dfd, start, n, size, V, buf, view, out):  # pragma: no cover - compiled
+        """(status, errno, direct) as :func:`_stream`, filling ``out[i] = view lane i & V != 0``."""
+        step = max(1, (buf.size * 8 - 2 * PAGE) // size)
+        direct = dfd >= 0
+        i = 0
+        while i < n:
+            k = min(step, n - i)
+            first = start + i * size
+            at = first - first % PAGE if direct else first
+            status, err, direct = _fill(fd, dfd, direct, buf.ctypes.data, at, first + k * size - at)
+            if status != 0:
+                return status, err, direct
+            off = (first - at) // size
+            _flags(view[off : off + k], V, out[i : i + k])
+            i += k
+        return 0, 0, direct

@@ -57,9 +57,11 @@ class ProxySource(MaskSource):
         super().__init__(model, None, names)
         self.loaded, self.exact = loaded, exact
         self.proxies: dict[str, torch.Tensor] = {}
+        self.track()
 
     def get(self, name: str, default: Any = None) -> torch.Tensor | None:  # type: ignore[override]
         name = self.names.key(name)
+        self.note_reader(name)
         if name in self.exact:
             return self.exact[name]
         s = self.loaded.summaries.get(name)
@@ -93,24 +95,51 @@ def _is(a: torch.Tensor, b: torch.Tensor | None) -> bool:
 def analyze_lazily(loaded: Loaded, analyzer: Any) -> tuple[Any, dict[str, torch.Tensor]]:
     """The analysis of ``loaded`` equal to one with every true mask: ``(Analysis, masks read exactly)``."""
     exact: dict[str, torch.Tensor] = {}
-    for _ in range(MAX_ROUNDS):
+    rewalked = 0
+    analyzer.keep_walk = True
+    try:
         source = ProxySource(analyzer.model, analyzer.names, loaded, exact)
         res = analyzer.run(source=source)
-        pending = [
-            n
-            for n, e in res.effective_masks.items()
-            if n in loaded.summaries and n not in exact and not _is(e, source.proxies.get(n))
-        ]
-        if not pending:
-            loaded.notes.append(
-                f"{len(exact)} of {len(loaded.summaries)} matrices were read a second time, exactly "
-                "(the rest are alive on both sides: their counts are exact from the first read)"
-            )
-            return res, exact
-        del res, source  # before reading: the next walk's masks replace this one's
-        for n in pending:
-            exact[n] = loaded.mask(n)
+        for _ in range(MAX_ROUNDS):
+            pending = [
+                n
+                for n, e in res.effective_masks.items()
+                if n in loaded.summaries and n not in exact and not _is(e, source.proxies.get(n))
+            ]
+            if not pending:
+                loaded.notes.append(
+                    f"{len(exact)} of {len(loaded.summaries)} matrices were read a second time, exactly "
+                    "(the rest are alive on both sides: their counts are exact from the first read)"
+                    + (
+                        "; the walk was redone only where they are (the rest of it checked unchanged)"
+                        if rewalked
+                        else ""
+                    )
+                )
+                return res, exact
+            del res  # before reading: the next walk's masks replace this one's
+            exact.update(loaded.masks_of(pending))
+            res, source, quick = _again(analyzer, loaded, exact, source, pending)
+            rewalked += quick
+    finally:
+        analyzer.keep_walk, analyzer.last = False, None
     raise RuntimeError(f"the analysis did not settle in {MAX_ROUNDS} rounds of exact reads")
+
+
+def _again(
+    analyzer: Any, loaded: Loaded, exact: dict, source: ProxySource, changed: list[str]
+) -> tuple[Any, Any, bool]:
+    """(analysis, its source, whether only the ops reading ``changed`` were walked again) with the masks
+    of ``exact``: the last walk redone where those masks changed when that is exact, else walked whole."""
+    new = ProxySource(analyzer.model, analyzer.names, loaded, exact)
+    new.proxies = source.proxies  # the ops not lowered again keep theirs
+    quick = analyzer.rerun(changed, new, source.readers or {})
+    if quick is None:  # statuses changed: walk the whole graph again
+        new.proxies = {}
+        return analyzer.run(source=new), new, False
+    old, now = source.readers or {}, new.readers or {}
+    new.readers = {k: old.get(k, set()) | now.get(k, set()) for k in {*old, *now}}
+    return quick, new, True
 
 
 def effective_mask(res: Any, loaded: Loaded, exact: dict[str, torch.Tensor], name: str) -> torch.Tensor:

@@ -36,13 +36,17 @@ from .bits import BITS, stored_stats
 from .decode import check_dtype, nonfinite_bits, nonzero_bits, storage_format
 from .firstpass import FirstPass
 from .folder import DTYPE_BYTES, Folder
+from .kernel import _threads
 from .keys import Recipe, build, plan
 from .nm import NMCount, nm_count
+from .pread import available, read_masks
 from .prefetch import Prefetch
 from .skeleton import build_model, materialize, placeholder
 from .sparse import decode
 
 __all__ = ["Loaded", "Reader", "Summary", "load_folder"]
+
+MASK_READERS = 4  # masks read again at once: a disk serves several reads in flight faster than one
 
 
 @dataclass
@@ -84,6 +88,15 @@ class Loaded:
             return self.masks[key]
         return self.reader.mask(self.stored_as.get(key, key))
 
+    def masks_of(self, keys: list[str]) -> dict[str, torch.Tensor]:
+        """:meth:`mask` of each of ``keys``, the stored float matrices among them read by several threads."""
+        names = {k: self.stored_as.get(k, k) for k in keys if k not in self.masks}
+        self.reader.read_ahead([names[k] for k in names])
+        try:
+            return {k: self.mask(k) for k in keys}
+        finally:
+            self.reader.ahead.clear()
+
 
 class Reader:
     """Reads stored tensors by key (decoding compressed ones), and a parameter's mask by its recipe."""
@@ -91,6 +104,7 @@ class Reader:
     def __init__(self, folder: Folder, recipes: dict[str, Recipe], bar: Any = None):
         self.folder, self.recipes, self.bar = folder, recipes, bar
         self.handles: dict[str, Any] = {}
+        self.ahead: dict[str, np.ndarray] = {}  # stored key -> mask, read by read_ahead
 
     def tensor(self, key: str) -> torch.Tensor:
         members = self.folder.compressed.get(key)
@@ -125,8 +139,26 @@ class Reader:
         finally:
             self.handles.clear()
 
+    def read_ahead(self, names: list[str]) -> None:
+        """Read the masks of the stored float matrices behind parameters ``names`` at once, several
+        threads reading (:func:`~connectome.hf.pread.read_masks`); :meth:`mask` then takes them."""
+        if not available():
+            return
+        entries = {}
+        for name in names:
+            for key in self.recipes[name].keys:
+                entry = self.folder.entries.get(key)
+                if key not in self.folder.compressed and entry is not None and _plain_float(entry):
+                    entries[key] = entry
+        self.ahead.update(read_masks(self.folder.path, entries, max(_threads(), MASK_READERS)))
+
     def _mask(self, key: str) -> torch.Tensor:
         entry = self.folder.entries.get(key)
+        ahead = self.ahead.get(key)
+        if ahead is not None:
+            if self.bar is not None:
+                self.bar.update(1)
+            return torch.from_numpy(ahead)
         if key in self.folder.compressed or entry is None or len(entry.shape) < 2 or entry.dtype not in BITS:
             return nonzero_bits(self.tensor(key))
         # a stored float matrix: its mask straight from its mapped bits, one compiled pass, one array
@@ -265,6 +297,10 @@ def _add(loaded: Loaded, key: str, stored: str, s: Summary, nm: NMCount, mask: t
     loaded.nm[key] = nm
     if mask is not None:
         loaded.masks[key] = mask
+
+
+def _plain_float(entry: Any) -> bool:
+    return len(entry.shape) >= 2 and entry.dtype in BITS and BITS[entry.dtype][2] != 0 and entry.numel > 0
 
 
 def _input_axes(model: nn.Module) -> dict[str, int]:

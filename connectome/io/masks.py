@@ -232,6 +232,8 @@ class MaskSource(Mapping[str, torch.Tensor]):
         self._counts: dict[str, int] = {}
         self._reduced: dict[str, Reduced] = {}
         self._modules: dict[str, nn.Module] = {}
+        self.reading: object = None  # the node being lowered, or another step of the walk, while masks are read
+        self.readers: dict[str, set] | None = None  # with ``track()``: key -> what read its mask (``reading``)
         self.explicit = {self.names.key(k): self._explicit(self.names.key(k), v) for k, v in (masks or {}).items()}
 
     def _explicit(self, name: str, value) -> torch.Tensor:
@@ -252,6 +254,7 @@ class MaskSource(Mapping[str, torch.Tensor]):
 
     def get(self, name: str, default=None) -> torch.Tensor | None:  # type: ignore[override]
         name = self.names.key(name)
+        self.note_reader(name)
         if name in self._cache:
             return self._cache[name]
         mask = self._read(name)
@@ -260,6 +263,16 @@ class MaskSource(Mapping[str, torch.Tensor]):
         self._cache[name] = mask
         self._counts[name] = count_true(mask)  # now, while the new mask is still in cache
         return mask
+
+    def track(self) -> MaskSource:
+        """Record from now on which step read each mask (``readers``): :meth:`Analyzer.rerun` needs it."""
+        if self.readers is None:
+            self.readers = {}
+        return self
+
+    def note_reader(self, name: str) -> None:
+        if self.readers is not None and self.reading is not None:
+            self.readers.setdefault(name, set()).add(self.reading)
 
     def prefetch(self, names: Iterable[str]) -> None:
         """Read, count and reduce (:class:`Reduced`) the masks of ``names`` now, on two threads when

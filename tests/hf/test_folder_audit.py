@@ -179,6 +179,8 @@ def test_the_lazy_analysis_keeps_no_mask_and_gives_the_same_result(folders, refs
         assert torch.equal(effective_mask(res, loaded, loaded.exact, name), mask), name
     if family in ("llama", "mistral", "qwen2", "gemma2"):  # only the layers around the plants are read again
         assert 0 < len(loaded.exact) <= len(loaded.summaries) // 2, sorted(loaded.exact)
+        # and walked again alone: the walk on stand-ins already gave every status (checked, not assumed)
+        assert any("redone only where they are" in n for n in rep.notes), rep.notes
 
 
 def test_lazy_masks_out_equal_the_eager_ones(folders, tmp_path):

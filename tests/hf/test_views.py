@@ -51,3 +51,21 @@ def test_a_gated_stand_in_equals_the_gated_mask(name, dead):
     assert (view is not None) == viewable
     if view is not None:
         assert torch.equal(view, want) and 0 in view.stride()  # no matrix-sized array made
+
+
+@pytest.mark.parametrize("name", ["all", "none", "rows", "cols", "outer", "middle3d"])
+@pytest.mark.parametrize("dim", [0, 1])
+def test_group_reach_of_a_stand_in_equals_that_of_its_copy(name, dim):
+    """Which groups of rows (or columns) reach each column (row): read off the one stored slice of a view."""
+    import numpy as np
+
+    from connectome.graph.lower.mixing import _group_reach
+
+    conn = VIEWS[name] if VIEWS[name].dim() == 3 else VIEWS[name].unsqueeze(-1)
+    u8 = conn.view(torch.uint8)  # as the layer reads it: the view keeps the stand-in's strides
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 3):
+        for _ in range(4):
+            idx = rng.integers(-1, n, conn.shape[dim])
+            want = _group_reach(u8.contiguous(), idx, n, dim)
+            assert np.array_equal(_group_reach(u8, idx, n, dim), want), (n, idx)

@@ -63,6 +63,7 @@ class UnitGraph:
     unsupported: list[dict] = field(default_factory=list)
     rule_of: dict[fx.Node, Any] = field(default_factory=dict)  # the rule function that lowered each node
     masks: MaskSource | None = None  # where the weights' masks came from
+    hints: dict[fx.Node, list[int]] = field(default_factory=dict)  # the channel dims each rule was given
 
 
 def _is_value(v: Any) -> bool:
@@ -78,6 +79,7 @@ def lower(traced: Traced, masks: MaskSource) -> UnitGraph:
     unsupported: list[dict] = []
     hints: dict[fx.Node, int] = {}
     rule_of: dict[fx.Node, Any] = {}
+    given: dict[fx.Node, list[int]] = {}
     depends = traced.depends_on_input()
     memory.reserve(walk_bytes(traced), "the analysis")  # refuse at once what would not fit
     nodes = list(traced.graph.nodes)
@@ -92,8 +94,10 @@ def lower(traced: Traced, masks: MaskSource) -> UnitGraph:
         if not depends[node]:  # computed from parameters and constants only: dead, whatever the op
             ops[node], args[node] = Constant(out), []
             continue
-        ctx = Ctx(node, traced, masks, targs, [hints.get(a, 1) for a in targs])
+        given[node] = [hints.get(a, 1) for a in targs]
+        ctx = Ctx(node, traced, masks, targs, given[node])
         _, fn = find_rule(traced, node)
+        masks.reading = node
         try:
             op = fn(ctx) if fn is not None else None
         except LowerError:
@@ -102,6 +106,8 @@ def lower(traced: Traced, masks: MaskSource) -> UnitGraph:
             raise LowerError(
                 f"cannot lower node {node.name} ({_target_name(traced, node)}): {type(e).__name__}: {e}"
             ) from e
+        finally:
+            masks.reading = None
         rule_of[node] = fn
         if op is None:
             op = Fallback(out, [traced.vals.get(a) for a in targs], "no rule")
@@ -113,7 +119,7 @@ def lower(traced: Traced, masks: MaskSource) -> UnitGraph:
         ops[node], args[node] = op, list(data)
         if isinstance(out, torch.Tensor):
             hints[node] = _hint(op, out, [traced.vals.get(a) for a in data], [hints.get(a) for a in data])
-    return UnitGraph(traced, ops, args, unsupported, rule_of, masks)
+    return UnitGraph(traced, ops, args, unsupported, rule_of, masks, given)
 
 
 def lower_node(traced: Traced, node: fx.Node, masks: MaskSource) -> tuple[Op, list[fx.Node]] | None:

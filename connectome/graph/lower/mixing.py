@@ -247,6 +247,17 @@ def _group_reach(u8: torch.Tensor, idx: np.ndarray, n: int, dim: int) -> np.ndar
     along a middle dim, which is ~7x slower on CPU.
     """
     rest_shape = tuple(d for k, d in enumerate(u8.shape) if k != dim)
+    repeated = [k for k in range(u8.dim()) if u8.stride(k) == 0 and u8.shape[k] > 1]
+    if repeated:  # a broadcast stand-in (a lazily read matrix): reduce its one stored slice, then spread
+        small = u8
+        for k in repeated:
+            small = small.narrow(k, 0, 1)
+        if dim in repeated:  # every index along ``dim`` holds the same slice: a group reaches it if not empty
+            hit = (small.squeeze(dim) > 0).numpy()
+            reach = np.stack([hit if (idx == g).any() else np.zeros_like(hit) for g in range(n)])
+        else:
+            reach = _group_reach(small, idx, n, dim)
+        return np.ascontiguousarray(np.broadcast_to(reach, (n,) + rest_shape))
     out = np.zeros((n,) + rest_shape, bool)
     view = [1] * u8.dim()
     view[dim] = -1
