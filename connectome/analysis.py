@@ -26,7 +26,7 @@ from torch import fx, nn
 
 from . import memory
 from .batching import input_shapes, reduced, same_results, smaller_shape_hint
-from .graph.lower import UnitGraph, lower
+from .graph.lower import Lowered, UnitGraph, lower, mask_free
 from .graph.names import WeightNames
 from .graph.reduce import count_true
 from .graph.refs import opaque_modules, referenced
@@ -202,6 +202,7 @@ class Analyzer:
         self.notes: list[str] = []
         self.keep_walk = False  # keep the last run's walk (``last``) for :meth:`rerun`
         self.last: tuple[Traced, UnitGraph, Walk] | None = None
+        self.reuse: dict[fx.Node, Lowered] | None = None  # ops lowered ahead (:meth:`prelower`)
         self._pair: tuple[Traced, Traced] | None = None
         with _gc_paused(), self._budget():
             if not submodule:
@@ -261,6 +262,13 @@ class Analyzer:
         res.notes = list(self.notes)
         return res
 
+    def prelower(self, source: MaskSource) -> None:
+        """Lower the trace now with ``source``'s masks (stand-ins will do), and keep the ops whose lowering
+        read no mask: later runs take them as they are (:func:`~connectome.graph.lower.mask_free`). For
+        time spent waiting anyway (a model folder's shards being read)."""
+        with _gc_paused(), self._budget():
+            self.reuse = mask_free(lower(self.traced, source.track()))
+
     def rerun(self, changed: Iterable[str], source: MaskSource, readers: Mapping[str, set]) -> Analysis | None:
         """The analysis with ``source``'s masks, which differ from the last :meth:`run`'s only for keys
         ``changed``, from that run's walk redone where the masks changed (:func:`~connectome.graph.rewalk.rewalk`);
@@ -281,7 +289,7 @@ class Analyzer:
     def _run(self, traced: Traced, masks: Mapping[str, torch.Tensor] | None, source: MaskSource | None) -> Analysis:
         source = source if source is not None else MaskSource(self.model, masks, self.names)
         source.prefetch(self.kinds)
-        graph = lower(traced, source)
+        graph = lower(traced, source, self.reuse if traced is self.traced else None)
         w = walk(graph)
         self.last = (traced, graph, w) if self.keep_walk else None
         return self._result(traced, graph, w, source)

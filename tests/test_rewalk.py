@@ -160,3 +160,39 @@ def test_without_a_record_of_who_read_a_mask_there_is_no_shortcut():
     t = trace(model, input_shape=(1, 3))
     g = lower(t, MaskSource(model))  # not tracked
     assert rewalk(g, walk(g), ["0.weight"], MaskSource(model), {}) is None
+
+
+@pytest.mark.parametrize("tracer", ["fx", "export", "export-core"])
+@pytest.mark.parametrize("idiom", IDIOMS)
+def test_ops_lowered_ahead_with_stand_in_masks_give_the_same_walk(idiom, tracer):
+    """What reads no mask is lowered once (before the masks are known) and taken as it is later."""
+    from connectome.graph.lower import mask_free
+
+    make, shape, dtype = IDIOMS[idiom]
+    torch.manual_seed(0)
+    model = make().eval()
+    t = trace(model, input_shape=shape, tracer=tracer, input_dtype=dtype)
+    ones = {n: torch.ones(s, dtype=torch.bool) for n, s in _shapes(model).items()}
+    reuse = mask_free(lower(t, MaskSource(model, ones).track()))
+    assert reuse and all(op.op is not None for op in reuse.values())
+    for seed in range(4):
+        masks = _masks(model, torch.Generator().manual_seed(seed), 0.5)
+        g = lower(t, MaskSource(model, masks), reuse)
+        assert any(g.ops[n] is reuse[n].op for n in reuse)
+        full, again = walk(lower(t, MaskSource(model, masks))), walk(g)
+        assert full.effective.keys() == again.effective.keys()
+        assert all(torch.equal(full.effective[k], again.effective[k]) for k in full.effective)
+        assert all(same(full.fwd[n], again.fwd.get(n)) for n in full.fwd)
+        assert all(same(full.bwd[n], again.bwd.get(n)) for n in full.bwd)
+
+
+def test_an_op_that_read_a_mask_is_lowered_again():
+    from connectome.graph.lower import mask_free
+
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    t = trace(model, input_shape=(1, 3))
+    g = lower(t, MaskSource(model).track())
+    reuse = mask_free(g)
+    linears = [n for n, op in g.ops.items() if op.weights]
+    assert linears and not any(n in reuse for n in linears)  # both Linear layers read their masks
+    assert mask_free(lower(t, MaskSource(model))) == {}  # untracked: nothing is known to read no mask

@@ -35,7 +35,7 @@ from .claims import config_claims
 from .folder import Folder
 from .masksout import write_masks
 from .nm import parse_structure
-from .proxy import analyze_lazily, effective_mask
+from .proxy import OnesSource, analyze_lazily, effective_mask
 from .stitch import StackAnalyzer
 from .stream import Loaded, load_folder
 
@@ -78,7 +78,9 @@ def audit_folder(
     if loaded is None:
 
         def trace(model: torch.nn.Module) -> StackAnalyzer:
-            return StackAnalyzer(model, input_shape=shape, tracer=tracer, input_dtype=torch.long)
+            an = StackAnalyzer(model, input_shape=shape, tracer=tracer, input_dtype=torch.long)
+            an.prelower(OnesSource(model, an.names))  # while the shards are read: what reads no mask
+            return an
 
         keep = not (is_big(spec) if lazy is None else lazy)
         loaded = load_folder(spec, progress, keep_masks=keep, during=trace)

@@ -22,8 +22,10 @@ Examples
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -31,7 +33,7 @@ from ..graph.names import WeightNames
 from ..io.masks import MaskSource, Reduced
 from .stream import Loaded, Summary
 
-__all__ = ["proxy", "ProxySource", "analyze_lazily", "effective_mask"]
+__all__ = ["proxy", "ProxySource", "OnesSource", "analyze_lazily", "effective_mask"]
 
 MAX_ROUNDS = 8
 
@@ -83,6 +85,36 @@ class ProxySource(MaskSource):
     def reduced(self, name: str) -> Reduced | None:
         s = self.loaded.summaries.get(self.names.key(name))
         return Reduced(s.rows, s.cols) if s is not None and len(s.shape) == 2 else None
+
+    def prefetch(self, names: Any) -> None:
+        pass
+
+
+class OnesSource(MaskSource):
+    """Every matrix wholly kept, as a broadcast view (no memory): the masks to lower a folder's trace with
+    before its matrices are read (:meth:`~connectome.analysis.Analyzer.prelower`); vectors as stored."""
+
+    def __init__(self, model: nn.Module, names: WeightNames):
+        super().__init__(model, None, names)
+        self.matrices = {n: tuple(p.shape) for n, p in model.named_parameters() if p.dim() >= 2}
+
+    def get(self, name: str, default: Any = None) -> torch.Tensor | None:  # type: ignore[override]
+        name = self.names.key(name)
+        shape = self.matrices.get(name)
+        if shape is None:
+            return super().get(name, default)
+        self.note_reader(name)
+        return torch.ones((), dtype=torch.bool).expand(shape)
+
+    def count(self, name: str) -> int:
+        shape = self.matrices.get(self.names.key(name))
+        return math.prod(shape) if shape is not None else super().count(name)
+
+    def reduced(self, name: str) -> Reduced | None:
+        shape = self.matrices.get(self.names.key(name))
+        if shape is None or len(shape) != 2:
+            return None
+        return Reduced(np.ones(shape[0], bool), np.ones(shape[1], bool))
 
     def prefetch(self, names: Any) -> None:
         pass

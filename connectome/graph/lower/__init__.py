@@ -15,6 +15,7 @@ Examples
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,7 +51,7 @@ from . import (  # noqa: F401
 from .base import RULES, Ctx, LowerError, Op, find_rule, key_name, tensor_args
 from .misc import Constant, Fallback
 
-__all__ = ["UnitGraph", "lower", "lower_node", "RULES", "Op"]
+__all__ = ["Lowered", "UnitGraph", "lower", "lower_node", "mask_free", "RULES", "Op"]
 
 
 @dataclass
@@ -72,8 +73,11 @@ def _is_value(v: Any) -> bool:
     return isinstance(v, (tuple, list)) and any(_is_value(x) for x in v)
 
 
-def lower(traced: Traced, masks: MaskSource) -> UnitGraph:
-    """Lower every node that computes a tensor; ops without a rule become conservative fallbacks."""
+def lower(traced: Traced, masks: MaskSource, reuse: Mapping[fx.Node, Lowered] | None = None) -> UnitGraph:
+    """Lower every node that computes a tensor; ops without a rule become conservative fallbacks.
+
+    ``reuse`` holds ops lowered before (:func:`mask_free`) that read no mask: each is taken as it is
+    where it gets the same channel dims as then."""
     ops: dict[fx.Node, Op] = {}
     args: dict[fx.Node, list[fx.Node]] = {}
     unsupported: list[dict] = []
@@ -95,19 +99,11 @@ def lower(traced: Traced, masks: MaskSource) -> UnitGraph:
             ops[node], args[node] = Constant(out), []
             continue
         given[node] = [hints.get(a, 1) for a in targs]
-        ctx = Ctx(node, traced, masks, targs, given[node])
-        _, fn = find_rule(traced, node)
-        masks.reading = node
-        try:
-            op = fn(ctx) if fn is not None else None
-        except LowerError:
-            raise
-        except Exception as e:
-            raise LowerError(
-                f"cannot lower node {node.name} ({_target_name(traced, node)}): {type(e).__name__}: {e}"
-            ) from e
-        finally:
-            masks.reading = None
+        pre = reuse.get(node) if reuse else None
+        if pre is not None and pre.hints == given[node]:  # lowered before, reading no mask, with these dims
+            op, fn = pre.op, pre.rule
+        else:
+            op, fn = _by_rule(traced, node, masks, targs, given[node])
         rule_of[node] = fn
         if op is None:
             op = Fallback(out, [traced.vals.get(a) for a in targs], "no rule")
@@ -120,6 +116,43 @@ def lower(traced: Traced, masks: MaskSource) -> UnitGraph:
         if isinstance(out, torch.Tensor):
             hints[node] = _hint(op, out, [traced.vals.get(a) for a in data], [hints.get(a) for a in data])
     return UnitGraph(traced, ops, args, unsupported, rule_of, masks, given)
+
+
+def _by_rule(traced: Traced, node: fx.Node, masks: MaskSource, targs: list, hints: list[int]) -> tuple[Any, Any]:
+    _, fn = find_rule(traced, node)
+    masks.reading = node
+    try:
+        return (fn(Ctx(node, traced, masks, targs, hints)) if fn is not None else None), fn
+    except LowerError:
+        raise
+    except Exception as e:
+        raise LowerError(
+            f"cannot lower node {node.name} ({_target_name(traced, node)}): {type(e).__name__}: {e}"
+        ) from e
+    finally:
+        masks.reading = None
+
+
+@dataclass
+class Lowered:
+    """One node's op as lowered before, with the rule that made it and the channel dims it was given."""
+
+    op: Op
+    rule: Any
+    hints: list[int]
+
+
+def mask_free(g: UnitGraph) -> dict[fx.Node, Lowered]:
+    """The ops of ``g`` whose lowering read no mask (views, reshapes, elementwise ops...), to ``reuse`` in
+    a later :func:`lower` of the same trace; ``g`` must have been lowered with a tracked source
+    (:meth:`~connectome.io.masks.MaskSource.track`)."""
+    if g.masks is None or g.masks.readers is None:
+        return {}
+    read: set = set()
+    for who in g.masks.readers.values():  # a reader may be a group (one node's lowering building another's op)
+        for r in who:
+            read.update(r if isinstance(r, tuple) else (r,))
+    return {n: Lowered(op, g.rule_of[n], g.hints[n]) for n, op in g.ops.items() if n in g.rule_of and n not in read}
 
 
 def lower_node(traced: Traced, node: fx.Node, masks: MaskSource) -> tuple[Op, list[fx.Node]] | None:

@@ -209,6 +209,7 @@ def _through_autograd(ctx: Ctx, arg: fx.Node, sources: list[fx.Node], weights: l
             value = value.to(torch.float64)
         if n in weight_nodes:
             key = masks.names.key(name)
+            masks.note_reader(key)
             explicit = masks.explicit.get(key)
             if explicit is not None and explicit.shape == value.shape:
                 value = value * explicit

@@ -274,10 +274,13 @@ def _fused(ctx: Ctx, n2: fx.Node) -> ExpertMLP | None:
     ref, op = store.get(n2, (None, None))
     if ref is not None and ref() is ctx.masks:
         return op
+    reading, ctx.masks.reading = ctx.masks.reading, ("fused", ctx.node, n2)  # read for two nodes: no rerun
     try:
         op = _build_fused(ctx, n2)
     except Exception:
         op = None
+    finally:
+        ctx.masks.reading = reading
     store[n2] = (weakref.ref(ctx.masks), op)
     return op
 
