@@ -106,13 +106,27 @@ def _changed(masks: dict, names: list[str], gen: torch.Generator, kind: int) -> 
     return out
 
 
-@pytest.mark.parametrize("tracer", ["fx", "export", "export-core"])
-@pytest.mark.parametrize("idiom", IDIOMS)
-def test_a_walk_redone_where_masks_changed_equals_the_whole_walk(idiom, tracer):
+def _traced(idiom: str, tracer: str):
     make, shape, dtype = IDIOMS[idiom]
     torch.manual_seed(0)
     model = make().eval()
-    t = trace(model, input_shape=shape, tracer=tracer, input_dtype=dtype)
+    return model, trace(model, input_shape=shape, tracer=tracer, input_dtype=dtype)
+
+
+def _assert_same_walk(got, want, seed: int) -> None:
+    assert got.effective.keys() == want.effective.keys()
+    for k in want.effective:
+        assert torch.equal(got.effective[k].bool(), want.effective[k].bool()), (seed, k)
+    for node in want.fwd:
+        assert same(got.fwd.get(node), want.fwd[node]), (seed, node.name)
+    for node in want.bwd:
+        assert same(got.bwd.get(node), want.bwd[node]), (seed, node.name)
+
+
+@pytest.mark.parametrize("tracer", ["fx", "export", "export-core"])
+@pytest.mark.parametrize("idiom", IDIOMS)
+def test_a_walk_redone_where_masks_changed_equals_the_whole_walk(idiom, tracer):
+    model, t = _traced(idiom, tracer)
     names = sorted(prunable_weights(model))
     quick = 0
     for seed in range(12):
@@ -127,14 +141,7 @@ def test_a_walk_redone_where_masks_changed_equals_the_whole_walk(idiom, tracer):
         if w2 is None:
             continue
         quick += 1
-        full = walk(lower(t, MaskSource(model, after)))
-        assert w2.effective.keys() == full.effective.keys()
-        for k in full.effective:
-            assert torch.equal(w2.effective[k].bool(), full.effective[k].bool()), (seed, k)
-        for node in full.fwd:
-            assert same(w2.fwd.get(node), full.fwd[node]), (seed, node.name)
-        for node in full.bwd:
-            assert same(w2.bwd.get(node), full.bwd[node]), (seed, node.name)
+        _assert_same_walk(w2, walk(lower(t, MaskSource(model, after))), seed)
     if idiom != "tied":  # a weight used twice is never redone alone
         assert quick > 0, "no change was confirmed locally: the test checked nothing"
 
@@ -168,10 +175,7 @@ def test_ops_lowered_ahead_with_stand_in_masks_give_the_same_walk(idiom, tracer)
     """What reads no mask is lowered once (before the masks are known) and taken as it is later."""
     from connectome.graph.lower import mask_free
 
-    make, shape, dtype = IDIOMS[idiom]
-    torch.manual_seed(0)
-    model = make().eval()
-    t = trace(model, input_shape=shape, tracer=tracer, input_dtype=dtype)
+    model, t = _traced(idiom, tracer)
     ones = {n: torch.ones(s, dtype=torch.bool) for n, s in _shapes(model).items()}
     reuse = mask_free(lower(t, MaskSource(model, ones).track()))
     assert reuse and all(op.op is not None for op in reuse.values())
@@ -179,11 +183,7 @@ def test_ops_lowered_ahead_with_stand_in_masks_give_the_same_walk(idiom, tracer)
         masks = _masks(model, torch.Generator().manual_seed(seed), 0.5)
         g = lower(t, MaskSource(model, masks), reuse)
         assert any(g.ops[n] is reuse[n].op for n in reuse)
-        full, again = walk(lower(t, MaskSource(model, masks))), walk(g)
-        assert full.effective.keys() == again.effective.keys()
-        assert all(torch.equal(full.effective[k], again.effective[k]) for k in full.effective)
-        assert all(same(full.fwd[n], again.fwd.get(n)) for n in full.fwd)
-        assert all(same(full.bwd[n], again.bwd.get(n)) for n in full.bwd)
+        _assert_same_walk(walk(g), walk(lower(t, MaskSource(model, masks))), seed)
 
 
 def test_an_op_that_read_a_mask_is_lowered_again():

@@ -26,6 +26,7 @@ import os
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 
@@ -63,20 +64,15 @@ def count_stored(root: str, entry: Entry, buf: np.ndarray, shard: ShardFile | No
     rows = entry.numel // entry.shape[-1]
     if buf.size * 8 < words * 8 + 2 * PAGE:  # one row is more than the buffer: a buffer of one row
         buf = buffer(words * 8)
-    own = shard is None
-    if shard is None:
-        shard = ShardFile(os.path.join(root, entry.shard))
-    try:
-        dfd = shard.direct_for(entry.start, entry.start + entry.numel * width // 8)
-        status, errno, direct, *res = _stream(
-            shard.fd, dfd, entry.start, rows, words, rep(vbits, width), rep(ebits, width), ebits != 0, width, buf
-        )
-        if dfd >= 0 and not direct:
-            shard.no_direct()
-    finally:
-        if own:
-            shard.close()
-    _check(status, errno, entry)
+    res = _read(
+        root,
+        entry,
+        shard,
+        1,
+        lambda fd, dfd: _stream(
+            fd, dfd, entry.start, rows, words, rep(vbits, width), rep(ebits, width), ebits != 0, width, buf
+        ),
+    )
     return as_stats(width, *res)
 
 
@@ -87,22 +83,16 @@ def read_mask(root: str, entry: Entry, buf: np.ndarray, shard: ShardFile | None 
     size = DTYPE_BYTES[entry.dtype]
     if buf.size * 8 < size + 2 * PAGE:
         buf = buffer(size)
-    own = shard is None
-    if shard is None:
-        shard = ShardFile(os.path.join(root, entry.shard))
     out = np.empty(entry.numel, np.bool_)
-    try:
-        dfd = shard.direct_for(entry.start, entry.start + entry.numel * size, size)
-        view = buf.view(_UNSIGNED[size])
-        status, errno, direct = _mask_stream(
-            shard.fd, dfd, entry.start, entry.numel, size, view.dtype.type(vbits), buf, view, out
-        )
-        if dfd >= 0 and not direct:
-            shard.no_direct()
-    finally:
-        if own:
-            shard.close()
-    _check(status, errno, entry)
+    view = buf.view(_UNSIGNED[size])
+    V = view.dtype.type(vbits)
+    _read(
+        root,
+        entry,
+        shard,
+        size,
+        lambda fd, dfd: _mask_stream(fd, dfd, entry.start, entry.numel, size, V, buf, view, out),
+    )
     return out.reshape(entry.shape)
 
 
@@ -119,11 +109,25 @@ def read_masks(root: str, entries: dict[str, Entry], threads: int) -> dict[str, 
         return dict(zip(entries, pool.map(one, entries.values())))
 
 
-def _check(status: int, errno: int, entry: Entry) -> None:
+def _read(root: str, entry: Entry, shard: ShardFile | None, align: int, kernel: Any) -> list:
+    """What ``kernel(fd, dfd)`` returns after (status, errno, direct), run on ``entry``'s shard (``shard``, or
+    opened for the call) with a direct descriptor where its pages are not cached; errors as one line."""
+    own = shard is None
+    if shard is None:
+        shard = ShardFile(os.path.join(root, entry.shard))
+    try:
+        dfd = shard.direct_for(entry.start, entry.start + entry.numel * DTYPE_BYTES[entry.dtype], align)
+        status, errno, direct, *res = kernel(shard.fd, dfd)
+        if dfd >= 0 and not direct:
+            shard.no_direct()
+    finally:
+        if own:
+            shard.close()
     if status == 1:
         raise SpecError(f"{entry.shard} ends inside a tensor: the shard is truncated; download it again")
     if status == 2:
         raise SpecError(f"cannot read {entry.shard}: {os.strerror(errno)}")
+    return res
 
 
 if numba is not None:
@@ -160,10 +164,13 @@ if numba is not None:
         return sig, codegen
 
     @numba.njit(nogil=True, cache=True)
-    def _fill(fd, dfd, direct, base, at, want):  # pragma: no cover - compiled
-        """Read ``want`` bytes at ``at`` to address ``base``: (status, errno, direct). Direct reads (``dfd``)
-        ask for whole pages; the last partial page of a file, or all reads once direct ones are refused
-        (EINVAL: a file system that takes O_DIRECT but not these reads), go through ``fd``."""
+    def _fill(fd, dfd, direct, base, first, nbytes):  # pragma: no cover - compiled
+        """Read bytes ``first:first + nbytes`` to address ``base``: (status, errno, direct, where ``first``
+        landed). A direct read (``dfd``) starts and ends on whole pages; the last partial page of a file,
+        or every read once direct ones are refused (EINVAL: a file system that takes O_DIRECT but not
+        these reads), goes through ``fd``."""
+        at = first - first % PAGE if direct else first
+        want = first + nbytes - at
         ask = want + (-want) % PAGE
         got = 0
         while got < want:
@@ -172,7 +179,7 @@ if numba is not None:
             else:
                 n = _pread(fd, base + got, want - got, at + got)
             if n == 0:
-                return 1, 0, direct
+                return 1, 0, direct, 0
             if n < 0:
                 err = _errno()
                 if err == 4:  # EINTR: a signal came; read again
@@ -180,9 +187,9 @@ if numba is not None:
                 if err == 22 and direct:
                     direct = False
                     continue
-                return 2, err, direct
+                return 2, err, direct, 0
             got += n
-        return 0, 0, direct
+        return 0, 0, direct, first - at
 
     @numba.njit(nogil=True, cache=True)
     def _stream(fd, dfd, start, R, Wd, V, E, finite, width, buf):  # pragma: no cover - compiled
@@ -201,12 +208,9 @@ if numba is not None:
         r = 0
         while r < R:
             k = min(step, R - r)
-            first = start + r * row
-            at = first - first % PAGE if direct else first  # a direct read starts on a page
-            status, err, direct = _fill(fd, dfd, direct, buf.ctypes.data, at, first + k * row - at)
+            status, err, direct, off = _fill(fd, dfd, direct, buf.ctypes.data, start + r * row, k * row)
             if status != 0:
                 return status, err, direct, cnt, rows, acc, h4, h8, bad
-            off = first - at
             if off % 8:  # a matrix not on a word in its file: its words are moved onto the buffer's
                 _align(buf, off, k * Wd)
                 off = 0
@@ -241,12 +245,10 @@ if numba is not None:
         i = 0
         while i < n:
             k = min(step, n - i)
-            first = start + i * size
-            at = first - first % PAGE if direct else first
-            status, err, direct = _fill(fd, dfd, direct, buf.ctypes.data, at, first + k * size - at)
+            status, err, direct, off = _fill(fd, dfd, direct, buf.ctypes.data, start + i * size, k * size)
             if status != 0:
                 return status, err, direct
-            off = (first - at) // size
+            off //= size
             _flags(view[off : off + k], V, out[i : i + k])
             i += k
         return 0, 0, direct
