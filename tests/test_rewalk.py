@@ -196,3 +196,57 @@ def test_an_op_that_read_a_mask_is_lowered_again():
     linears = [n for n, op in g.ops.items() if op.weights]
     assert linears and not any(n in reuse for n in linears)  # both Linear layers read their masks
     assert mask_free(lower(t, MaskSource(model))) == {}  # untracked: nothing is known to read no mask
+
+
+class LearnedQuery(nn.Module):
+    """A constant made by weights (``wq(latents)``) mixed with live input; only unit 0 of ``L`` meets
+    live signal in a product, both reach an output additively."""
+
+    def __init__(self):
+        super().__init__()
+        self.latents = nn.Parameter(torch.ones(1, 2))
+        self.wq, self.L, self.z = nn.Linear(2, 2, bias=False), nn.Linear(4, 2, bias=False), nn.Linear(2, 2, bias=False)
+
+    def forward(self, x):
+        a = self.L(torch.cat([x, self.wq(self.latents)], -1))
+        return a, (a * self.z(x))[..., :1]
+
+
+def test_a_constant_that_comes_to_meet_live_signal_is_found_by_the_partial_walk():
+    """The statuses stay the same but the learned query now flows into the product: ``wq`` turns effective."""
+    model = LearnedQuery().eval()
+    t = trace(model, input_shape=(1, 2))
+    ones = torch.ones(2, 2, dtype=torch.bool)
+    old = {"wq.weight": ones, "z.weight": ones, "latents": torch.ones(1, 2, dtype=torch.bool)}
+    old["L.weight"] = torch.tensor([[1, 0, 0, 0], [0, 1, 1, 0]], dtype=torch.bool)  # the query reaches unit 1
+    new = dict(old, **{"L.weight": torch.tensor([[1, 0, 1, 0], [0, 1, 0, 0]], dtype=torch.bool)})  # unit 0
+    src = MaskSource(model, old).track()
+    g = lower(t, src)
+    w = walk(g)
+    w2 = rewalk(g, w, ["L.weight"], MaskSource(model, new).track(), src.readers or {})
+    full = walk(lower(t, MaskSource(model, new)))
+    assert w2 is not None and full.effective["wq.weight"].any()
+    _assert_same_walk(w2, full, 0)
+
+
+class SignOfProduct(nn.Module):
+    """A binarised weight computed from two parameters: each counts whole when any of it is effective."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Parameter(torch.ones(2, 3)), nn.Parameter(torch.ones(2, 3))
+
+    def forward(self, x):
+        return nn.functional.linear(x, torch.sign(self.a * self.b))
+
+
+def test_an_op_that_reads_its_masks_only_for_the_effective_masks_is_not_reused():
+    from connectome.graph.lower import mask_free
+
+    model = SignOfProduct().eval()
+    t = trace(model, input_shape=(1, 3))
+    ones = {k: torch.ones(2, 3, dtype=torch.bool) for k in ("a", "b")}
+    reuse = mask_free(lower(t, MaskSource(model, ones).track()))
+    real = dict(ones, a=torch.tensor([[1, 0, 1], [1, 1, 1]], dtype=torch.bool))
+    got = walk(lower(t, MaskSource(model, real), reuse)).effective["a"]
+    assert torch.equal(got, walk(lower(t, MaskSource(model, real))).effective["a"]) and not got.all()

@@ -5,9 +5,11 @@ what it sends each input from its inputs', its output's and its output's alive-t
 some weights' masks change, only the ops that read those masks can answer differently. If each of them,
 lowered again with the new masks, gives the same forward status and the same backward contributions
 as before, for the statuses the old walk gave it, then every status of the old walk is the new walk's
-too (by induction along the graph's order, forward and then backward): only those ops' effective masks
-change, and only they are computed again. Otherwise (an answer differs, a changed weight is also read
-outside the ops lowered again, or shared with an op that is not) there is no shortcut: ``None``.
+too (by induction along the graph's order, forward and then backward). Then only those ops' effective
+masks change, and only they are computed again; so are the parts of the weights that make constants
+meeting live signal, whole (that flow runs the ops on statuses of its own). Otherwise (an answer
+differs, a changed weight is also read outside the ops lowered again, or shared with an op that is
+not) there is no shortcut: ``None``.
 
 The lazy analysis of a model folder (:mod:`connectome.hf.proxy`) walks once on stand-in masks, reads
 the true masks of the few layers near dead units, and confirms the walk this way instead of walking
@@ -47,7 +49,7 @@ from ..io.masks import MaskSource
 from .lower import UnitGraph
 from .lower.base import Ctx, tensor_args
 from .status import Status, any_alive
-from .walk import Walk, add_effective
+from .walk import Walk, add_effective, with_constants
 
 __all__ = ["rewalk", "same"]
 
@@ -66,7 +68,7 @@ def rewalk(
         if who is None or not who <= set(g.ops):
             return None
         nodes |= who
-    if changed & w.constants:
+    if w.by_ops is None:
         return None
     new_ops: dict[fx.Node, Any] = {}
     for node in [n for n in g.ops if n in nodes]:
@@ -89,10 +91,11 @@ def rewalk(
         if node not in nodes and any(k in keys for wt in op.weights for k in wt.keys):
             return None
     g2 = replace(g, ops={**g.ops, **new_ops}, masks=source)
-    effective = {k: v for k, v in w.effective.items() if k not in keys}
+    by_ops = {k: v for k, v in w.by_ops.items() if k not in keys}
     for node in new_ops:
-        add_effective(g2, w.fwd, w.bwd, node, new_ops[node], effective)
-    return Walk(g2, w.fwd, w.bwd, effective, w.constants)
+        add_effective(g2, w.fwd, w.bwd, node, new_ops[node], by_ops)
+    # constants' parts again: their flow runs the ops on statuses of its own, which the check above did not see
+    return with_constants(g2, w.fwd, w.bwd, by_ops)
 
 
 def _relower(g: UnitGraph, node: fx.Node, source: MaskSource) -> Any:

@@ -30,7 +30,7 @@ from .. import memory
 from .lower import UnitGraph
 from .status import Status, any_alive, merge
 
-__all__ = ["Walk", "walk", "add_effective"]
+__all__ = ["Walk", "walk", "add_effective", "with_constants"]
 
 
 @dataclass
@@ -39,7 +39,7 @@ class Walk:
     fwd: dict[fx.Node, Any]  # alive-from-input status per node (Status, tuple, or None)
     bwd: dict[fx.Node, Any]  # alive-to-output status per node
     effective: dict[str, torch.Tensor]
-    constants: frozenset[str] = frozenset()  # keys some of whose effective part came from constant_weights
+    by_ops: dict[str, torch.Tensor] | None = None  # the ops' own parts of ``effective`` (constants' not OR-ed in)
 
 
 def _leaf(v: Any, alive: bool) -> Any:
@@ -91,6 +91,12 @@ def walk(g: UnitGraph) -> Walk:
     effective: dict[str, torch.Tensor] = {}
     for node, op in g.ops.items():
         add_effective(g, fwd, bwd, node, op, effective)
+    return with_constants(g, fwd, bwd, effective)
+
+
+def with_constants(g: UnitGraph, fwd: dict, bwd: dict, by_ops: dict[str, torch.Tensor]) -> Walk:
+    """The walk whose ops' effective parts are ``by_ops``, with the parts of weights that make constants
+    which meet live signal (:func:`~connectome.graph.relevance.constant_weights`) OR-ed in."""
     from .relevance import constant_weights
 
     if g.masks is not None:
@@ -100,9 +106,10 @@ def walk(g: UnitGraph) -> Walk:
     finally:
         if g.masks is not None:
             g.masks.reading = None
+    effective = dict(by_ops)
     for key, m in constants.items():  # constants that meet live signal in a product
         effective[key] = effective[key] | m if key in effective else m
-    return Walk(g, fwd, bwd, effective, frozenset(constants))
+    return Walk(g, fwd, bwd, effective, by_ops)
 
 
 def add_effective(

@@ -186,6 +186,8 @@ def _as_a_whole(ctx: Ctx, arg: fx.Node, weights: list, kind: str) -> Weight:
     support = (c != 0) if isinstance(c, torch.Tensor) else torch.ones(ctx.shape(arg), dtype=torch.bool)
     masks = ctx.masks
     keys = tuple(dict.fromkeys(k for _, k, _ in weights))
+    for k in keys:  # read when the effective masks are: this op depends on them all the same
+        masks.note_reader(k)
 
     def backmap(eff: torch.Tensor) -> dict[str, torch.Tensor]:
         hit = bool(eff.any())
