@@ -36,7 +36,7 @@ from .graph.trace import InputShape, Traced, TraceError, as_inputs, trace
 from .graph.walk import Walk, walk
 from .io.masks import MaskSource, dense_prefixes, in_dense, prunable_weights
 from .layerrow import layer_row
-from .parts import analysable_parts, prefixed, submodule_of
+from .parts import prefixed, submodule_of, with_parts
 
 if TYPE_CHECKING:
     import scipy.sparse
@@ -213,7 +213,11 @@ class Analyzer:
                 try:
                     self.traced = self._trace(**self._given)
                 except TraceError as e:
-                    err = _with_parts(e, whole, example_inputs, input_shape, input_dtype) if not submodule else e
+                    err = (
+                        with_parts(e, whole, lambda: as_inputs(example_inputs, input_shape, input_dtype))
+                        if not submodule
+                        else e
+                    )
                     if err is e:
                         raise
                     raise err from e
@@ -339,19 +343,6 @@ def analyze(
     """
     with _gc_paused():  # one pause for both steps: re-enabling the collector costs a young-generation pass
         return Analyzer(model, example_inputs, input_shape, tracer, input_dtype, submodule, max_memory).run(masks)
-
-
-def _with_parts(e: TraceError, model: nn.Module, example_inputs: Any, input_shape: Any, dtype: Any) -> TraceError:
-    """The trace error, naming the submodules that can be analysed instead."""
-    try:
-        parts = analysable_parts(model, as_inputs(example_inputs, input_shape, dtype))
-    except Exception:
-        parts = []
-    if not parts:
-        return e
-    err = TraceError(f"{e}; these parts of it can be analysed (submodule=... or --submodule): {', '.join(parts)}")
-    err.parts = parts  # type: ignore[attr-defined]
-    return err
 
 
 def _op_weights(graph: UnitGraph) -> set[str]:

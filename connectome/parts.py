@@ -20,7 +20,7 @@ Examples
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -31,7 +31,7 @@ from . import memory
 from .graph.trace import TraceError
 from .io.masks import prunable_weights
 
-__all__ = ["submodule_of", "capture_inputs", "prefixed", "analysable_parts", "untouched"]
+__all__ = ["submodule_of", "capture_inputs", "prefixed", "analysable_parts", "untouched", "with_parts"]
 
 
 def submodule_of(model: nn.Module, name: str) -> nn.Module:
@@ -174,3 +174,21 @@ def analysable_parts(model: nn.Module, example_inputs: tuple, depth: int = 2, tr
             continue
         found.append(n)
     return found
+
+
+def with_parts(e: TraceError, model: nn.Module, example_inputs: Callable[[], tuple]) -> TraceError:
+    """The trace error ``e`` of ``model``, naming the submodules that can be analysed instead
+    (:func:`analysable_parts`, on the inputs ``example_inputs()`` makes); ``e`` itself where there are none.
+
+    >>> str(with_parts(TraceError("x"), nn.Linear(2, 2), lambda: (torch.ones(1, 2),)))
+    'x'
+    """
+    try:
+        parts = analysable_parts(model, example_inputs())
+    except Exception:
+        parts = []
+    if not parts:
+        return e
+    err = TraceError(f"{e}; these parts of it can be analysed (submodule=... or --submodule): {', '.join(parts)}")
+    err.parts = parts  # type: ignore[attr-defined]
+    return err
