@@ -132,3 +132,34 @@ def _child_counts(net, names, out):
     s = MaskSource(net)
     s.prefetch(names)
     out.put([s.count(n) for n in names])
+
+
+@settings(max_examples=200, deadline=None)
+@given(shape=st.tuples(st.integers(1, 40), st.integers(1, 70), st.integers(1, 3)), dim=st.integers(0, 1),
+       n=st.integers(1, 4), layout=st.sampled_from(["runs", "scattered", "one", "dead"]),
+       density=st.sampled_from([0.0, 0.05, 0.5]), seed=st.integers(0, 2**16), by_products=st.booleans())
+def test_group_reach_equals_any_over_each_group(shape, dim, n, layout, density, seed, by_products):
+    """A layer's reach per group of channels (a few runs, many scattered, one group, none alive) equals numpy's
+    ``any`` over the channels of each group, by run slices and by products alike."""
+    import numpy as np
+
+    from connectome.graph.lower import mixing
+
+    rng = np.random.default_rng(seed)
+    g = torch.Generator().manual_seed(seed)
+    u8 = (torch.rand(shape, generator=g) < density).to(torch.uint8)
+    k = shape[dim]
+    if layout == "runs":  # heads: a few blocks of equal groups
+        idx = np.repeat(rng.integers(-1, n, 4), -(-k // 4))[:k]
+    elif layout == "scattered":
+        idx = rng.integers(-1, n, k)
+    else:
+        idx = np.full(k, 0 if layout == "one" else -1)
+    want = np.stack([np.take(u8.numpy(), np.flatnonzero(idx == j), axis=dim).any(axis=dim) for j in range(n)])
+    limits = mixing.ROW_RUNS, mixing.MIDDLE_RUNS
+    if by_products:  # no run read on its own: every group by its product
+        mixing.ROW_RUNS = mixing.MIDDLE_RUNS = 0
+    try:
+        assert np.array_equal(mixing._group_reach(u8, idx, n, dim), want)
+    finally:
+        mixing.ROW_RUNS, mixing.MIDDLE_RUNS = limits

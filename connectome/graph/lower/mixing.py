@@ -218,13 +218,16 @@ def _gated_view(conn: torch.Tensor, rows: np.ndarray, cols: np.ndarray) -> torch
 def _gated(conn: torch.Tensor, rows: np.ndarray, cols: np.ndarray) -> torch.Tensor:
     """``conn & rows[:, None, None] & cols[..., None]`` with ``cols`` of shape (O or 1, Ig): a copy with
     the dead rows and columns cleared, several times faster than a broadcast AND (dead ones are few)."""
-    eff = conn.numpy().copy()  # contiguous even when ``conn`` is a broadcast stand-in
+    # contiguous even when ``conn`` is a broadcast stand-in; torch copies on its threads, which also share
+    # the cost of the new pages' first writes
+    out = conn.clone(memory_format=torch.contiguous_format)
+    eff = out.numpy()
     eff[~rows] = False
     if cols.shape[0] == 1:
         eff[:, ~cols[0]] = False
     else:
         eff &= cols[:, :, None]
-    return torch.from_numpy(eff)
+    return out
 
 
 def _views_mask(conn: torch.Tensor, mask: torch.Tensor) -> bool:
@@ -240,11 +243,17 @@ def _views_mask(conn: torch.Tensor, mask: torch.Tensor) -> bool:
     return mask.dim() == 2 and conn.dim() == 3 and conn.shape[:2] == mask.shape and conn.stride()[:2] == mask.stride()
 
 
+# runs of equal indices reduced one by one, at most (a call each); beyond, group by group
+ROW_RUNS = 512  # along the first dim: blocks of memory
+MIDDLE_RUNS = 32  # along a middle dim: strided
+
+
 def _group_reach(u8: torch.Tensor, idx: np.ndarray, n: int, dim: int) -> np.ndarray:
     """(n, rest...) bool: for each group g of indices along ``dim`` (``idx == g``), any connection.
 
-    A group is selected by multiplying with a 0/1 vector: vectorised, unlike ``index_select``
-    along a middle dim, which is ~7x slower on CPU.
+    Each run of equal indices is reduced on its own slice (a view). Where a middle dim has many runs
+    (scattered dead channels), a group is selected by multiplying with a 0/1 vector instead:
+    vectorised, unlike ``index_select`` along a middle dim, which is ~7x slower on CPU.
     """
     rest_shape = tuple(d for k, d in enumerate(u8.shape) if k != dim)
     repeated = [k for k in range(u8.dim()) if u8.stride(k) == 0 and u8.shape[k] > 1]
@@ -259,6 +268,19 @@ def _group_reach(u8: torch.Tensor, idx: np.ndarray, n: int, dim: int) -> np.ndar
             reach = _group_reach(small, idx, n, dim)
         return np.ascontiguousarray(np.broadcast_to(reach, (n,) + rest_shape))
     out = np.zeros((n,) + rest_shape, bool)
+    if len(idx) == 0:
+        return out
+    starts = np.concatenate([[0], np.flatnonzero(np.diff(idx)) + 1])
+    if len(starts) <= (ROW_RUNS if dim == 0 else MIDDLE_RUNS):
+        # one reduction per run of equal indices: each entry read once, no product made. A run of rows
+        # is one block of memory; runs along a middle dim are strided, worth it while they are few
+        stops = np.concatenate([starts[1:], [len(idx)]])
+        for g, a, b in zip(idx[starts].tolist(), starts.tolist(), stops.tolist()):
+            if 0 <= g < n:
+                whole = a == 0 and b == len(idx)
+                part = any_along(u8, dim) if whole else u8.narrow(dim, a, b - a).amax(dim)
+                out[g] |= part.numpy() > 0
+        return out
     view = [1] * u8.dim()
     view[dim] = -1
     for g in range(n):
