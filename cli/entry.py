@@ -1,9 +1,11 @@
 """The ``connectome`` executable: for the audit of a model folder, the shards start being read before the
-heavy imports (:mod:`connectome_cli.early`); then the command group runs."""
+heavy imports (:mod:`connectome_cli.early`) and the garbage collector stays off (one audit, then
+exit); then the command group runs."""
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import sys
 
@@ -13,6 +15,11 @@ def run() -> None:
     from . import early
 
     reading = early.start(sys.argv[1:]) is not None
+    if reading:
+        # One audit, then os._exit below. The collector's full passes over torch's, transformers' and the
+        # trace's objects took 0.3-0.45 s each, 1.3 s in all for a 7B folder, one of them after the read
+        # (on the audit's critical path); without them the peak grew by 17 MB.
+        gc.disable()
     from .main import main
 
     try:
