@@ -5,7 +5,8 @@ with planted dead MLP neurons and attention heads, audits it with ``connectome a
 does the same for a 2:4 variant with ``--claim-structure 2:4``. Each step runs in its own process;
 peak RSS is that process's. "read" reads every byte of every shard once. Both are timed twice: cold
 (the shards evicted from the page cache first, as after a download larger than the cache or a reboot)
-and warm (the shards in the page cache, so that a read costs only the copy).
+and warm (the shards in the page cache, so that a read costs only the copy). "direct" reads the same
+bytes cold past the page cache (O_DIRECT; "-" where the file system refuses it): the disk's own time.
 
 Usage: python benchmarks/bench_llm_audit.py [--dir DIR] [--layers 32] [--keep] [--reuse] [--repeat N]
 (``--layers 2`` writes a small model of the same widths in a minute.)
@@ -138,6 +139,20 @@ for shard in sorted(glob.glob(sys.argv[1] + "/*.safetensors")):
             pass
 """
 
+# the same bytes past the page cache (O_DIRECT, one 64 MiB request at a time): what the disk itself takes,
+# without the kernel's work of filling and copying cache pages (which dominates a buffered read on some VMs)
+READ_DIRECT = PEAK + """
+import glob, mmap, os, sys
+buf = mmap.mmap(-1, 64 << 20)  # page-aligned, as O_DIRECT needs
+for shard in sorted(glob.glob(sys.argv[1] + "/*.safetensors")):
+    fd = os.open(shard, os.O_RDONLY | os.O_DIRECT)
+    try:
+        while os.readv(fd, [buf]) == len(buf):
+            pass
+    finally:
+        os.close(fd)
+"""
+
 # what the ``connectome`` script runs (its entry point starts reading a folder before the imports)
 AUDIT = PEAK + """
 import sys
@@ -147,6 +162,10 @@ try:
 except SystemExit as e:
     sys.exit(e.code)
 """
+
+
+def _secs(m: tuple[float, float, int]) -> str:
+    return f"{m[0]:.1f}s" if m[2] == 0 else "-"
 
 
 def evict(folder: str) -> None:
@@ -181,8 +200,9 @@ def main() -> None:
     ap.add_argument("--variants", default="50%,2:4", help="Which checkpoints: 50%% (unstructured), 2:4, or both.")
     args = ap.parse_args()
     root = args.dir or tempfile.mkdtemp(prefix="bench-llm-")
-    print(f"{'checkpoint':<10} {'size':>7} {'read cold':>10} {'audit cold':>11} {'ratio':>6} {'read warm':>10} "
-          f"{'audit warm':>11} {'ratio':>6} {'audit RSS':>10} {'dead neurons':>13} {'dead heads':>11}")
+    print(f"{'checkpoint':<10} {'size':>7} {'read cold':>10} {'audit cold':>11} {'ratio':>6} {'direct':>7} "
+          f"{'ratio':>6} {'read warm':>10} {'audit warm':>11} {'ratio':>6} {'audit RSS':>10} {'dead neurons':>13} "
+          f"{'dead heads':>11}")
     for kind in args.variants.split(","):
         folder = os.path.join(root, "llama7b-" + kind.replace(":", "-").replace("%", "pct"))
         index = os.path.join(folder, "model.safetensors.index.json")
@@ -195,18 +215,20 @@ def main() -> None:
         runs = []
         for _ in range(args.repeat):  # each audit right after the read it is compared with
             evict(folder)
+            direct = measure(READ_DIRECT, folder)
+            evict(folder)
             cold_read = measure(READ, folder)
             evict(folder)
             cold_audit = measure(AUDIT, *audit)
             warm_read = min(measure(READ, folder) for _ in range(2))  # the first put the shards in the cache
             warm_audit = measure(AUDIT, *audit)
-            runs.append((cold_read, cold_audit, warm_read, warm_audit))
+            runs.append((cold_read, cold_audit, warm_read, warm_audit, direct))
             if args.repeat > 1:
-                print(f"  run {len(runs)}: cold {cold_read[0]:.1f}s / {cold_audit[0]:.1f}s, "
-                      f"warm {warm_read[0]:.1f}s / {warm_audit[0]:.1f}s", flush=True)
+                print(f"  run {len(runs)}: cold {cold_read[0]:.1f}s / {cold_audit[0]:.1f}s (direct read "
+                      f"{_secs(direct)}), warm {warm_read[0]:.1f}s / {warm_audit[0]:.1f}s", flush=True)
         # the run whose cold ratio is the median, whole (its four figures were measured together)
         runs.sort(key=lambda r: r[1][0] / r[0][0])
-        cold_read, cold_audit, warm_read, warm_audit = runs[len(runs) // 2]
+        cold_read, cold_audit, warm_read, warm_audit, direct = runs[len(runs) // 2]
         rc = max(max(r[1][2], r[3][2]) for r in runs)
         blocks = json.load(open(report))["blocks"] if os.path.exists(report) else []
         neurons = sum(b["dead_neurons"] for b in blocks)
@@ -215,7 +237,9 @@ def main() -> None:
         want_n = sum(len(r) for r in dead_neurons.values())
         want_h = sum(len(h) for h in dead_heads.values())
         print(f"{kind:<10} {size / 2**30:>5.1f}GB {cold_read[0]:>9.1f}s {cold_audit[0]:>10.1f}s "
-              f"{cold_audit[0] / cold_read[0]:>5.2f}x {warm_read[0]:>9.1f}s {warm_audit[0]:>10.1f}s "
+              f"{cold_audit[0] / cold_read[0]:>5.2f}x {_secs(direct):>7} "
+              f"{(f'{cold_audit[0] / direct[0]:.2f}x' if direct[2] == 0 else '-'):>6} "
+              f"{warm_read[0]:>9.1f}s {warm_audit[0]:>10.1f}s "
               f"{warm_audit[0] / warm_read[0]:>5.2f}x {max(cold_audit[1], warm_audit[1]):>8.2f}GB "
               f"{neurons:>6}/{want_n:<6} {heads:>5}/{want_h:<5}" + ("" if rc in (0, 1) else f"  (audit exit {rc})"))
         if not args.keep:
