@@ -27,12 +27,13 @@ CACHED = 2e9  # a first read faster than this many bytes/s came from the page ca
 
 _stop = threading.Event()
 _thread: threading.Thread | None = None
+_folder: str | None = None
 done = 0  # bytes read so far
 
 
 def start(argv: list[str]) -> threading.Thread | None:
     """For ``audit FOLDER ...`` (a folder with ``config.json`` and shards), the reading thread; else None."""
-    global _thread
+    global _thread, _folder
     if len(argv) < 2 or argv[0] != "audit":
         return None
     folder = next((a for a in argv[1:] if os.path.isfile(os.path.join(a, "config.json"))), None)
@@ -43,11 +44,25 @@ def start(argv: list[str]) -> threading.Thread | None:
     except OSError:
         return None
     _stop.clear()
+    _folder = folder
     _thread = threading.Thread(
         target=_read, args=([os.path.join(folder, n) for n in shards],), daemon=True, name="connectome-early"
     )
     _thread.start()
     return _thread
+
+
+def count() -> None:
+    """For the folder :func:`start` reads, start the audit's counting pass now, and stop this reading
+    (where the pass would not count it, or cannot: nothing changes)."""
+    if _thread is None or _folder is None:
+        return
+    try:
+        from connectome.hf.firstpass import start_early
+
+        start_early(_folder, before=stop)
+    except Exception:
+        return
 
 
 def stop() -> None:

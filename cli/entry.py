@@ -20,6 +20,7 @@ def run() -> None:
         # trace's objects took 0.3-0.45 s each, 1.3 s in all for a 7B folder, one of them after the read
         # (on the audit's critical path); without them the peak grew by 17 MB.
         gc.disable()
+        early.count()  # the audit's counting pass, started before torch is imported
     from .main import main
 
     try:

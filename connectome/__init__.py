@@ -7,14 +7,40 @@
 True
 """
 
-from .analysis import Analysis, Analyzer, analyze
-from .graph.lower import RULES, UnitGraph, lower
-from .graph.status import Status
-from .graph.trace import Traced, TraceError, trace
-from .graph.walk import Walk, walk
-from .io.checkpoint import Checkpoint, load
-from .io.masks import MaskSource, prunable_weights
+from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .analysis import Analysis, Analyzer, analyze
+    from .graph.lower import RULES, UnitGraph, lower
+    from .graph.status import Status
+    from .graph.trace import Traced, TraceError, trace
+    from .graph.walk import Walk, walk
+    from .io.checkpoint import Checkpoint, load
+    from .io.masks import MaskSource, prunable_weights
+
+# Imported on first use, so that ``import connectome.hf.firstpass`` does not import torch: the audit of a
+# model folder starts reading its shards with that module while torch is still being imported.
+_WHERE = {
+    "analyze": ".analysis",
+    "Analysis": ".analysis",
+    "Analyzer": ".analysis",
+    "load": ".io.checkpoint",
+    "Checkpoint": ".io.checkpoint",
+    "trace": ".graph.trace",
+    "Traced": ".graph.trace",
+    "TraceError": ".graph.trace",
+    "lower": ".graph.lower",
+    "UnitGraph": ".graph.lower",
+    "RULES": ".graph.lower",
+    "walk": ".graph.walk",
+    "Walk": ".graph.walk",
+    "Status": ".graph.status",
+    "MaskSource": ".io.masks",
+    "prunable_weights": ".io.masks",
+}
 __all__ = [
     "analyze",
     "Analysis",
@@ -34,3 +60,15 @@ __all__ = [
     "prunable_weights",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_WHERE[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

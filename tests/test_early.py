@@ -78,3 +78,46 @@ def test_the_script_exits_with_the_audits_code_after_writing_everything(tmp_path
     assert out.returncode == 1, out.stderr
     report = json.loads(out.stdout)
     assert report["passed"] is False and report["failed"] == ["claim"]
+
+
+def test_the_script_counts_a_big_folder_before_torch_is_imported_and_the_audit_takes_the_pass_over(
+    tmp_path, monkeypatch
+):
+    """The script starts the audit's counting pass itself (connectome.hf.firstpass.start_early); the audit
+    adopts it, and reports what an audit in this process reports."""
+    import json
+    import subprocess
+    import sys
+
+    pytest.importorskip("transformers")
+    from click.testing import CliRunner
+
+    from connectome.hf import folder
+    from connectome_cli.main import main
+    from tests.hf.families import build, save
+
+    model, _ = build("llama")
+    save(model, str(tmp_path))
+    code = (
+        "import sys; import connectome.hf.folder as f; f.LAZY_LIMIT = 0\n"  # every folder is big
+        "import connectome.hf.firstpass as fp\n"
+        "adopt, start = fp.adopt, fp.start_early\n"
+        "def adopted(folder):\n"
+        "    p = adopt(folder); print('adopted', p is not None, file=sys.stderr); return p\n"
+        "def started(*a, **k):\n"
+        "    p = start(*a, **k); print('started', p is not None, 'torch' in sys.modules, file=sys.stderr); return p\n"
+        "fp.adopt, fp.start_early = adopted, started\n"
+        "from connectome_cli.entry import run; run()"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, "audit", str(tmp_path), "--no-margin", "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "started True False" in out.stderr and "adopted True" in out.stderr  # started before torch
+    monkeypatch.setattr(folder, "LAZY_LIMIT", 0)
+    here = CliRunner().invoke(main, ["audit", str(tmp_path), "--no-margin", "--format", "json"])
+    assert here.exit_code == 0, here.output
+    assert json.loads(out.stdout) == json.loads(here.output)

@@ -39,10 +39,9 @@ from .proxy import OnesSource, analyze_lazily, effective_mask
 from .stitch import StackAnalyzer
 from .stream import Loaded, load_folder
 
-__all__ = ["audit_folder", "is_big", "LAZY_LIMIT", "MARGIN_LIMIT", "SEQ_LEN"]
+__all__ = ["audit_folder", "is_big", "MARGIN_LIMIT", "SEQ_LEN"]
 
 MARGIN_LIMIT = 5_000_000  # weights: beyond, the collapse margin's graph costs more than the audit
-LAZY_LIMIT = 50_000_000  # weights: beyond, masks are not kept (a byte each, twice: masks and effective)
 SEQ_LEN = 8
 
 
@@ -65,9 +64,9 @@ def audit_folder(
     """Audit the model folder (or locally cached hub id) ``spec``; see the module docs.
 
     ``lazy`` keeps no mask in memory after the read (:mod:`connectome.hf.proxy`); by default it is on
-    for folders of more than ``LAZY_LIMIT`` weights. The collapse margin needs the masks: it is computed
-    only for folders of at most ``MARGIN_LIMIT`` weights read eagerly. ``masks_out`` names a safetensors
-    file to write the effective masks to, one tensor at a time.
+    for folders of more than :data:`~connectome.hf.folder.LAZY_LIMIT` weights. The collapse margin
+    needs the masks: it is computed only for folders of at most ``MARGIN_LIMIT`` weights read eagerly.
+    ``masks_out`` names a safetensors file to write the effective masks to, one tensor at a time.
     """
     structure = parse_structure(claim_structure) if claim_structure else None
     fail_on = list(fail_on)
@@ -143,8 +142,9 @@ def _write_effective(rep: AuditReport, loaded: Loaded, path: str, spec: str) -> 
 
 
 def is_big(spec: str) -> bool:
-    """Whether a folder's matrices hold more than ``LAZY_LIMIT`` weights (read from the shard headers)."""
-    return sum(e.numel for e in Folder.open(spec).entries.values() if len(e.shape) >= 2) > LAZY_LIMIT
+    """Whether a folder's matrices hold more than :data:`~connectome.hf.folder.LAZY_LIMIT` weights (read
+    from the shard headers)."""
+    return Folder.open(spec).big
 
 
 def _block_findings(rows: list) -> list[Finding]:

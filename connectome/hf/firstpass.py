@@ -31,17 +31,23 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
+from typing import Any
 
+from ..io.errors import SpecError
 from .bits import BITS, CHUNK, by_words
 from .direct import ShardFile
 from .folder import Folder
 from .kernel import Stats, _threads
 from .pread import available, buffer, count_stored
 
-__all__ = ["FirstPass", "MAX_THREADS", "counted_early"]
+__all__ = ["FirstPass", "MAX_THREADS", "counted_early", "start_early", "adopt"]
 
 MAX_THREADS = 8  # beyond, more buffers and more streams at once, and a disk no faster
 START_THREADS = 2  # while the model is traced: one counts while the other waits on the disk
+SMALL = 4 << 20  # bytes: tensors the pass leaves to the caller (norm scales, biases) up to this size ...
+SMALL_TOTAL = 64 << 20  # ... and up to this much in all are read into the page cache before it starts
+
+_early: FirstPass | None = None  # started by start_early, not yet adopted
 
 
 def counted_early(folder: Folder) -> list[str]:
@@ -73,7 +79,9 @@ class FirstPass:
         self._threads: list[threading.Thread] = []
 
     def __enter__(self) -> FirstPass:
-        for _ in range(min(START_THREADS, _threads())):
+        if not self._threads:
+            self._read_small()
+        for _ in range(max(0, min(START_THREADS, _cores()) - len(self._threads))):  # none more once adopted
             self._start()
         return self
 
@@ -93,6 +101,13 @@ class FirstPass:
         for _ in range(max(0, min(_threads(), MAX_THREADS) - len(self._threads))):
             self._start()
 
+    def watch(self, done: Callable[[str], None]) -> None:
+        """Call ``done(key)`` for every matrix counted so far, and from now on as each is counted."""
+        with self._cond:
+            self.done, counted = done, list(self.results)
+        for key in counted:
+            done(key)
+
     def take(self, key: str) -> Stats | None:
         """The stats of ``key`` once counted; None when the pass does not count it or stopped before it.
         The error the pass met on ``key`` (a truncated shard) is raised here."""
@@ -104,6 +119,33 @@ class FirstPass:
             if self.error is not None and self.error[0] == key:
                 raise self.error[1]
             return self.results.get(key)
+
+    def _read_small(self) -> None:
+        """Read the small tensors the caller reads itself into the page cache, in file order, before the
+        pass starts: a few milliseconds on an idle disk. Behind the pass's reads each would wait its
+        turn: seconds in all for a 7B model's norm scales, with the caller holding the interpreter lock
+        (safetensors reads them from mapped pages), which stalls the counting threads too."""
+        skip, total = set(self.keys) | set(self.folder.compressed), 0  # compressed: no bytes of their own
+        small = [
+            e
+            for k, e in {**self.folder.entries, **self.folder.members}.items()
+            if k not in skip and 0 < e.nbytes <= SMALL
+        ]
+        fds: dict[str, int] = {}
+        try:
+            for e in sorted(small, key=lambda e: (e.shard, e.start)):
+                total += e.nbytes
+                if total > SMALL_TOTAL:
+                    break
+                fd = fds.get(e.shard)
+                if fd is None:
+                    fd = fds[e.shard] = os.open(os.path.join(self.folder.path, e.shard), os.O_RDONLY)
+                os.pread(fd, e.nbytes, e.start)
+        except OSError:
+            pass  # a missing or cut shard: named where its tensors are read
+        finally:
+            for fd in fds.values():
+                os.close(fd)
 
     def _start(self) -> None:
         with self._cond:
@@ -134,14 +176,59 @@ class FirstPass:
                         self.error = (key, e)
                         self._cond.notify_all()
                     return
-                with self._cond:
+                with self._cond:  # with the callback of the same moment: watch() credits each key once
                     self.results[key] = stats
                     self._cond.notify_all()
-                if self.done is not None:
-                    self.done(key)
+                    done = self.done
+                if done is not None:
+                    done(key)
         finally:
             for shard in shards.values():
                 shard.close()
             with self._cond:
                 self._running -= 1
                 self._cond.notify_all()
+
+
+def start_early(spec: str, before: Callable[[], Any] | None = None) -> FirstPass | None:
+    """Start counting the folder ``spec`` now, for its audit to :func:`adopt` (only a
+    :attr:`~connectome.hf.folder.Folder.big` one: a smaller one is read with its masks kept); ``before()``
+    runs just before the pass starts. None (and nothing started) where the pass would count nothing here.
+    A folder that cannot be opened is left to the audit to name.
+
+    >>> start_early("/nonexistent") is None
+    True
+    """
+    global _early
+    try:
+        folder = Folder.open(spec)
+    except SpecError:
+        return None
+    if not folder.big or not counted_early(folder):
+        return None
+    if before is not None:
+        before()
+    _early = FirstPass(folder).__enter__()
+    return _early
+
+
+def adopt(folder: Folder) -> FirstPass | None:
+    """The pass :func:`start_early` started on this same folder (same files, same entries), now the
+    caller's to exit; None where there is none. A pass on another folder is stopped."""
+    global _early
+    first, _early = _early, None
+    if first is None:
+        return None
+    same = os.path.realpath(first.folder.path) == os.path.realpath(folder.path) and first.keys == counted_early(folder)
+    if same and all(first.folder.entries[k] == folder.entries[k] for k in first.keys):
+        return first
+    first.__exit__(None, None, None)
+    return None
+
+
+def _cores() -> int:
+    """The cores this process may run on (without importing torch, whose thread count is this by default)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)

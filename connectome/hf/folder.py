@@ -25,13 +25,13 @@ import os
 import struct
 from dataclasses import dataclass, field
 
-from ..io.errors import SpecError
-from ..io.tensors import clip, clip_path, first_line
+from ..io.errors import SpecError, clip, clip_path, first_line
 from .sparse import group_keys
 
-__all__ = ["Entry", "Folder", "is_model_folder", "resolve"]
+__all__ = ["Entry", "Folder", "is_model_folder", "resolve", "LAZY_LIMIT"]
 
 INDEX = "model.safetensors.index.json"
+LAZY_LIMIT = 50_000_000  # weights in matrices: beyond, an audit keeps no mask (a byte each, twice: masks and effective)
 MAX_HEADER = 100 << 20  # safetensors' own limit on a header
 DTYPE_BYTES = {
     "F64": 8,
@@ -69,6 +69,11 @@ class Entry:
         for d in self.shape:
             n *= d
         return n
+
+    @property
+    def nbytes(self) -> int:
+        """Its stored size in bytes (a compressed weight's entry: its values' size, were they dense)."""
+        return self.numel * DTYPE_BYTES.get(self.dtype, 1)
 
 
 def is_model_folder(path: str) -> bool:
@@ -162,6 +167,12 @@ class Folder:
     nbytes: int  # the shards' total size
     compressed: dict[str, dict[str, str]] = field(default_factory=dict)  # weight -> its compressed members
     members: dict[str, Entry] = field(default_factory=dict)  # the members' own entries
+
+    @property
+    def big(self) -> bool:
+        """Whether its matrices hold more than ``LAZY_LIMIT`` weights: its audit then keeps no mask in
+        memory (:mod:`connectome.hf.proxy`), and starts counting it at once (:mod:`connectome.hf.firstpass`)."""
+        return sum(e.numel for e in self.entries.values() if len(e.shape) >= 2) > LAZY_LIMIT
 
     @staticmethod
     def open(spec: str) -> Folder:

@@ -17,9 +17,12 @@ Examples
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["NMCount", "group_hist", "nm_count", "parse_structure", "SIZES"]
 
@@ -54,9 +57,12 @@ class NMCount:
 def nm_count(mask: torch.Tensor, axis: int = -1, sizes: tuple[int, ...] = SIZES) -> NMCount:
     """Count, along ``axis`` (default: the last, a linear layer's input), groups by how many they keep.
 
+    >>> import torch
     >>> nm_count(torch.ones(3, 8, dtype=torch.bool)).hist[4]
     [0, 0, 0, 0, 6]
     """
+    import torch  # here, not above: the first reads of a folder import this module before torch
+
     a = mask.detach().numpy() if mask.dtype == torch.bool else (mask != 0).numpy()
     axis = axis % a.ndim if a.ndim else 0
     a = np.moveaxis(a, axis, -1) if a.ndim else a.reshape(1)

@@ -18,11 +18,14 @@ Examples
 
 from __future__ import annotations
 
-import numpy as np
-import torch
+from typing import TYPE_CHECKING
 
-from ..io.errors import SpecError
-from ..io.tensors import clip
+import numpy as np
+
+from ..io.errors import SpecError, clip
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["MEMBERS", "group_keys", "decode"]
 
@@ -52,6 +55,8 @@ def group_keys(keys: list[str]) -> dict[str, dict[str, str]]:
 
 def decode(shape: tuple[int, ...], bitmask: torch.Tensor, values: torch.Tensor, name: str = "") -> torch.Tensor:
     """The dense tensor of ``shape`` with ``values`` at the set bits of ``bitmask`` (zeros elsewhere)."""
+    import torch  # here, not above: the first reads of a folder import this module before torch
+
     if not shape or any(d < 0 for d in shape):
         raise SpecError(f"{clip(name)}: stored shape {shape} is not a tensor shape")
     rows = int(np.prod(shape[:-1])) if len(shape) > 1 else 1

@@ -34,7 +34,7 @@ from ..io.errors import SpecError
 from ..io.tensors import clip, first_line
 from .bits import BITS, stored_stats
 from .decode import check_dtype, nonfinite_bits, nonzero_bits, storage_format
-from .firstpass import FirstPass
+from .firstpass import FirstPass, adopt
 from .folder import DTYPE_BYTES, Folder
 from .kernel import _threads
 from .keys import Recipe, build, plan
@@ -184,11 +184,16 @@ def load_folder(
     """
     folder = Folder.open(spec)
     bar = _bar(progress)
+    first = adopt(folder)  # the pass the script started on it, if any
     try:
         if keep_masks:  # the disk reads the shards while the model is built and traced
+            if first is not None:  # (not for a folder whose masks are kept: it reads them otherwise)
+                first.__exit__(None, None, None)
             with Prefetch([os.path.join(folder.path, s) for s in sorted(folder.shards)]) as ahead:
                 return _load(folder, bar, keep_masks, during, ahead, None)
-        with FirstPass(folder, done=lambda key: bar.update(1)) as first:  # counts them meanwhile
+        first = first or FirstPass(folder)  # counts them meanwhile
+        with first:
+            first.watch(lambda key: bar.update(1))
             return _load(folder, bar, keep_masks, during, None, first)
     finally:
         bar.close()

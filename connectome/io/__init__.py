@@ -11,8 +11,32 @@ Examples
 torch.Size([2, 2])
 """
 
-from .checkpoint import Checkpoint, load
-from .masks import MaskSource, prunable_weights
-from .spec import SpecError, load_model, parse_shape
+from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .checkpoint import Checkpoint, load
+    from .masks import MaskSource, prunable_weights
+    from .spec import SpecError, load_model, parse_shape
+
+# on first use: connectome.io.errors is imported before torch (see connectome/__init__.py)
+_WHERE = {
+    "Checkpoint": ".checkpoint",
+    "load": ".checkpoint",
+    "MaskSource": ".masks",
+    "prunable_weights": ".masks",
+    "SpecError": ".spec",
+    "load_model": ".spec",
+    "parse_shape": ".spec",
+}
 __all__ = ["Checkpoint", "load", "MaskSource", "prunable_weights", "SpecError", "load_model", "parse_shape"]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_WHERE[name], __name__), name)
+    globals()[name] = value
+    return value

@@ -35,11 +35,10 @@ import torch
 
 from .. import memory
 from . import pickles
-from .errors import SpecError
+from .errors import CLIP, SpecError, clip, clip_path, first_line
 
 __all__ = ["read_tensors", "check_file", "first_line", "clip", "clip_path", "reason", "CLIP"]
 
-CLIP = 80  # characters of a user's string (a key, a path) shown in a message
 VIEW_FLOOR = 64 * 2**20  # a view declaring fewer bytes than this is read through, whatever its storage
 VIEW_SLACK = 2**20  # bytes a view may declare beyond its storage
 DEFLATE_RATIO = 1000  # deflate cannot do better than ~1032:1
@@ -50,27 +49,6 @@ _KINDS = {  # stat's file types other than regular files and folders
     stat.S_IFBLK: "a block device",
     stat.S_IFSOCK: "a socket",
 }
-
-
-def _printable(text: str) -> str:
-    return "".join(c if c.isprintable() else "?" for c in text)
-
-
-def clip(text: object, n: int = CLIP) -> str:
-    """``text`` on one printable line of at most ``n`` characters (its head, then ``...``)."""
-    s = _printable(str(text))
-    return s if len(s) <= n else s[: n - 3] + "..."
-
-
-def clip_path(path: object, n: int = CLIP) -> str:
-    """A path on one printable line of at most ``n`` characters (``...`` then its tail: the file's name)."""
-    s = _printable(os.fspath(path) if isinstance(path, os.PathLike) else str(path))
-    return s if len(s) <= n else "..." + s[-(n - 3) :]
-
-
-def first_line(e: BaseException, n: int = 120) -> str:
-    text = str(e).strip()
-    return clip(text.splitlines()[0], n) if text else type(e).__name__
 
 
 def reason(e: OSError) -> str:

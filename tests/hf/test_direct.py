@@ -132,3 +132,22 @@ def test_a_truncated_shard_read_past_the_cache_is_one_line(tmp_path):
             pread.count_stored(f.path, f.entries["w"], pread.buffer(1 << 16), shard)
         with pytest.raises(SpecError, match="truncated"):
             pread.read_mask(f.path, f.entries["w"], pread.buffer(1 << 16), shard)
+
+
+def test_the_small_tensors_the_caller_reads_are_in_the_page_cache_before_the_pass_counts(tmp_path):
+    from connectome.hf.firstpass import FirstPass
+
+    big = {f"{c}_w": _tensor((1024, 1024), torch.bfloat16, seed=i) for i, c in enumerate("bdf")}
+    small = {f"{c}_norm": torch.ones(4096, dtype=torch.bfloat16) for c in "aceg"}  # between the matrices
+    f, path = _folder(tmp_path, {**big, **small})
+    assert [k for k, _ in sorted(f.entries.items(), key=lambda kv: kv[1].start)] == sorted(f.entries)
+    _evict(path)
+    _shard(path).close()  # skips where the page cache cannot be seen
+    first = FirstPass(f)
+    first._read_small()  # what entering the pass does before its threads start
+    with ShardFile(path) as shard:
+        for k in small:
+            e = f.entries[k]
+            assert shard.cached(e.start, e.start + e.nbytes), k
+        e = f.entries["d_w"]
+        assert not shard.cached(e.start, e.start + e.nbytes)  # the matrices are left to the pass

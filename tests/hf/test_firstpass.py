@@ -102,3 +102,98 @@ def test_leaving_early_stops_the_threads(tmp_path):
     with FirstPass(f) as first:
         pass
     assert first.finished and all(not t.is_alive() for t in first._threads)
+
+
+def test_watch_credits_every_matrix_once_whenever_it_starts(tmp_path):
+    f, _ = _mixed(tmp_path)
+    keys = counted_early(f)
+    for wait_for in (None, keys[0], keys[len(keys) // 2], keys[-1]):  # before, during, after the counting
+        seen: list[str] = []
+        with FirstPass(f) as first:
+            if wait_for is not None:
+                first.take(wait_for)
+            first.watch(seen.append)
+            first.hurry()
+            for k in keys:
+                first.take(k)
+        assert sorted(seen) == sorted(keys), wait_for
+
+
+def test_the_first_pass_and_the_early_script_import_neither_torch_nor_transformers():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; import connectome.hf.firstpass, connectome_cli.early, connectome_cli.entry; "
+        "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.fixture(scope="module")
+def llamas(tmp_path_factory):
+    pytest.importorskip("transformers")
+    from .families import build, save
+
+    out = []
+    for i in range(2):
+        model, _ = build("llama")
+        path = str(tmp_path_factory.mktemp(f"llama{i}"))
+        save(model, path)
+        out.append(path)
+    return out
+
+
+def _summaries(loaded) -> dict:
+    return {
+        k: (s.shape, s.count, s.rows.tolist(), s.cols.tolist(), loaded.nm[k].hist) for k, s in loaded.summaries.items()
+    }
+
+
+def test_a_pass_started_before_the_audit_is_the_one_it_reads_with(llamas, monkeypatch):
+    from connectome.hf import firstpass, folder, stream
+
+    monkeypatch.setattr(folder, "LAZY_LIMIT", 0)  # every folder is big: audited without its masks
+    want = _summaries(stream.load_folder(llamas[0], progress=False, keep_masks=False))
+    first = firstpass.start_early(llamas[0])
+    assert first is not None and firstpass._early is first
+
+    def no_second_pass(*a, **k):
+        raise AssertionError("the audit started a pass of its own")
+
+    monkeypatch.setattr(stream, "FirstPass", no_second_pass)
+    got = stream.load_folder(llamas[0], progress=False, keep_masks=False)
+    assert firstpass._early is None and first.finished
+    assert sorted(first.results) == sorted(first.keys) and first.keys
+    assert _summaries(got) == want
+
+
+def test_a_pass_on_another_folder_is_stopped_and_the_audit_reads_its_own(llamas, monkeypatch):
+    from connectome.hf import firstpass, folder, stream
+
+    monkeypatch.setattr(folder, "LAZY_LIMIT", 0)
+    want = _summaries(stream.load_folder(llamas[1], progress=False, keep_masks=False))
+    first = firstpass.start_early(llamas[0])
+    got = stream.load_folder(llamas[1], progress=False, keep_masks=False)
+    assert firstpass._early is None and first.finished and all(not t.is_alive() for t in first._threads)
+    assert _summaries(got) == want
+
+
+def test_a_folder_read_with_its_masks_stops_the_pass(llamas, monkeypatch):
+    from connectome.hf import firstpass, folder, stream
+
+    monkeypatch.setattr(folder, "LAZY_LIMIT", 0)
+    first = firstpass.start_early(llamas[0])
+    loaded = stream.load_folder(llamas[0], progress=False, keep_masks=True)
+    assert firstpass._early is None and first.finished and loaded.masks
+
+
+def test_a_small_folder_or_a_broken_one_is_not_counted_early(llamas, tmp_path):
+    from connectome.hf import firstpass
+
+    assert firstpass.start_early(llamas[0]) is None  # below LAZY_LIMIT: its audit keeps the masks
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "model.safetensors").write_bytes(b"\x10")  # not a shard: the audit names it
+    assert firstpass.start_early(str(tmp_path)) is None and firstpass._early is None

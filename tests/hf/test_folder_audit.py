@@ -187,21 +187,21 @@ def test_lazy_masks_out_equal_the_eager_ones(folders, tmp_path):
     from click.testing import CliRunner
     from safetensors.torch import load_file
 
-    from connectome.hf import audit as hf_audit
+    from connectome.hf import folder as hf_folder
     from connectome_cli.main import main
 
     path, _ = folders["qwen2"]
-    old = hf_audit.LAZY_LIMIT
+    old = hf_folder.LAZY_LIMIT
     out = {}
     for limit in (0, old):  # 0: every folder is "big", read lazily
-        hf_audit.LAZY_LIMIT = limit
+        hf_folder.LAZY_LIMIT = limit
         try:
             f = tmp_path / f"eff{limit}.safetensors"
             r = CliRunner().invoke(main, ["audit", path, "--masks-out", str(f), "--no-margin"])
             assert r.exit_code == 0, r.output
             out[limit] = load_file(str(f))
         finally:
-            hf_audit.LAZY_LIMIT = old
+            hf_folder.LAZY_LIMIT = old
     assert out[0].keys() == out[old].keys()
     assert all(torch.equal(out[0][k], out[old][k]) for k in out[0])
 
