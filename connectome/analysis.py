@@ -28,14 +28,13 @@ from . import memory
 from .batching import input_shapes, reduced, same_results, smaller_shape_hint
 from .graph.lower import Lowered, UnitGraph, lower, mask_free
 from .graph.names import WeightNames
-from .graph.reduce import count_true
-from .graph.refs import opaque_modules, referenced
+from .graph.refs import opaque_modules
 from .graph.rewalk import rewalk
-from .graph.status import Status, any_alive
+from .graph.status import Status
 from .graph.trace import InputShape, Traced, TraceError, as_inputs, trace
 from .graph.walk import Walk, walk
 from .io.masks import MaskSource, dense_prefixes, in_dense, prunable_weights
-from .layerrow import layer_row
+from .layerrow import layer_table, op_weights
 from .parts import prefixed, submodule_of, with_parts
 
 if TYPE_CHECKING:
@@ -262,9 +261,7 @@ class Analyzer:
                 res = None
             if res is None:
                 res = self._run(self.traced, masks, source)
-        res.input_shapes = [list(s) for s in self.input_shapes] or res.input_shapes
-        res.notes = list(self.notes)
-        return res
+        return self._finish(res)
 
     def prelower(self, source: MaskSource) -> None:
         """Lower the trace now with ``source``'s masks (stand-ins will do), and keep the ops whose lowering
@@ -286,6 +283,33 @@ class Analyzer:
                 return None
             self.last = (traced, w2.graph, w2)
             res = self._result(traced, w2.graph, w2, source)
+        return self._finish(res)
+
+    def walk_only(self, source: MaskSource) -> tuple[UnitGraph, Walk] | None:
+        """Lower and walk the trace with ``source``'s masks, but leave the result to :meth:`result` (with
+        masks or counts known later); kept for :meth:`rerun`. None before a first :meth:`run` has checked
+        the batch (see :mod:`connectome.batching`).
+
+        >>> m = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Linear(3, 1))
+        >>> a, source = Analyzer(m, input_shape=(1, 3)), MaskSource(m, {"1.weight": torch.tensor([[1, 0, 0]])})
+        >>> graph, w = a.walk_only(source)
+        >>> a.result(graph, w, source).params_effective, a.run(source=source).params_effective
+        (4, 4)
+        """
+        if self._pair is not None:
+            return None
+        with _gc_paused(), self._budget():
+            graph = lower(self.traced, source, self.reuse)
+            w = walk(graph)
+        self.last = (self.traced, graph, w)
+        return graph, w
+
+    def result(self, graph: UnitGraph, w: Walk, source: MaskSource) -> Analysis:
+        """The analysis of a walk of :meth:`walk_only`, with the masks and counts ``source`` gives now."""
+        with _gc_paused(), self._budget():
+            return self._finish(self._result(self.traced, graph, w, source))
+
+    def _finish(self, res: Analysis) -> Analysis:
         res.input_shapes = [list(s) for s in self.input_shapes] or res.input_shapes
         res.notes = list(self.notes)
         return res
@@ -299,8 +323,11 @@ class Analyzer:
         return self._result(traced, graph, w, source)
 
     def _result(self, traced: Traced, graph: UnitGraph, w: Walk, source: MaskSource) -> Analysis:
-        res = _result(traced, graph, w, source, self.kinds, self.dense)
-        kept = [n for n in _op_weights(graph) if in_dense(n, self.dense)]
+        eff, masks, kinds, layers, collapsed, unsupported = layer_table(
+            traced, graph, w, source, self.kinds, self.dense
+        )
+        res = Analysis(eff, masks, kinds, layers, collapsed, unsupported, w, traced.tracer, _shapes(traced))
+        kept = [n for n in op_weights(graph) if in_dense(n, self.dense)]
         note = f"{len(kept)} weight tensors kept dense (DyReLU hyper-networks) are not counted"
         if kept and note not in self.notes:
             self.notes.append(note)
@@ -345,52 +372,5 @@ def analyze(
         return Analyzer(model, example_inputs, input_shape, tracer, input_dtype, submodule, max_memory).run(masks)
 
 
-def _op_weights(graph: UnitGraph) -> set[str]:
-    return {key for op in graph.ops.values() for wt in op.weights for key in wt.keys}
-
-
-def _result(
-    traced: Traced, graph: UnitGraph, w: Walk, source: MaskSource, kinds: dict[str, str], dense: tuple[str, ...] = ()
-) -> Analysis:
-    owners: dict[str, tuple[fx.Node, str]] = {}
-    uses: dict[str, int] = {}
-    support: dict[str, torch.Tensor] = {}
-    kinds = dict(kinds)  # weights found only through ops join this run's list, not the Analyzer's
-    for node, op in graph.ops.items():
-        for wt in op.weights:
-            for key in wt.keys:
-                owners.setdefault(key, (node, wt.kind))
-                kinds.setdefault(key, wt.kind)
-                uses[key] = uses.get(key, 0) + 1
-            for key, sup in wt.support.items():  # computed weights: zeros the computation made nonzero
-                support[key] = support[key] | sup if key in support else sup
-    used = {source.names.key(r) for r in referenced(traced)}
-    masks, eff, layers = {}, {}, []
-    unsupported = list(graph.unsupported)
-    for name, kind in kinds.items():
-        if in_dense(name, dense):  # followed by the walk, not counted
-            continue
-        mask = source.get(name)
-        if mask is None:
-            continue
-        nonzero = source.count(name)
-        if name in support and not bool((support[name] <= mask).all()):
-            mask = mask | support[name]
-            nonzero = count_true(mask)
-        masks[name] = mask
-        if name in w.effective:
-            eff[name] = w.effective[name]
-            if name in source.names.renormalized and eff[name].any():
-                eff[name] = mask.clone()  # zeroing one entry rescales all: one effective entry keeps them all
-        elif name in owners or not any(name == r or name.startswith(r + ".") or r == name + "_orig" for r in used):
-            eff[name] = torch.zeros_like(mask)  # owned but never reached, or only in constant computations
-        else:  # used by an op we cannot see into: never call it ineffective
-            eff[name] = mask.clone()
-            unsupported.append({"node": "", "op": name, "reason": "weight used by an op without a rule"})
-        row = layer_row(name, kind, mask, eff[name], owners.get(name), graph, w, nonzero)
-        row["shared_with"] = source.names.aliases(name)
-        row["uses"] = uses.get(name, 0)
-        layers.append(row)
-    collapsed = not any(any_alive(w.fwd.get(n)) for n in traced.outputs)
-    shapes = [list(traced.vals[n].shape) for n in traced.inputs if isinstance(traced.vals.get(n), torch.Tensor)]
-    return Analysis(eff, masks, dict(kinds), layers, collapsed, unsupported, w, traced.tracer, shapes)
+def _shapes(traced: Traced) -> list[list[int]]:
+    return [list(traced.vals[n].shape) for n in traced.inputs if isinstance(traced.vals.get(n), torch.Tensor)]

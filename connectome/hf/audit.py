@@ -35,7 +35,7 @@ from .claims import config_claims
 from .folder import Folder
 from .masksout import write_masks
 from .nm import parse_structure
-from .proxy import OnesSource, analyze_lazily, effective_mask
+from .proxy import OnesSource, analyze_lazily, effective_mask, walk_ahead
 from .stitch import StackAnalyzer
 from .stream import Loaded, load_folder
 
@@ -81,8 +81,11 @@ def audit_folder(
             an.prelower(OnesSource(model, an.names))  # while the shards are read: what reads no mask
             return an
 
+        def walk(loaded: Loaded, peek: Any) -> None:  # the first walk, while the last matrices are counted
+            loaded.walked = walk_ahead(loaded, loaded.made, peek)
+
         keep = not (is_big(spec) if lazy is None else lazy)
-        loaded = load_folder(spec, progress, keep_masks=keep, during=trace)
+        loaded = load_folder(spec, progress, keep_masks=keep, during=trace, meanwhile=walk)
     lazy = not loaded.masks and bool(loaded.summaries)
     total = sum(math.prod(s.shape) for s in loaded.summaries.values())
     notes = []

@@ -71,6 +71,7 @@ class FirstPass:
     def __init__(self, folder: Folder, done: Callable[[str], None] | None = None):
         self.folder, self.done = folder, done
         self.keys = counted_early(folder)
+        self._keys = set(self.keys)
         self.results: dict[str, Stats] = {}
         self.error: tuple[str, BaseException] | None = None
         self._next = self._running = 0
@@ -108,10 +109,15 @@ class FirstPass:
         for key in counted:
             done(key)
 
+    def waiting(self, key: str) -> bool:
+        """Whether :meth:`take` of ``key`` would wait now (the pass counts it and has not yet)."""
+        with self._cond:
+            return key in self._keys and key not in self.results and not self.finished and self.error is None
+
     def take(self, key: str) -> Stats | None:
         """The stats of ``key`` once counted; None when the pass does not count it or stopped before it.
         The error the pass met on ``key`` (a truncated shard) is raised here."""
-        if key not in self.keys:
+        if key not in self._keys:
             return None
         with self._cond:
             while key not in self.results and not self.finished and not (self.error and self.error[0] == key):

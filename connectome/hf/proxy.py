@@ -23,6 +23,7 @@ Examples
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -33,7 +34,7 @@ from ..graph.names import WeightNames
 from ..io.masks import MaskSource, Reduced
 from .stream import Loaded, Summary
 
-__all__ = ["proxy", "ProxySource", "OnesSource", "analyze_lazily", "effective_mask"]
+__all__ = ["proxy", "ProxySource", "OnesSource", "analyze_lazily", "effective_mask", "walk_ahead"]
 
 MAX_ROUNDS = 8
 
@@ -53,12 +54,24 @@ def proxy(s: Summary) -> torch.Tensor | None:
 
 
 class ProxySource(MaskSource):
-    """Masks for the walk: true ones where ``exact`` has them, else proxies; counts always the true ones."""
+    """Masks for the walk: true ones where ``exact`` has them, else proxies; counts always the true ones.
 
-    def __init__(self, model: nn.Module, names: WeightNames, loaded: Loaded, exact: dict[str, torch.Tensor]):
+    ``peek(name)``, while the shards are still read, gives ``(summary, counted)`` of a matrix not in
+    ``loaded.summaries`` yet: its summary if counted, else a stand-in one (wholly kept; the name joins
+    ``assumed``, to be checked once it is counted)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        names: WeightNames,
+        loaded: Loaded,
+        exact: dict[str, torch.Tensor],
+        peek: Callable[[str], tuple[Summary, bool] | None] | None = None,
+    ):
         super().__init__(model, None, names)
-        self.loaded, self.exact = loaded, exact
+        self.loaded, self.exact, self.peek = loaded, exact, peek
         self.proxies: dict[str, torch.Tensor] = {}
+        self.assumed: set[str] = set()
         self.track()
 
     def get(self, name: str, default: Any = None) -> torch.Tensor | None:  # type: ignore[override]
@@ -66,12 +79,12 @@ class ProxySource(MaskSource):
         self.note_reader(name)
         if name in self.exact:
             return self.exact[name]
-        s = self.loaded.summaries.get(name)
+        s = self._summary(name)
         if s is None:
             return super().get(name, default)
         p = self.proxies.get(name)
         if p is None:
-            p = proxy(s)
+            p = proxy(s) if name not in self.assumed else torch.ones((), dtype=torch.bool).expand(s.shape)
             if p is None:  # no proxy for this shape: read it
                 self.exact[name] = p = self.loaded.mask(name)
             else:
@@ -79,12 +92,22 @@ class ProxySource(MaskSource):
         return p
 
     def count(self, name: str) -> int:
-        s = self.loaded.summaries.get(self.names.key(name))
+        s = self._summary(self.names.key(name))
         return s.count if s is not None else super().count(name)
 
     def reduced(self, name: str) -> Reduced | None:
-        s = self.loaded.summaries.get(self.names.key(name))
+        s = self._summary(self.names.key(name))
         return Reduced(s.rows, s.cols) if s is not None and len(s.shape) == 2 else None
+
+    def _summary(self, name: str) -> Summary | None:
+        s = self.loaded.summaries.get(name)
+        if s is None and self.peek is not None:
+            found = self.peek(name)
+            if found is not None:
+                s, counted = found
+                if not counted:
+                    self.assumed.add(name)
+        return s
 
     def prefetch(self, names: Any) -> None:
         pass
@@ -120,6 +143,21 @@ class OnesSource(MaskSource):
         pass
 
 
+def walk_ahead(loaded: Loaded, analyzer: Any, peek: Callable[[str], tuple[Summary, bool] | None]) -> Any:
+    """The first walk of :func:`analyze_lazily`, while the shards are still read (``loaded.walked``):
+    the matrices not counted yet stand in as wholly kept (``peek``: see :class:`ProxySource`). After the
+    read each is checked: where a matrix keeps a weight in every row and column its stand-in was its
+    proxy, and the walk stands; else the walk is redone (where it changed, or whole)."""
+    source = ProxySource(analyzer.model, analyzer.names, loaded, {}, peek)
+    done = analyzer.walk_only(source)
+    source.peek = None
+    return None if done is None else (source, *done)
+
+
+def _wholly_alive(s: Summary) -> bool:
+    return len(s.shape) == 2 and bool(s.rows.all()) and bool(s.cols.all())
+
+
 def _is(a: torch.Tensor, b: torch.Tensor | None) -> bool:
     return b is not None and a.data_ptr() == b.data_ptr() and a.shape == b.shape and a.stride() == b.stride()
 
@@ -130,8 +168,21 @@ def analyze_lazily(loaded: Loaded, analyzer: Any) -> tuple[Any, dict[str, torch.
     rewalked = 0
     analyzer.keep_walk = True
     try:
-        source = ProxySource(analyzer.model, analyzer.names, loaded, exact)
-        res = analyzer.run(source=source)
+        ahead, loaded.walked = loaded.walked, None
+        if ahead is None:
+            source = ProxySource(analyzer.model, analyzer.names, loaded, exact)
+            res = analyzer.run(source=source)
+        else:  # walked while the last matrices were read: those stood in as wholly kept
+            source, graph, w = ahead
+            wrong = [n for n in source.assumed if not _wholly_alive(loaded.summaries[n])]
+            if not wrong:
+                res = analyzer.result(graph, w, source)
+            else:
+                for n in wrong:
+                    source.proxies.pop(n, None)
+                    source.assumed.discard(n)
+                res, source, quick = _again(analyzer, loaded, exact, source, wrong)
+                rewalked += quick
         for _ in range(MAX_ROUNDS):
             pending = [
                 n

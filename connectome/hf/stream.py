@@ -61,6 +61,12 @@ class Summary:
     rows: np.ndarray
     cols: np.ndarray
 
+    @staticmethod
+    def whole(shape: tuple[int, ...]) -> Summary:
+        """A stand-in for a matrix not counted yet: every weight kept."""
+        n = int(np.prod(shape))
+        return Summary(tuple(shape), n, np.ones(shape[0], bool), np.ones(n // max(shape[0], 1), bool))
+
 
 @dataclass
 class Loaded:
@@ -76,6 +82,7 @@ class Loaded:
     summaries: dict[str, Summary] = field(default_factory=dict)
     stored_as: dict[str, str] = field(default_factory=dict)  # analysis key -> the parameter name stored
     nonfinite: dict[str, int] = field(default_factory=dict)  # stored key -> NaN/Inf entries
+    walked: Any = None  # a walk done while the shards were read (connectome.hf.proxy.walk_ahead)
     stored: int = 0  # entries of every tensor read (matrices and vectors)
     stored_zero: int = 0
     notes: list[str] = field(default_factory=list)
@@ -173,14 +180,21 @@ class Reader:
 
 
 def load_folder(
-    spec: str, progress: bool | None = None, keep_masks: bool = True, during: Callable[[nn.Module], Any] | None = None
+    spec: str,
+    progress: bool | None = None,
+    keep_masks: bool = True,
+    during: Callable[[nn.Module], Any] | None = None,
+    meanwhile: Callable[[Loaded, Callable], Any] | None = None,
 ) -> Loaded:
     """Check ``spec`` (a folder or a cached hub id), build its skeleton and read every tensor once.
 
     With ``keep_masks=False`` each matrix's mask is reduced to a :class:`Summary` and dropped: memory
     then grows with the largest tensor, not with the model. ``during(model)`` runs before the matrices
     are read, while a thread reads the shards ahead (:mod:`connectome.hf.prefetch`), or, when masks are
-    not kept, counts them (:mod:`connectome.hf.firstpass`); what it returns is ``Loaded.made``.
+    not kept, counts them (:mod:`connectome.hf.firstpass`); what it returns is ``Loaded.made``. When
+    masks are not kept, ``meanwhile(loaded, peek)`` runs once, after ``during``, as soon as a matrix is
+    still being counted: ``peek(key)`` gives ``(summary, counted)`` of a matrix not in
+    ``loaded.summaries`` yet, its summary if counted, else a stand-in (wholly kept).
     """
     folder = Folder.open(spec)
     bar = _bar(progress)
@@ -190,17 +204,23 @@ def load_folder(
             if first is not None:  # (not for a folder whose masks are kept: it reads them otherwise)
                 first.__exit__(None, None, None)
             with Prefetch([os.path.join(folder.path, s) for s in sorted(folder.shards)]) as ahead:
-                return _load(folder, bar, keep_masks, during, ahead, None)
+                return _load(folder, bar, keep_masks, during, ahead, None, None)
         first = first or FirstPass(folder)  # counts them meanwhile
         with first:
             first.watch(lambda key: bar.update(1))
-            return _load(folder, bar, keep_masks, during, None, first)
+            return _load(folder, bar, keep_masks, during, None, first, meanwhile)
     finally:
         bar.close()
 
 
 def _load(
-    folder: Folder, bar: Any, keep_masks: bool, during: Callable | None, ahead: Prefetch | None, first: FirstPass | None
+    folder: Folder,
+    bar: Any,
+    keep_masks: bool,
+    during: Callable | None,
+    ahead: Prefetch | None,
+    first: FirstPass | None,
+    meanwhile: Callable | None,
 ) -> Loaded:
     model = build_model(folder.config)
     recipes = plan(model, folder.entries)
@@ -272,8 +292,22 @@ def _load(
             loaded.made = during(model)
         if first is not None:
             first.hurry()
+        coming = {key: (recipes[stored].keys[0], entry, axis) for stored, key, entry, axis in mapped}
+
+        def peek(key: str) -> tuple[Summary, bool] | None:
+            c = coming.get(key)
+            if c is None or key in loaded.summaries:
+                return None
+            st = first.results.get(c[0]) if first is not None and c[2] == -1 else None
+            if st is None:  # not counted yet
+                return Summary.whole(c[1].shape), False
+            return _summary(c[1].shape, st), True
+
         for stored, key, entry, axis in mapped:
             key0 = recipes[stored].keys[0]
+            if meanwhile is not None and first is not None and first.waiting(key0):
+                meanwhile(loaded, peek)  # while the rest is counted
+                meanwhile = None
             st = first.take(key0) if first is not None and axis == -1 else None
             if st is None:
                 st = stored_stats(folder, entry, axis, keep_masks)
@@ -283,14 +317,17 @@ def _load(
                 ahead.consumed(entry.numel * DTYPE_BYTES[entry.dtype])
             if st.nonfinite:
                 loaded.nonfinite[key0] = st.nonfinite
-            shape = entry.shape
-            rows = st.rows if len(shape) == 2 else np.asarray(st.rows.reshape(shape[0], -1).any(1))
-            nm = NMCount({4: st.hist4, 8: st.hist8}, 0 if axis == 0 else len(shape) - 1)
+            nm = NMCount({4: st.hist4, 8: st.hist8}, 0 if axis == 0 else len(entry.shape) - 1)
             mask = torch.from_numpy(st.mask) if st.mask is not None else None
-            _add(loaded, key, stored, Summary(shape, st.count, rows, st.cols), nm, mask)
+            _add(loaded, key, stored, _summary(entry.shape, st), nm, mask)
     finally:
         reader.close()
     return loaded
+
+
+def _summary(shape: tuple[int, ...], st: Any) -> Summary:
+    rows = st.rows if len(shape) == 2 else np.asarray(st.rows.reshape(shape[0], -1).any(1))
+    return Summary(shape, st.count, rows, st.cols)
 
 
 def _add(loaded: Loaded, key: str, stored: str, s: Summary, nm: NMCount, mask: torch.Tensor | None) -> None:

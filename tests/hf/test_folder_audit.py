@@ -223,3 +223,96 @@ def test_every_report_format_carries_the_block_table(folders, tmp_path):
         pytest.skip("graphviz's dot is not installed")
     assert html.exit_code == 0, html.output
     assert "<h2>Blocks</h2>" in page.read_text()
+
+
+def _walked_ahead(path, waiting):
+    """A lazy load of ``path`` whose first walk ran as if the matrices ``waiting(summaries)`` picks were
+    still being counted (stand-ins for them, checked after the read), as the audit of a big folder does."""
+    from connectome.hf.proxy import OnesSource, walk_ahead
+    from connectome.hf.stitch import StackAnalyzer
+    from connectome.hf.stream import Summary, load_folder
+
+    def trace(model):
+        an = StackAnalyzer(model, input_shape=(1, 8), input_dtype=torch.long)
+        an.prelower(OnesSource(model, an.names))
+        return an
+
+    loaded = load_folder(path, progress=False, keep_masks=False, during=trace)
+    full, late = loaded.summaries, set(waiting(loaded.summaries))
+    if not late:
+        return loaded, late
+    loaded.summaries = {k: v for k, v in full.items() if k not in late}
+    loaded.walked = walk_ahead(loaded, loaded.made, lambda k: (Summary.whole(full[k].shape), False) if k in late else None)
+    loaded.summaries = full  # the read is over
+    return loaded, late
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("late", ["second half", "planted", "wholly kept"])
+def test_a_walk_done_while_the_last_matrices_were_read_gives_the_same_result(folders, refs, family, late):
+    from connectome.hf.proxy import effective_mask
+
+    path, _ = folders[family]
+    ref = refs(family)
+
+    def waiting(summaries):
+        names = list(summaries)
+        if late == "second half":
+            return names[len(names) // 2 :]
+        alive = [k for k, s in summaries.items() if len(s.shape) == 2 and s.rows.all() and s.cols.all()]
+        return [k for k in names if (k in alive) == (late == "wholly kept")]
+
+    def whole_walks(loaded):  # walks after the read, whole or redone in part
+        an, runs = loaded.made, []
+        real_run, real_rerun = an.run, an.rerun
+        an.run = lambda *a, **k: runs.append("run") or real_run(*a, **k)
+        an.rerun = lambda *a, **k: runs.append("rerun") or real_rerun(*a, **k)
+        return audit_folder(path, progress=False, loaded=loaded), runs
+
+    loaded, stood_in = _walked_ahead(path, waiting)
+    rep, runs = whole_walks(loaded)
+    res = rep.analysis
+    assert [(r["name"], r["nonzero"], r["effective"], r["dead_in"], r["dead_out"]) for r in res.layers] == [
+        (r["name"], r["nonzero"], r["effective"], r["dead_in"], r["dead_out"]) for r in ref.layers
+    ]
+    for name, mask in ref.effective_masks.items():
+        assert torch.equal(effective_mask(res, loaded, loaded.exact, name), mask), name
+    if late == "wholly kept":  # every stand-in was the matrix's proxy: the first walk stood
+        _, before = whole_walks(_walked_ahead(path, lambda summaries: [])[0])  # no walk ahead: the first is one
+        assert len(runs) == len(before) - 1, stood_in
+
+
+def test_the_audit_walks_while_the_last_matrices_are_counted(folders, refs, monkeypatch):
+    import threading
+
+    from connectome.hf import audit as hf_audit
+    from connectome.hf import firstpass
+    from connectome.hf.folder import Folder
+
+    path, _ = folders["llama"]
+    f = Folder.open(path)
+    keys = firstpass.counted_early(f)
+    late = {(f.entries[k].shard, f.entries[k].start) for k in keys[len(keys) // 2 :]}
+    gate, real_count, real_walk, seen = threading.Event(), firstpass.count_stored, hf_audit.walk_ahead, []
+
+    def count(root, entry, buf, shard=None):  # the second half is counted only once the walk is done
+        if (entry.shard, entry.start) in late:
+            assert gate.wait(120)
+        return real_count(root, entry, buf, shard)
+
+    def walk(loaded, analyzer, peek):
+        try:
+            done = real_walk(loaded, analyzer, peek)
+            seen.append(set(done[0].assumed))
+            return done
+        finally:
+            gate.set()
+
+    monkeypatch.setattr(firstpass, "count_stored", count)
+    monkeypatch.setattr(hf_audit, "walk_ahead", walk)
+    rep = audit_folder(path, progress=False, lazy=True, margin=False)
+    assert len(seen) == 1 and seen[0]  # it walked once, with stand-ins
+    ref = refs("llama")
+    assert [(r["name"], r["nonzero"], r["effective"], r["dead_in"], r["dead_out"]) for r in rep.analysis.layers] == [
+        (r["name"], r["nonzero"], r["effective"], r["dead_in"], r["dead_out"]) for r in ref.layers
+    ]
