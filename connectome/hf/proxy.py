@@ -150,8 +150,22 @@ def walk_ahead(loaded: Loaded, analyzer: Any, peek: Callable[[str], tuple[Summar
     proxy, and the walk stands; else the walk is redone (where it changed, or whole)."""
     source = ProxySource(analyzer.model, analyzer.names, loaded, {}, peek)
     done = analyzer.walk_only(source)
+    if done is None:
+        return None
+    # the matrices read exactly next (those counted already): read them now, while the rest is counted
+    res = analyzer.result(*done, source)  # its counts of stand-ins are not the true ones: not kept
     source.peek = None
-    return None if done is None else (source, *done)
+    loaded.reader.read_early([loaded.stored_as[n] for n in _pending(res, loaded, {}, source) if n in loaded.stored_as])
+    return (source, *done)
+
+
+def _pending(res: Any, loaded: Loaded, exact: dict, source: ProxySource) -> list[str]:
+    """The matrices whose effective mask is not their proxy (and not read exactly yet)."""
+    return [
+        n
+        for n, e in res.effective_masks.items()
+        if n in loaded.summaries and n not in exact and not _is(e, source.proxies.get(n))
+    ]
 
 
 def _wholly_alive(s: Summary) -> bool:
@@ -175,20 +189,16 @@ def analyze_lazily(loaded: Loaded, analyzer: Any) -> tuple[Any, dict[str, torch.
         else:  # walked while the last matrices were read: those stood in as wholly kept
             source, graph, w = ahead
             wrong = [n for n in source.assumed if not _wholly_alive(loaded.summaries[n])]
+            source.assumed = set()  # the others' stand-ins were their proxies
             if not wrong:
                 res = analyzer.result(graph, w, source)
             else:
                 for n in wrong:
                     source.proxies.pop(n, None)
-                    source.assumed.discard(n)
                 res, source, quick = _again(analyzer, loaded, exact, source, wrong)
                 rewalked += quick
         for _ in range(MAX_ROUNDS):
-            pending = [
-                n
-                for n, e in res.effective_masks.items()
-                if n in loaded.summaries and n not in exact and not _is(e, source.proxies.get(n))
-            ]
+            pending = _pending(res, loaded, exact, source)
             if not pending:
                 loaded.notes.append(
                     f"{len(exact)} of {len(loaded.summaries)} matrices were read a second time, exactly "
@@ -206,6 +216,8 @@ def analyze_lazily(loaded: Loaded, analyzer: Any) -> tuple[Any, dict[str, torch.
             rewalked += quick
     finally:
         analyzer.keep_walk, analyzer.last = False, None
+        loaded.reader.wait()
+        loaded.reader.ahead.clear()  # masks read early that no round asked for
     raise RuntimeError(f"the analysis did not settle in {MAX_ROUNDS} rounds of exact reads")
 
 

@@ -31,22 +31,18 @@ import torch
 from torch import nn
 
 from ..io.errors import SpecError
-from ..io.tensors import clip, first_line
+from ..io.tensors import clip
 from .bits import BITS, stored_stats
 from .decode import check_dtype, nonfinite_bits, nonzero_bits, storage_format
 from .firstpass import FirstPass, adopt
 from .folder import DTYPE_BYTES, Folder
-from .kernel import _threads
 from .keys import Recipe, build, plan
 from .nm import NMCount, nm_count
-from .pread import available, read_masks
 from .prefetch import Prefetch
+from .reader import Reader
 from .skeleton import build_model, materialize, placeholder
-from .sparse import decode
 
 __all__ = ["Loaded", "Reader", "Summary", "load_folder"]
-
-MASK_READERS = 4  # masks read again at once: a disk serves several reads in flight faster than one
 
 
 @dataclass
@@ -103,80 +99,6 @@ class Loaded:
             return {k: self.mask(k) for k in keys}
         finally:
             self.reader.ahead.clear()
-
-
-class Reader:
-    """Reads stored tensors by key (decoding compressed ones), and a parameter's mask by its recipe."""
-
-    def __init__(self, folder: Folder, recipes: dict[str, Recipe], bar: Any = None):
-        self.folder, self.recipes, self.bar = folder, recipes, bar
-        self.handles: dict[str, Any] = {}
-        self.ahead: dict[str, np.ndarray] = {}  # stored key -> mask, read by read_ahead
-
-    def tensor(self, key: str) -> torch.Tensor:
-        members = self.folder.compressed.get(key)
-        if members is not None:  # decoded here: one dense tensor at a time
-            t = decode(
-                self.folder.entries[key].shape, self._raw(members["bitmask"]), self._raw(members["compressed"]), key
-            )
-            if self.bar is not None:
-                self.bar.update(len(members) - 1)
-            return t
-        return self._raw(key)
-
-    def _raw(self, key: str) -> torch.Tensor:
-        entry = self.folder.entries.get(key) or self.folder.members[key]
-        handle = self.handles.get(entry.shard)
-        if handle is None:
-            from safetensors import safe_open
-
-            handle = self.handles[entry.shard] = safe_open(f"{self.folder.path}/{entry.shard}", framework="pt")
-        try:
-            t = handle.get_tensor(key)
-        except Exception as e:
-            raise SpecError(f"cannot read {clip(key)} from shard {clip(entry.shard)}: {first_line(e, 80)}") from None
-        if self.bar is not None:
-            self.bar.update(1)
-        return t
-
-    def mask(self, name: str) -> torch.Tensor:
-        """The nonzero mask of parameter ``name``, read again (the analysis asks for the few it needs)."""
-        try:
-            return build(self.recipes[name], self._mask)
-        finally:
-            self.handles.clear()
-
-    def read_ahead(self, names: list[str]) -> None:
-        """Read the masks of the stored float matrices behind parameters ``names`` at once, several
-        threads reading (:func:`~connectome.hf.pread.read_masks`); :meth:`mask` then takes them."""
-        if not available():
-            return
-        entries = {}
-        for name in names:
-            for key in self.recipes[name].keys:
-                entry = self.folder.entries.get(key)
-                if key not in self.folder.compressed and entry is not None and _plain_float(entry):
-                    entries[key] = entry
-        self.ahead.update(read_masks(self.folder.path, entries, max(_threads(), MASK_READERS)))
-
-    def _mask(self, key: str) -> torch.Tensor:
-        entry = self.folder.entries.get(key)
-        ahead = self.ahead.get(key)
-        if ahead is not None:
-            if self.bar is not None:
-                self.bar.update(1)
-            return torch.from_numpy(ahead)
-        if key in self.folder.compressed or entry is None or len(entry.shape) < 2 or entry.dtype not in BITS:
-            return nonzero_bits(self.tensor(key))
-        # a stored float matrix: its mask straight from its mapped bits, one compiled pass, one array
-        mask = stored_stats(self.folder, entry, keep=True).mask
-        if self.bar is not None:
-            self.bar.update(1)
-        return torch.from_numpy(mask).reshape(entry.shape)
-
-    def close(self) -> None:
-        self.handles.clear()
-        self.bar = None
 
 
 def load_folder(
@@ -339,10 +261,6 @@ def _add(loaded: Loaded, key: str, stored: str, s: Summary, nm: NMCount, mask: t
     loaded.nm[key] = nm
     if mask is not None:
         loaded.masks[key] = mask
-
-
-def _plain_float(entry: Any) -> bool:
-    return len(entry.shape) >= 2 and entry.dtype in BITS and BITS[entry.dtype][2] != 0 and entry.numel > 0
 
 
 def _input_axes(model: nn.Module) -> dict[str, int]:

@@ -151,3 +151,43 @@ def test_the_small_tensors_the_caller_reads_are_in_the_page_cache_before_the_pas
             assert shard.cached(e.start, e.start + e.nbytes), k
         e = f.entries["d_w"]
         assert not shard.cached(e.start, e.start + e.nbytes)  # the matrices are left to the pass
+
+
+def test_masks_read_early_in_the_background_are_taken_and_not_read_again(tmp_path, monkeypatch):
+    from connectome.hf import reader as reader_mod
+    from connectome.hf.keys import Recipe
+    from connectome.hf.reader import Reader
+
+    ts = _tensors()
+    f, path = _folder(tmp_path, ts)
+    _evict(path)
+    r = Reader(f, {k: Recipe((k,)) for k in ts})
+    early = [k for k in ts if k.startswith("w")][:3]
+    r.read_early(early)
+    r.wait()
+    assert sorted(r.ahead) == sorted(early)
+    asked = []
+    real = reader_mod.read_masks
+    monkeypatch.setattr(
+        reader_mod, "read_masks", lambda root, entries, n: asked.append(sorted(entries)) or real(root, entries, n)
+    )
+    rest = [k for k in ts if k.startswith("w")]
+    r.read_ahead(rest)
+    assert asked == [sorted(set(rest) - set(early))]  # only what was not read early
+    for k in rest:
+        assert torch.equal(r.mask(k), ts[k].float() != 0), k
+
+
+def test_a_mask_the_background_read_failed_on_is_read_again_and_its_error_raised_there(tmp_path):
+    from connectome.hf.keys import Recipe
+    from connectome.hf.reader import Reader
+    from connectome.io.errors import SpecError
+
+    f, path = _folder(tmp_path, {"w": torch.ones(4096, 16, dtype=torch.bfloat16)})
+    os.truncate(path, os.path.getsize(path) - 5000)
+    r = Reader(f, {"w": Recipe(("w",))})
+    r.read_early(["w"])  # fails in its thread, quietly
+    r.wait()
+    assert r.ahead == {}
+    with pytest.raises(SpecError, match="truncated"):
+        r.read_ahead(["w"])
