@@ -9,8 +9,9 @@ True
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .lazy import names as _names
 
 if TYPE_CHECKING:
     from .analysis import Analysis, Analyzer, analyze
@@ -61,13 +62,7 @@ __all__ = [
 ]
 __version__ = "0.1.0"
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_WHERE[name], __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = _names(__name__, _WHERE)
 
 
 def __dir__() -> list[str]:

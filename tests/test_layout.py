@@ -6,6 +6,7 @@ import ast
 import pathlib
 
 import networkx as nx
+import pytest
 
 import connectome
 
@@ -68,3 +69,15 @@ def test_public_names_are_re_exported():
         assert hasattr(connectome, name), name
     from connectome.graph import lower, trace, walk  # noqa: F401
     from connectome.io import Checkpoint, MaskSource, SpecError  # noqa: F401
+
+
+@pytest.mark.parametrize(
+    "module", ["connectome.io.masks", "connectome.graph.names", "connectome.hf.stream", "connectome.layerrow"]
+)
+def test_a_module_imported_first_imports(module):
+    """The packages import their names on first use: no module may rely on another's import order."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr

@@ -32,15 +32,17 @@ Examples
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import fx
 
-from ..io.masks import MaskSource
 from .lower import UnitGraph, lower_node
 from .lower.fallback import Constant
 from .status import Status, any_alive, union
+
+if TYPE_CHECKING:  # connectome.io.masks imports this package: typing only, no cycle
+    from ..io.masks import MaskSource
 
 __all__ = ["constant_weights"]
 

@@ -40,16 +40,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from torch import fx
 
-from ..io.masks import MaskSource
 from .lower import UnitGraph
 from .lower.base import Ctx, tensor_args
 from .status import Status, any_alive
 from .walk import Walk, add_effective, with_constants
+
+if TYPE_CHECKING:  # connectome.io.masks imports this package: typing only, no cycle
+    from ..io.masks import MaskSource
 
 __all__ = ["rewalk", "same"]
 

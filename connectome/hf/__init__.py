@@ -9,8 +9,9 @@ False
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ..lazy import names as _names
 
 if TYPE_CHECKING:
     from .analyze import analyze_folder
@@ -28,10 +29,4 @@ _WHERE = {
 }
 __all__ = ["Folder", "Loaded", "analyze_folder", "is_model_folder", "load_folder", "resolve"]
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_WHERE[name], __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = _names(__name__, _WHERE)

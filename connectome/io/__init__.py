@@ -13,8 +13,9 @@ torch.Size([2, 2])
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ..lazy import names as _names
 
 if TYPE_CHECKING:
     from .checkpoint import Checkpoint, load
@@ -33,10 +34,4 @@ _WHERE = {
 }
 __all__ = ["Checkpoint", "load", "MaskSource", "prunable_weights", "SpecError", "load_model", "parse_shape"]
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_WHERE[name], __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = _names(__name__, _WHERE)

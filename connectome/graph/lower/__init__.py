@@ -17,13 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import fx
 
 from ... import memory
-from ...io.masks import MaskSource
 from ..cost import walk_bytes
 from ..trace import Traced
 from . import (  # noqa: F401
@@ -50,6 +49,9 @@ from . import (  # noqa: F401
 )
 from .base import RULES, Ctx, LowerError, Op, find_rule, key_name, tensor_args
 from .misc import Constant, Fallback
+
+if TYPE_CHECKING:  # connectome.io.masks imports this package: typing only, no cycle
+    from ...io.masks import MaskSource
 
 __all__ = ["Lowered", "UnitGraph", "lower", "lower_node", "mask_free", "RULES", "Op"]
 

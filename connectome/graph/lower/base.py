@@ -19,17 +19,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import fx, nn
 
-from ...io.masks import MaskSource
 from ...registry import register
 from ..status import Status
 from ..trace import Traced
 from .computed import computed_weight
 from .weight import Weight
+
+if TYPE_CHECKING:  # connectome.io.masks imports this package: typing only, no cycle
+    from ...io.masks import MaskSource
 
 __all__ = [
     "Op",

@@ -15,7 +15,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...io.masks import nonzero
 from ..status import Status
 from .base import Ctx, Op, rule
 
@@ -112,6 +111,8 @@ class Mix(Op):
 
 def _zero_scale(w: Any) -> np.ndarray | None:
     if isinstance(w, torch.Tensor) and w.device.type != "meta":
+        from ...io.masks import nonzero  # here: connectome.io.masks imports this package
+
         return nonzero(w).cpu().numpy().reshape(-1) == 0  # numpy's read: small torch ops cost ~10 us each
     return None
 
