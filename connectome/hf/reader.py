@@ -92,7 +92,7 @@ class Reader:
             return
         entries = {k: e for k, e in self._entries(names).items() if k not in self.ahead}
         if entries:
-            self.ahead.update(read_masks(self.folder.path, entries, max(_threads(), MASK_READERS)))
+            self._read(entries)
 
     def read_early(self, names: list[str]) -> None:
         """:meth:`read_ahead` in a thread of its own (the caller goes on: the shards are still being read);
@@ -101,7 +101,7 @@ class Reader:
 
         def run() -> None:
             with contextlib.suppress(Exception):
-                self.ahead.update(read_masks(self.folder.path, entries, max(_threads(), MASK_READERS)))
+                self._read(entries)
 
         self.wait()
         entries = self._entries(names) if available() else {}
@@ -114,6 +114,9 @@ class Reader:
         if self._early is not None:
             self._early.join()
             self._early = None
+
+    def _read(self, entries: dict[str, Entry]) -> None:
+        self.ahead.update(read_masks(self.folder.path, entries, max(_threads(), MASK_READERS)))
 
     def _entries(self, names: list[str]) -> dict[str, Entry]:
         entries = {}
